@@ -1,0 +1,1 @@
+"""The click CLI (installed as na_deploy.cli)."""

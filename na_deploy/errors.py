@@ -1,0 +1,36 @@
+"""One error family. Every message is one line naming the file/field/node and what is allowed.
+
+The CLI turns any `NaDeployError` into `error: <message>` on stderr and exit code 2.
+"""
+
+
+class NaDeployError(Exception):
+    """Base class: a user-facing error with a one-line message."""
+
+
+class DataError(NaDeployError):
+    """Bad data set file or array layout."""
+
+
+class ModelError(NaDeployError):
+    """Unknown model, unsupported layer or activation."""
+
+
+class CheckpointError(NaDeployError):
+    """Missing, corrupt or mismatched checkpoint."""
+
+
+class IRError(NaDeployError):
+    """Invalid IR graph, or a corrupt / wrong-version .nad.h5 file."""
+
+
+class ConversionError(NaDeployError):
+    """A torch model that cannot be converted (op named in the message)."""
+
+
+class FitError(NaDeployError):
+    """A network that does not fit the target's limits (node, quantity, value, limit)."""
+
+
+class SimulationError(NaDeployError):
+    """Bad simulation request (time steps, input shape) or a backend failure."""

@@ -1,0 +1,177 @@
+"""HDF5 serialization of the IR (`*.nad.h5`): flat, versioned, validated on load, byte-deterministic.
+
+Layout (format version 1)::
+
+    /                attrs: format="na-deploy-ir", format_version=1, flavour="float"|"int", meta (JSON)
+    /input           attrs: shape;            dataset channel_scale
+    /nodes/NNN       attrs: name, kind ("neuron"|"readout"), shape, every scalar field of the node class;
+                     datasets: bias (float) or bias_mant (int)
+    /nodes/NNN/inputs/MMM  attrs: source, op, exponent, op scalars (stride, padding, groups, kernel, weight)
+                           dataset weight (Conv2d / Dense only)
+
+Node and input order are the zero-padded group names. No timestamps are stored, so the same net gives the
+same bytes.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Union
+
+import h5py
+import numpy as np
+
+from .atomic import atomic_path
+from .errors import IRError
+from .ir import (FORMAT_NAME, FORMAT_VERSION, OP_TYPES, AvgPool2d, Conv2d, Dense, FloatNet, Identity, InputNode,
+                 IntNet, IntNeuronNode, IntReadoutNode, NeuronNode, ReadoutNode, Synapse, as_dict_meta)
+
+_NODE_FIELDS = {
+    NeuronNode: ("threshold", "levels", "precharge", "reset", "role"),
+    ReadoutNode: (),
+    IntNeuronNode: ("threshold", "bias_exp", "precharge", "scale", "levels", "reset", "role"),
+    IntReadoutNode: ("bias_exp", "scale"),
+}
+_FLAVOURS = {"float": (FloatNet, NeuronNode, ReadoutNode), "int": (IntNet, IntNeuronNode, IntReadoutNode)}
+
+
+def _group(parent: h5py.Group, name: str) -> h5py.Group:
+    gcpl = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
+    gcpl.set_obj_track_times(False)
+    gid = h5py.h5g.create(parent.id, name.encode(), gcpl=gcpl)
+    return h5py.Group(gid)
+
+
+def _dataset(g: h5py.Group, name: str, data) -> None:
+    g.create_dataset(name, data=np.ascontiguousarray(data), track_times=False)
+
+
+def save_net(net: Union[FloatNet, IntNet], path: str | Path) -> None:
+    """Write `net` atomically (temp file + rename)."""
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w", track_order=False, libver=("earliest", "v110")) as f:
+            f.attrs["format"] = FORMAT_NAME
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["flavour"] = net.flavour
+            f.attrs["meta"] = as_dict_meta(net.meta)
+            gi = _group(f, "input")
+            gi.attrs["shape"] = np.asarray(net.input.shape, dtype=np.int64)
+            _dataset(gi, "channel_scale", net.input.channel_scale)
+            gn = _group(f, "nodes")
+            for i, node in enumerate(net.all_nodes()):
+                g = _group(gn, f"{i:04d}")
+                g.attrs["name"] = node.name
+                g.attrs["kind"] = "readout" if i == len(net.nodes) else "neuron"
+                g.attrs["shape"] = np.asarray(node.shape, dtype=np.int64)
+                for k in _NODE_FIELDS[type(node)]:
+                    g.attrs[k] = getattr(node, k)
+                if net.flavour == "float":
+                    _dataset(g, "bias", node.bias)
+                else:
+                    _dataset(g, "bias_mant", node.bias_mant)
+                gs = _group(g, "inputs")
+                for j, syn in enumerate(node.inputs):
+                    _write_synapse(_group(gs, f"{j:04d}"), syn)
+
+
+def _write_synapse(g: h5py.Group, syn: Synapse) -> None:
+    op = syn.op
+    g.attrs["source"] = syn.source
+    g.attrs["op"] = op.kind
+    g.attrs["exponent"] = syn.exponent
+    if isinstance(op, (Conv2d, Dense)):
+        _dataset(g, "weight", op.weight)
+    else:
+        g.attrs["weight"] = op.weight
+    if isinstance(op, Conv2d):
+        g.attrs["stride"] = np.asarray(op.stride, dtype=np.int64)
+        g.attrs["padding"] = np.asarray(op.padding, dtype=np.int64)
+        g.attrs["groups"] = op.groups
+    if isinstance(op, AvgPool2d):
+        g.attrs["kernel"] = np.asarray(op.kernel, dtype=np.int64)
+        g.attrs["stride"] = np.asarray(op.stride, dtype=np.int64)
+
+
+def _attr(g: h5py.Group, key: str, path: Path):
+    if key not in g.attrs:
+        raise IRError(f"{path}: {g.name} is missing attribute {key!r} (corrupt or not a .nad.h5 file)")
+    v = g.attrs[key]
+    if isinstance(v, bytes):
+        v = v.decode()
+    if isinstance(v, np.generic):
+        v = v.item()
+    return v
+
+
+def _data(g: h5py.Group, key: str, path: Path) -> np.ndarray:
+    if key not in g:
+        raise IRError(f"{path}: {g.name} is missing dataset {key!r} (corrupt or not a .nad.h5 file)")
+    return g[key][()]
+
+
+def _read_synapse(g: h5py.Group, path: Path) -> Synapse:
+    kind = _attr(g, "op", path)
+    if kind not in OP_TYPES:
+        raise IRError(f"{path}: {g.name} has unknown op {kind!r}; known: {sorted(OP_TYPES)}")
+    if kind == "conv2d":
+        op = Conv2d(_data(g, "weight", path), tuple(_attr(g, "stride", path)), tuple(_attr(g, "padding", path)),
+                    _attr(g, "groups", path))
+    elif kind == "dense":
+        op = Dense(_data(g, "weight", path))
+    elif kind == "avgpool2d":
+        op = AvgPool2d(tuple(_attr(g, "kernel", path)), tuple(_attr(g, "stride", path)), _attr(g, "weight", path))
+    else:
+        op = Identity(_attr(g, "weight", path))
+    return Synapse(_attr(g, "source", path), op, _attr(g, "exponent", path))
+
+
+def load_net(path: str | Path) -> Union[FloatNet, IntNet]:
+    """Read and validate a `.nad.h5` file; every problem is an IRError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise IRError(f"{path}: no such file")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise IRError(f"{path}: not a readable HDF5 file (truncated or corrupt?): {e}") from None
+    try:
+        with f:
+            fmt = _attr(f, "format", path)
+            if fmt != FORMAT_NAME:
+                raise IRError(f"{path}: format is {fmt!r}, expected {FORMAT_NAME!r}")
+            ver = _attr(f, "format_version", path)
+            if ver != FORMAT_VERSION:
+                raise IRError(f"{path}: format_version {ver} is not supported (this na-deploy reads version "
+                              f"{FORMAT_VERSION}); re-run `na-deploy convert` with this version")
+            flavour = _attr(f, "flavour", path)
+            if flavour not in _FLAVOURS:
+                raise IRError(f"{path}: flavour {flavour!r} unknown; expected 'float' or 'int'")
+            net_t, neuron_t, readout_t = _FLAVOURS[flavour]
+            meta = json.loads(_attr(f, "meta", path))
+            gi = f["input"] if "input" in f else None
+            if gi is None or "nodes" not in f:
+                raise IRError(f"{path}: missing /input or /nodes group (corrupt or not a .nad.h5 file)")
+            inp = InputNode(tuple(_attr(gi, "shape", path)), _data(gi, "channel_scale", path))
+            keys = sorted(f["nodes"].keys())
+            if not keys:
+                raise IRError(f"{path}: /nodes is empty")
+            nodes = []
+            for i, k in enumerate(keys):
+                g = f["nodes"][k]
+                kind = _attr(g, "kind", path)
+                want = "readout" if i == len(keys) - 1 else "neuron"
+                if kind != want:
+                    raise IRError(f"{path}: node {k} is a {kind!r}, expected {want!r} (the readout is last)")
+                cls = readout_t if kind == "readout" else neuron_t
+                kw = {name: _attr(g, name, path) for name in _NODE_FIELDS[cls]}
+                kw["bias" if flavour == "float" else "bias_mant"] = _data(g, "bias" if flavour == "float" else "bias_mant", path)
+                if "inputs" not in g:
+                    raise IRError(f"{path}: node {k} has no inputs group")
+                syns = [_read_synapse(g["inputs"][m], path) for m in sorted(g["inputs"].keys())]
+                nodes.append(cls(name=_attr(g, "name", path), shape=tuple(_attr(g, "shape", path)), inputs=syns, **kw))
+            return net_t(input=inp, nodes=nodes[:-1], readout=nodes[-1], meta=meta)
+    except IRError as e:
+        msg = str(e)
+        raise IRError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
+    except (KeyError, ValueError, TypeError, OSError) as e:
+        raise IRError(f"{path}: corrupt .nad.h5 file ({type(e).__name__}: {e})") from None
