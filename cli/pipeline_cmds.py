@@ -1,0 +1,116 @@
+"""`na-deploy pipeline` (the whole job) and `na-deploy report` (Loihi 2 resources and energy)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from na_deploy.errors import NaDeployError
+
+
+def _timesteps(value: str) -> tuple[int, ...]:
+    try:
+        ts = tuple(int(v) for v in str(value).split(",") if v.strip())
+    except ValueError:
+        raise NaDeployError(f"--timesteps {value!r}: expected comma-separated positive integers, e.g. 1,2,4,8") from None
+    if not ts or min(ts) < 1:
+        raise NaDeployError(f"--timesteps {value!r}: expected comma-separated positive integers, e.g. 1,2,4,8")
+    return ts
+
+
+@click.command()
+@click.option("--data", type=click.Path(dir_okay=False), default=None,
+              help="npz with x_train, y_train, x_test, y_test (uint8 0-255 or float in [0,1]). "
+                   "Default: the embedded scikit-learn digits (8x8, 10 classes).")
+@click.option("--model", default="digits_cnn", show_default=True, help="Network from the model registry.")
+@click.option("--p", "p", type=int, default=2, show_default=True,
+              help="Positive integer threshold of the quantized ReLU (levels 0..p); the SNN threshold is th = p*s.")
+@click.option("--epochs-fp", type=int, default=30, show_default=True, help="Full-precision training epochs.")
+@click.option("--epochs-qat", type=int, default=30, show_default=True,
+              help="Quantization-aware training epochs (from the full-precision weights).")
+@click.option("--timesteps", default="1,2,4,8,16,32", show_default=True, help="SNN time steps T to evaluate.")
+@click.option("--verify-samples", type=int, default=100, show_default=True,
+              help="Test samples checked reference vs Lava (0 skips Lava).")
+@click.option("--verify-timesteps", type=int, default=8, show_default=True, help="T used for the Lava check.")
+@click.option("--compare-no-noise-adaptor", is_flag=True,
+              help="Also train the same net without the noise adaptor (same fp weights and seed) and report both, "
+                   "like the paper's Table 1.")
+@click.option("--eval-samples", type=int, default=None, help="Evaluate accuracy on the first N test samples only.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
+@click.option("--target", "target_name", default="loihi2", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default="runs/pipeline", show_default=True,
+              help="Run folder; written as <out>.partial and renamed when every stage has finished.")
+@click.option("--force", is_flag=True, help="Replace an existing non-empty --out.")
+def pipeline(data, model, p, epochs_fp, epochs_qat, timesteps, verify_samples, verify_timesteps,
+             compare_no_noise_adaptor, eval_samples, seed, device, target_name, out, force):
+    """Train -> quantize (noise adaptor) -> convert -> fixed point -> Lava export -> verify -> accuracy vs T.
+
+    Writes OUT/{fp.ckpt, qat.ckpt, net.nad.h5, net.float.nad.h5, lava/, report.json, report.md, *.png,
+    COMPLETE} and prints the summary table. Exit 1 if Lava and the reference simulator disagree anywhere.
+    """
+    from na_deploy.hw_targets import get_target
+    from na_deploy.pipeline import PipelineConfig, format_summary, run_pipeline
+
+    if data is not None and not Path(data).is_file():
+        raise NaDeployError(f"--data {data}: no such file")
+    cfg = PipelineConfig(data=data, model=model, p=p, epochs_fp=epochs_fp, epochs_qat=epochs_qat,
+                         timesteps=_timesteps(timesteps), verify_samples=verify_samples,
+                         verify_timesteps=verify_timesteps, compare_no_noise_adaptor=compare_no_noise_adaptor,
+                         seed=seed, device=device, eval_samples=eval_samples)
+    cfg.validate()
+    target = get_target(target_name)
+    report = run_pipeline(cfg, target, out, force=force, log=lambda m: click.echo(m, err=True))
+    click.echo(format_summary(report))
+    click.echo(f"run folder: {out} (report.json, report.md, plots)")
+    if report["verify"]["samples"] and not report["verify"]["bit_exact"]:
+        raise SystemExit(1)
+
+
+@click.command()
+@click.argument("net_path", type=click.Path(dir_okay=False))
+@click.option("--data", type=click.Path(dir_okay=False), default=None,
+              help="Images to measure spikes / synaptic ops on (default: embedded digits test split).")
+@click.option("--samples", type=int, default=32, show_default=True, help="Test samples to average over (0: static only).")
+@click.option("--timesteps", type=int, default=8, show_default=True, help="T for spikes, synaptic ops and energy.")
+@click.option("--synop-pj", type=float, default=None, help="Energy per synaptic op in pJ (default: see README).")
+@click.option("--neuron-update-pj", type=float, default=None, help="Energy per neuron update in pJ.")
+@click.option("--spike-pj", type=float, default=None, help="Energy per spike in pJ.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Also write the report as JSON.")
+@click.option("--target", "target_name", default="loihi2", show_default=True)
+def report(net_path, data, samples, timesteps, synop_pj, neuron_update_pj, spike_pj, json_out, target_name):
+    """Loihi 2 resource estimate (neurons, synapses, fan-in/out, cores) and, measured on SAMPLES images with
+    the reference simulator, spikes, synaptic operations and an energy estimate per inference at T."""
+    from dataclasses import replace
+
+    from na_deploy.atomic import atomic_write_text
+    from na_deploy.hw_targets import get_target
+    from na_deploy.hw_targets.loihi2.resources import EnergyModel, format_resource_report, resource_report
+    from na_deploy.ir import IntNet, load_net
+
+    target = get_target(target_name)
+    net = load_net(net_path)
+    if not isinstance(net, IntNet):
+        raise NaDeployError(f"{net_path}: is a float net; `report` needs the fixed-point net written by "
+                            "`na-deploy convert` (net.nad.h5)")
+    if samples < 0 or timesteps < 1:
+        raise NaDeployError(f"--samples must be >= 0 and --timesteps >= 1, got {samples}, {timesteps}")
+    energy = EnergyModel()
+    overrides = {k: v for k, v in (("synop_pj", synop_pj), ("neuron_update_pj", neuron_update_pj),
+                                   ("spike_pj", spike_pj)) if v is not None}
+    if overrides:
+        energy = replace(energy, source="user-supplied per-op energies", **overrides)
+    trace = x = None
+    if samples:
+        from na_deploy.data import load_dataset
+
+        ds = load_dataset(data)
+        x = ds.x_test[:samples]
+        if tuple(x.shape[1:]) != tuple(net.input.shape):
+            raise NaDeployError(f"--data: images are {tuple(x.shape[1:])}, the net expects {tuple(net.input.shape)}")
+        trace = target.reference_simulate(net, x, timesteps)
+    rep = resource_report(net, trace, energy=energy, inputs=x)
+    click.echo(format_resource_report(rep))
+    if json_out:
+        atomic_write_text(json_out, json.dumps(rep, indent=2, sort_keys=True))

@@ -1,0 +1,76 @@
+"""Plots people would rather look at than read: accuracy vs T, spikes / firing rate per layer, occasional noise.
+
+matplotlib with the Agg backend; every figure is written atomically (temp file + rename).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .atomic import atomic_path  # noqa: E402
+
+
+def _save(fig, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_accuracy_vs_t(arms: dict[str, dict], path: str | Path, title: str = "Accuracy vs time steps") -> None:
+    """arms: label -> {"ann": float, "float": {T: acc}, "integer": {T: acc}} (accuracies in [0, 1])."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    colors = ["tab:blue", "tab:orange", "tab:green", "tab:red"]
+    for i, (label, arm) in enumerate(arms.items()):
+        c = colors[i % len(colors)]
+        for kind, style in (("float", "--"), ("integer", "-")):
+            pts = sorted((int(t), a) for t, a in arm.get(kind, {}).items())
+            if pts:
+                ax.plot([t for t, _ in pts], [100 * a for _, a in pts], style, marker="o", color=c,
+                        label=f"{label}: {kind} SNN")
+        if arm.get("ann") is not None:
+            ax.axhline(100 * arm["ann"], color=c, linestyle=":", label=f"{label}: quantized ANN")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("time steps T")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def plot_layer_activity(rows: list[dict], path: str | Path, title: Optional[str] = None) -> None:
+    """rows: [{"node", "spikes_per_inference", "firing_rate"}] in network order."""
+    rows = [r for r in rows if "firing_rate" in r]
+    names = [r["node"] for r in rows]
+    fig, (a1, a2) = plt.subplots(2, 1, figsize=(max(6.4, 0.5 * len(names) + 2), 6), sharex=True)
+    a1.bar(names, [r["spikes_per_inference"] for r in rows], color="tab:blue")
+    a1.set_ylabel("spikes / inference")
+    a2.bar(names, [r["firing_rate"] for r in rows], color="tab:orange")
+    a2.set_ylabel("firing rate (spikes/neuron/step)")
+    a2.tick_params(axis="x", rotation=60)
+    a1.set_title(title or "Spiking activity per layer")
+    for a in (a1, a2):
+        a.grid(True, axis="y", alpha=0.3)
+    _save(fig, path)
+
+
+def plot_occasional_noise(noise: dict[str, dict[str, float]], path: str | Path, title: Optional[str] = None) -> None:
+    """noise: label (e.g. "T=2") -> {node: share of neurons whose count != k x ANN level}."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    labels = list(noise)
+    nodes = list(next(iter(noise.values())).keys()) if noise else []
+    width = 0.8 / max(len(labels), 1)
+    for i, lab in enumerate(labels):
+        xs = [j + i * width for j in range(len(nodes))]
+        ax.bar(xs, [100 * noise[lab].get(n, 0.0) for n in nodes], width=width, label=lab)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(nodes))], nodes, rotation=60)
+    ax.set_ylabel("neurons with occasional noise (%)")
+    ax.set_title(title or "Occasional noise per layer (count != k x ANN level at T = k*p)")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
