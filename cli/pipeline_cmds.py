@@ -27,7 +27,7 @@ def _timesteps(value: str) -> tuple[int, ...]:
 @click.option("--p", "p", type=int, default=2, show_default=True,
               help="Positive integer threshold of the quantized ReLU (levels 0..p); the SNN threshold is th = p*s.")
 @click.option("--epochs-fp", type=int, default=30, show_default=True, help="Full-precision training epochs.")
-@click.option("--epochs-qat", type=int, default=30, show_default=True,
+@click.option("--epochs-qat", type=int, default=20, show_default=True,
               help="Quantization-aware training epochs (from the full-precision weights).")
 @click.option("--timesteps", default="1,2,4,8,16,32", show_default=True, help="SNN time steps T to evaluate.")
 @click.option("--verify-samples", type=int, default=100, show_default=True,

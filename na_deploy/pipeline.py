@@ -28,9 +28,9 @@ class PipelineConfig:
     model: str = "digits_cnn"
     p: int = 2
     epochs_fp: int = 30
-    epochs_qat: int = 30
-    lr_fp: float = 0.05
-    lr_qat: float = 0.02
+    epochs_qat: int = 20
+    lr_fp: float = 0.1
+    lr_qat: float = 0.05
     batch_size: int = 64
     timesteps: tuple = DEFAULT_TIMESTEPS
     verify_samples: int = 100
@@ -91,17 +91,15 @@ def prepare_out_dir(out: str | Path, force: bool = False) -> tuple[Path, Path]:
 def _accuracy_arm(qat_ckpt, data, cfg: PipelineConfig, target, run_dir: Path, tag: str, timer: _Timer,
                   log: Callable) -> dict:
     """Convert one QAT checkpoint, write its nets, and measure ANN / float SNN / integer SNN accuracy vs T."""
-    from .ann_eval import ann_forward
     from .convert import convert_checkpoint
-    from .float_sim import simulate_float
-    from .noise_report import occasional_noise
+    from .evaluate import evaluate_nets
 
     x, y = data.x_test, data.y_test
     if cfg.eval_samples:
         x, y = x[: cfg.eval_samples], y[: cfg.eval_samples]
     with timer(f"convert{tag}"):
         fnet = convert_checkpoint(qat_ckpt)
-        inet = target.to_fixed_point(fnet)
+        inet = target.to_fixed_point(fnet, max_timesteps=max(*cfg.timesteps, cfg.verify_timesteps))
         violations = target.check_fit(inet)
         if violations:
             raise NaDeployError(f"network does not fit {target.name}: {violations[0]}"
@@ -109,28 +107,15 @@ def _accuracy_arm(qat_ckpt, data, cfg: PipelineConfig, target, run_dir: Path, ta
         fnet.save(run_dir / f"net{tag}.float.nad.h5")
         inet.save(run_dir / f"net{tag}.nad.h5")
     Ts = sorted(set(int(t) for t in cfg.timesteps))
-    with timer(f"ann_eval{tag}"):
-        logits, levels = ann_forward(fnet, x, device=cfg.device)
-        ann_pred = np.asarray(logits.argmax(1).cpu() if hasattr(logits, "cpu") else np.argmax(logits, 1))
-        ann_acc = float((ann_pred == y).mean())
-    with timer(f"float_snn{tag}"):
-        fres = simulate_float(fnet, x, Ts, device=cfg.device, labels=y)
-    with timer(f"integer_snn{tag}"):
-        traces = target.reference_simulate_multi(inet, x, Ts)
-    int_acc = {str(T): float((traces[T].predictions == y).mean()) for T in Ts}
-    agreement = {str(T): float((traces[T].predictions == fres.predictions[T]).mean()) for T in Ts}
-    p_by_node = {n.name: n.levels for n in inet.nodes if n.role == "layer"}
-    noise = {}
-    for T in Ts:
-        if T % cfg.p == 0:
-            counts = {k: v for k, v in traces[T].spike_counts.items() if k in p_by_node}
-            noise[f"T={T}"] = occasional_noise(counts, {k: levels[k] for k in counts}, T, p_by_node)
-    log(f"[{tag or 'noise adaptor'}] ANN {ann_acc:.4f} | "
-        + " ".join(f"T={T}: float {fres.accuracy[T]:.4f} int {int_acc[str(T)]:.4f}" for T in Ts))
-    return {"ann_accuracy": ann_acc,
-            "snn_accuracy": {"float": {str(T): float(fres.accuracy[T]) for T in Ts}, "integer": int_acc},
-            "prediction_agreement_float_vs_integer": agreement,
-            "occasional_noise": noise, "_nets": (fnet, inet), "_traces": traces, "_x": x}
+    with timer(f"evaluate{tag}"):
+        res = evaluate_nets(fnet, inet, target, x, y, Ts, device=cfg.device, progress=False, keep_traces=True)
+    acc = res["snn_accuracy"]
+    log(f"[{'no noise adaptor' if tag else 'noise adaptor'}] ANN {res['ann_accuracy']:.4f} | "
+        + " ".join(f"T={T}: float {acc['float'][str(T)]:.4f} int {acc['integer'][str(T)]:.4f}" for T in Ts))
+    res["_nets"], res["_x"], res["_traces"] = (fnet, inet), x, res.pop("traces")
+    res["_noise"] = res["occasional_noise"].get("integer")
+    res["occasional_noise"] = {k: v.to_dict() for k, v in res["occasional_noise"].items()}
+    return res
 
 
 def run_pipeline(cfg: PipelineConfig, target, out: str | Path, force: bool = False,
@@ -160,10 +145,8 @@ def run_pipeline(cfg: PipelineConfig, target, out: str | Path, force: bool = Fal
                             out=run_dir / "qat.ckpt")
         arm = _accuracy_arm(run_dir / "qat.ckpt", data, cfg, target, run_dir, "", timer, log)
         fnet, inet = arm.pop("_nets")
-        traces, x_eval = arm.pop("_traces"), arm.pop("_x")
-        report: dict = {"ann_accuracy": arm["ann_accuracy"], "snn_accuracy": arm["snn_accuracy"],
-                        "prediction_agreement_float_vs_integer": arm["prediction_agreement_float_vs_integer"],
-                        "occasional_noise": arm["occasional_noise"]}
+        traces, x_eval, noise = arm.pop("_traces"), arm.pop("_x"), arm.pop("_noise")
+        report: dict = dict(arm)
 
         with timer("export_lava"):
             from_export = getattr(target, "export", None)
@@ -210,7 +193,7 @@ def run_pipeline(cfg: PipelineConfig, target, out: str | Path, force: bool = Fal
                           lr=cfg.lr_qat, seed=cfg.seed, device=cfg.device, batch_size=cfg.batch_size,
                           out=run_dir / "qat_no_na.ckpt")
             arm2 = _accuracy_arm(run_dir / "qat_no_na.ckpt", data, cfg, target, run_dir, "_no_na", timer, log)
-            for k in ("_nets", "_traces", "_x"):
+            for k in ("_nets", "_traces", "_x", "_noise"):
                 arm2.pop(k)
             report["no_noise_adaptor"] = arm2
 
@@ -224,10 +207,9 @@ def run_pipeline(cfg: PipelineConfig, target, out: str | Path, force: bool = Fal
             if resources is not None:
                 plot_layer_activity(resources["nodes"], run_dir / "layer_activity.png",
                                     title=f"Spiking activity per layer (integer SNN, T={Tr})")
-            if report["occasional_noise"]:
-                plot_occasional_noise({lab: {k: v["share"] for k, v in d.items()}
-                                       for lab, d in report["occasional_noise"].items()},
-                                      run_dir / "occasional_noise.png")
+            if noise is not None:
+                plot_occasional_noise({f"T={k * cfg.p} (k={k})": {r.node: r.share for r in rows}
+                                       for k, rows in noise.rows.items()}, run_dir / "occasional_noise.png")
 
         report["config"] = {**asdict(cfg), "timesteps": list(cfg.timesteps), "target": target.name}
         report["data"] = {"name": data.name, "fingerprint": data.fingerprint, "train": int(len(data.x_train)),
@@ -291,10 +273,10 @@ def format_report_md(report: dict) -> str:
         if v.get("seconds_per_sample"):
             s = v["seconds_per_sample"]
             out += [f"Seconds per sample: reference {s['reference']:.4f}, Lava {s['lava']:.3f}.", ""]
-    if report.get("occasional_noise"):
-        out += ["## Occasional noise (share of neurons whose spike count != k x ANN level at T = k*p)", ""]
-        for lab, d in report["occasional_noise"].items():
-            out.append(f"- {lab}: " + ", ".join(f"{k} {100 * v['share']:.1f}%" for k, v in d.items()))
+    if report.get("occasional_noise", {}).get("integer"):
+        out += ["## Occasional noise, integer SNN (share of neurons whose spike count != k x ANN level at T = k*p)", ""]
+        for k, rows in report["occasional_noise"]["integer"]["by_k"].items():
+            out.append(f"- k={k}: " + ", ".join(f"{r['node']} {100 * r['share']:.1f}%" for r in rows))
         out.append("")
     if report.get("resources"):
         r = report["resources"]

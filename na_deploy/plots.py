@@ -35,6 +35,9 @@ def plot_accuracy_vs_t(arms: dict[str, dict], path: str | Path, title: str = "Ac
         if arm.get("ann") is not None:
             ax.axhline(100 * arm["ann"], color=c, linestyle=":", label=f"{label}: quantized ANN")
     ax.set_xscale("log", base=2)
+    ts = sorted({int(t) for arm in arms.values() for kind in ("float", "integer") for t in arm.get(kind, {})})
+    if ts:
+        ax.set_xticks(ts, [str(t) for t in ts])
     ax.set_xlabel("time steps T")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)

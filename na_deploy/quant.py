@@ -68,11 +68,11 @@ class QuantReLU(nn.Module):
         self.last_eps: Optional[torch.Tensor] = None  # the eps of the last training forward (for tests)
 
     def extra_repr(self) -> str:
-        return f"p={self.p}, noise_adaptor={self.noise_adaptor}, s={float(self.step_size):.4g}"
+        return f"p={self.p}, noise_adaptor={self.noise_adaptor}, s={float(self.step_size.detach()):.4g}"
 
     @property
     def threshold(self) -> float:
-        return self.p * float(self.step_size)
+        return self.p * float(self.step_size.detach())
 
     def _g(self, v: torch.Tensor) -> float:
         if self.grad_scale is not None:

@@ -1,0 +1,229 @@
+"""`na-deploy convert` (QAT checkpoint -> FloatNet -> target fixed point) and `na-deploy simulate` (accuracy vs T
+of the ANN, the float SNN and the target's integer SNN; agreement; occasional noise).
+
+Files: `convert` writes TWO `.nad.h5` files, both atomically, the FloatNet first:
+    OUT                      the IntNet (fixed point for the target): what export / verify / report / Lava read;
+    OUT with .nad.h5 -> .float.nad.h5 (or --float-out)   the FloatNet it came from (BN folded, real weights):
+                             what the ANN and float-SNN columns of `simulate` need.
+(the same layout `na-deploy pipeline` writes). The IntNet's meta records the FloatNet's file name and SHA-256,
+so `simulate` finds the sibling by itself and refuses a FloatNet that is not the one the IntNet came from.
+Nothing is written when conversion or the fit check fails (exit 2, one line naming node, quantity and limit).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from pathlib import Path
+from typing import Optional
+
+import click
+import numpy as np
+
+from na_deploy.errors import NaDeployError
+from na_deploy.evaluate import evaluate_nets, format_accuracy_table
+
+from .main import UserError
+
+FLOAT_SUFFIX = ".float.nad.h5"
+NET_SUFFIX = ".nad.h5"
+
+
+def one_line_errors(fn):
+    """NaDeployError -> `error: <message>` and exit code 2 (also when the command is invoked directly)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except NaDeployError as e:
+            raise UserError(str(e)) from e
+    return wrapper
+
+
+def float_path_for(net_path: str | Path) -> Path:
+    """net.nad.h5 -> net.float.nad.h5 (any other name: name + .float.nad.h5)."""
+    p = Path(net_path)
+    base = p.name[: -len(NET_SUFFIX)] if p.name.endswith(NET_SUFFIX) else p.name
+    return p.with_name(base + FLOAT_SUFFIX)
+
+
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def parse_timesteps(value: str) -> list[int]:
+    try:
+        ts = [int(v) for v in str(value).split(",") if v.strip()]
+    except ValueError:
+        ts = []
+    if not ts or min(ts) < 1:
+        raise NaDeployError(f"--timesteps {value!r}: expected comma-separated positive integers, e.g. 1,2,4,8")
+    return sorted(set(ts))
+
+
+def _check_out(out: str, option: str) -> Path:
+    p = Path(out)
+    if p.is_dir():
+        raise NaDeployError(f"{option} {out}: is a directory; allowed: a file path such as runs/net.nad.h5")
+    return p
+
+
+# -------------------------------------------------------------------------------------- convert
+@click.command("convert")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--out", default="runs/net.nad.h5", show_default=True,
+              help="The fixed-point IntNet to write (.nad.h5, atomically).")
+@click.option("--float-out", default=None,
+              help="Where the FloatNet goes [default: OUT with .nad.h5 -> .float.nad.h5]; `simulate` needs it.")
+@click.option("--target", "target_name", default="loihi2", show_default=True, help="Hardware target.")
+@click.option("--max-timesteps", type=int, default=None,
+              help="Largest T the static 24-bit bound is proven for (stored in the net; simulate / verify refuse "
+                   "larger T) [default: the target's, 256 for loihi2]. Smaller values can allow finer scales.")
+@click.option("--no-self-check", is_flag=True,
+              help="Skip comparing the FloatNet (as a quantized ANN) with the torch model on random images.")
+@click.option("--quiet", is_flag=True, help="Print only the summary line.")
+@one_line_errors
+def convert(checkpoint: str, out: str, float_out: Optional[str], target_name: str, max_timesteps: Optional[int],
+            no_self_check: bool, quiet: bool) -> None:
+    """QAT checkpoint -> integrate-and-fire SNN (FloatNet) -> target fixed point (IntNet), steps 2-3.
+
+    BN is folded, each quantized ReLU becomes an IF population with threshold p*s, pre-charge th/2 and reset
+    by subtraction; residual paths are delay-balanced with relays. The fixed point gives every node one
+    integer scale shared by all its inputs, Lava-compatible weight mantissas and a static bound proving no
+    accumulator or membrane leaves 24 bits for T <= --max-timesteps. Prints the quantization and fit
+    reports; a net that does not fit is refused (exit 2) and nothing is written.
+    """
+    from na_deploy.convert import convert_checkpoint
+    from na_deploy.hw_targets import get_target
+
+    target = get_target(target_name)
+    out_p = _check_out(out, "--out")
+    fout_p = _check_out(float_out, "--float-out") if float_out else float_path_for(out_p)
+    if fout_p.resolve() == out_p.resolve():
+        raise NaDeployError(f"--float-out {fout_p}: must differ from --out")
+    if max_timesteps is not None and max_timesteps < 1:
+        raise NaDeployError(f"--max-timesteps {max_timesteps}: allowed: a positive integer")
+    fnet = convert_checkpoint(checkpoint, self_check=not no_self_check)
+    if hasattr(target, "to_fixed_point_with_report"):
+        inet, qrep = target.to_fixed_point_with_report(fnet, max_timesteps=max_timesteps)
+    else:
+        inet, qrep = target.to_fixed_point(fnet, max_timesteps=max_timesteps), None
+    violations = target.check_fit(inet)
+    if not quiet and qrep is not None:
+        click.echo(qrep.format())
+    if violations:
+        for v in violations:
+            click.echo(f"  {v}", err=True)
+        raise NaDeployError(f"network does not fit {target.name}: {violations[0]}"
+                            + (f" (+{len(violations) - 1} more)" if len(violations) > 1 else "") + "; nothing written")
+    fnet.save(fout_p)
+    inet.meta["float_net"] = {"file": fout_p.name, "sha256": file_sha256(fout_p)}
+    inet.save(out_p)
+    relays = sum(n.role == "relay" for n in inet.nodes)
+    if not quiet:
+        click.echo(f"fit check ({target.name}): no violations; static bound proven for "
+                   f"T <= {inet.meta.get('max_timesteps')}")
+    click.echo(f"converted {fnet.meta.get('model', 'model')} ({len(inet.nodes) - relays} layers, {relays} relays, "
+               f"readout {inet.readout.shape[0]} classes) -> {out_p} (fixed point, {target.name}) + {fout_p} (float)")
+
+
+# ------------------------------------------------------------------------------------- simulate
+def load_net_pair(net_path: str, float_net: Optional[str]):
+    """(IntNet, FloatNet) from the files `convert` wrote; checks flavours, topology and provenance."""
+    from na_deploy.ir import FloatNet, IntNet, load_net
+
+    inet = load_net(net_path)
+    if not isinstance(inet, IntNet):
+        raise NaDeployError(f"{net_path}: is a FloatNet; pass the fixed-point net written by `na-deploy convert` "
+                            f"(e.g. net.nad.h5, not net{FLOAT_SUFFIX})")
+    recorded = inet.meta.get("float_net") or {}
+    if float_net is None:
+        cand = Path(net_path).with_name(recorded["file"]) if recorded.get("file") else float_path_for(net_path)
+        if not cand.is_file():
+            raise NaDeployError(f"{net_path}: its FloatNet {cand} is missing; `convert` writes both files (or pass "
+                                "--float-net)")
+        float_net = str(cand)
+    fnet = load_net(float_net)
+    if not isinstance(fnet, FloatNet):
+        raise NaDeployError(f"--float-net {float_net}: is a fixed-point IntNet; expected the FloatNet "
+                            f"({FLOAT_SUFFIX}) written by `na-deploy convert`")
+    if recorded.get("sha256") and recorded["sha256"] != file_sha256(float_net):
+        raise NaDeployError(f"{float_net}: is not the FloatNet {net_path} was converted from (SHA-256 differs from "
+                            "the one recorded at conversion)")
+    fi = [(n.name, tuple(n.shape)) for n in inet.all_nodes()]
+    ff = [(n.name, tuple(n.shape)) for n in fnet.all_nodes()]
+    if fi != ff or tuple(inet.input.shape) != tuple(fnet.input.shape):
+        raise NaDeployError(f"{float_net}: nodes / shapes differ from {net_path}; pass the FloatNet written together "
+                            "with it by `na-deploy convert`")
+    return inet, fnet, float_net
+
+
+@click.command("simulate")
+@click.argument("net_path", type=click.Path(dir_okay=False))
+@click.option("--float-net", default=None,
+              help=f"The FloatNet written with NET by `convert` [default: the sibling recorded in NET, *{FLOAT_SUFFIX}].")
+@click.option("--data", default=None, metavar="NPZ",
+              help="npz with x_train, y_train, x_test, y_test (uint8 0-255 or float in [0,1]); the test split is "
+                   "used. Default: the embedded scikit-learn digits test split.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Split seed of the embedded digits.")
+@click.option("--timesteps", default="1,2,4,8,16,32", show_default=True, help="Comma-separated T values.")
+@click.option("--samples", type=int, default=None, help="Use the first N test samples [default: all].")
+@click.option("--target", "target_name", default="loihi2", show_default=True, help="Hardware target.")
+@click.option("--device", default=None, help="torch device [default: cuda if available, else cpu].")
+@click.option("--plot", default=None, metavar="PNG", help="Write accuracy vs T (ANN, float SNN, integer SNN).")
+@click.option("--json", "json_out", default=None, metavar="FILE", help="Write every number as JSON.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@one_line_errors
+def simulate(net_path: str, float_net: Optional[str], data: Optional[str], seed: int, timesteps: str,
+             samples: Optional[int], target_name: str, device: Optional[str], plot: Optional[str],
+             json_out: Optional[str], quiet: bool) -> None:
+    """Accuracy vs time steps of the quantized ANN, the float SNN and the target's integer SNN (bit-exact
+    reference simulator), prediction agreement float vs integer, and the occasional-noise table (share of
+    neurons whose spike count over T = k*p differs from k x its ANN level), from one run per simulator."""
+    from na_deploy.atomic import atomic_write_text
+    from na_deploy.data import load_dataset
+    from na_deploy.hw_targets import get_target
+    from na_deploy.noise_report import format_noise_table
+
+    target = get_target(target_name)
+    Ts = parse_timesteps(timesteps)
+    if samples is not None and samples < 1:
+        raise NaDeployError(f"--samples {samples}: allowed: a positive integer")
+    for opt, path in (("--plot", plot), ("--json", json_out)):
+        if path:
+            _check_out(path, opt)
+    inet, fnet, float_file = load_net_pair(net_path, float_net)
+    tmax = int(inet.meta.get("max_timesteps", max(Ts)))
+    if max(Ts) > tmax:
+        raise NaDeployError(f"--timesteps: T = {max(Ts)} exceeds this net's max_timesteps {tmax} (the T its static "
+                            "24-bit bound is proven for); re-run convert with --max-timesteps")
+    ds = load_dataset(data, seed=seed)
+    x, y = ds.x_test, ds.y_test
+    if samples is not None:
+        x, y = x[:samples], y[:samples]
+    if tuple(x.shape[1:]) != tuple(inet.input.shape):
+        raise NaDeployError(f"--data {data or 'digits'}: images are {tuple(x.shape[1:])}, the net expects "
+                            f"{tuple(inet.input.shape)}")
+    if len(x) == 0:
+        raise NaDeployError(f"--data {data or 'digits'}: the test split is empty")
+    res = evaluate_nets(fnet, inet, target, x, y, Ts, device=device, progress=not quiet)
+    click.echo(f"{inet.meta.get('model', 'net')} on {ds.name}: {len(x)} test samples, target {target.name}")
+    click.echo(format_accuracy_table(res, Ts))
+    noise = res.pop("occasional_noise")
+    for rep in noise.values():
+        click.echo(format_noise_table(rep))
+    if not noise:
+        click.echo("occasional noise: no T in --timesteps is a multiple k*p for every layer's p; add such T")
+    res["occasional_noise"] = {k: v.to_dict() for k, v in noise.items()}
+    res.update({"net": str(net_path), "float_net": float_file, "target": target.name, "data": ds.name,
+                "samples": int(len(x)), "timesteps": Ts})
+    if plot:
+        from na_deploy.plots import plot_accuracy_vs_t
+
+        arm = {"ann": res["ann_accuracy"], **res["snn_accuracy"]}
+        plot_accuracy_vs_t({str(inet.meta.get("model", "net")): arm}, plot,
+                           title=f"{inet.meta.get('model', 'net')} on {ds.name} ({target.name})")
+        click.echo(f"plot -> {plot}")
+    if json_out:
+        atomic_write_text(json_out, json.dumps(res, indent=2, sort_keys=True))
+        click.echo(f"json -> {json_out}")

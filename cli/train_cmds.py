@@ -1,0 +1,168 @@
+"""`na-deploy train` (full precision) and `na-deploy quantize` (QAT with the noise adaptor).
+
+Thin: parse options, call na_deploy.train. Every bad input is a one-line `error: ...`, exit code 2, and is
+detected before anything is written.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from na_deploy.errors import NaDeployError
+
+from .main import UserError
+
+DATA_HELP = ("Data set: an .npz with arrays x_train, y_train, x_test, y_test (uint8 0-255 or float in [0,1]; "
+             "N x H x W or N x C x H x W; integer labels in [0, K)). Default: scikit-learn's embedded 8x8 "
+             "digits, stratified 1437/360 split by --seed. Inputs are scaled per channel, x/255/std "
+             "(no mean subtraction, so the scale folds into the first layer).")
+MODEL_HELP = "Network from the registry: digits_cnn, tiny_resnet, resnet18, resnet20, resnet34, resnet50."
+DEVICE_HELP = "torch device: auto (CUDA when available, else CPU), cpu, cuda, cuda:N."
+
+
+def one_line_errors(fn):
+    """NaDeployError -> `error: <message>` and exit code 2 (also when the command is invoked directly)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except NaDeployError as e:
+            raise UserError(str(e)) from e
+    return wrapper
+
+
+def check_out(out: str, option: str = "--out") -> Path:
+    path = Path(out)
+    if path.is_dir():
+        raise UserError(f"{option} {out}: is a directory; allowed: a checkpoint file path (e.g. runs/model.pt)")
+    return path
+
+
+def _summary(kind: str, name: str, result, out: Path) -> str:
+    h = [e for e in result.history if e["epoch"] > 0]
+    sec = sum(e["seconds"] for e in h) / max(len(h), 1)
+    return (f"{kind} {name}: test accuracy {result.test_accuracy:.4f} after {len(h)} epochs "
+            f"({sec:.2f} s/epoch) -> {out}")
+
+
+def _common(fn):
+    opts = [
+        click.option("--data", default=None, metavar="NPZ", help=DATA_HELP),
+        click.option("--seed", default=None, type=int,
+                     help="Seed for weight init, shuffling, the digits split and the noise adaptor's eps "
+                          "[default: 0; quantize --from: the checkpoint's seed]."),
+        click.option("--batch-size", default=64, show_default=True, type=int, help="Mini-batch size."),
+        click.option("--device", default="auto", show_default=True, help=DEVICE_HELP),
+        click.option("--quiet", is_flag=True, help="No progress bar."),
+    ]
+    for o in reversed(opts):
+        fn = o(fn)
+    return fn
+
+
+@click.command("train")
+@click.option("--model", "model_name", default="digits_cnn", show_default=True, help=MODEL_HELP)
+@click.option("--epochs", default=30, show_default=True, type=int, help="Full-precision training epochs.")
+@click.option("--lr", default=0.1, show_default=True, type=float,
+              help="Initial learning rate (SGD, momentum 0.9, cosine decay to 0; weight decay 5e-4 on "
+                   "conv/linear weights only).")
+@click.option("--out", default="runs/fp.pt", show_default=True, help="Checkpoint to write (atomically).")
+@_common
+@one_line_errors
+def train(model_name: str, epochs: int, lr: float, out: str, data: Optional[str], seed: Optional[int],
+          batch_size: int, device: str, quiet: bool) -> None:
+    """Train a full-precision ANN (ReLU, BatchNorm) -- step 0, the starting point of `quantize`.
+
+    The checkpoint holds the model name and arguments, the input scale, weights, optimizer and schedule
+    state, the data fingerprint, seed and per-epoch history.
+    """
+    from na_deploy.data import load_dataset
+    from na_deploy.models import model_spec
+    from na_deploy.train import resolve_device, train_full_precision
+
+    out_path = check_out(out)
+    seed = 0 if seed is None else seed
+    model_spec(model_name)
+    resolve_device(device)
+    dataset = load_dataset(data, seed)
+    result = train_full_precision(dataset, model_name, epochs=epochs, lr=lr, seed=seed, device=device,
+                                  batch_size=batch_size, out=str(out_path), progress=not quiet)
+    click.echo(_summary("fp", model_name, result, out_path))
+
+
+@click.command("quantize")
+@click.option("--from", "from_ckpt", default=None, metavar="CKPT",
+              help="Full-precision checkpoint from `na-deploy train`. If omitted, a full-precision model is "
+                   "trained first (--fp-epochs, --fp-lr) and saved beside --out as <name>-fp.pt.")
+@click.option("--model", "model_name", default=None,
+              help=MODEL_HELP + " With --from it must match the checkpoint (default: the checkpoint's); "
+                   "without --from the default is digits_cnn.")
+@click.option("--p", "p", default=2, show_default=True, type=int,
+              help="Positive integer p: the number of positive quantization levels of every activation, "
+                   "q = s*round(clip(v/s + eps, 0, p)). After conversion each IF neuron's threshold is th = p*s "
+                   "and p is the most spikes per input the layer needs. s, the step size, is learned per layer "
+                   "(initialised by an MSE-optimal search over full-precision activations).")
+@click.option("--noise-adaptor/--no-noise-adaptor", default=True, show_default=True,
+              help="Noise adaptor (paper eq. 7-8): add eps ~ U(-1/2, 1/2) per element to v/s before rounding in "
+                   "every training forward (the same eps in the backward pass, eq. 9-10), so the network learns "
+                   "to tolerate the SNN's conversion noise; eps = 0 at evaluation.")
+@click.option("--epochs", default=20, show_default=True, type=int, help="QAT epochs.")
+@click.option("--lr", default=0.05, show_default=True, type=float,
+              help="QAT initial learning rate for weights and step sizes s (SGD momentum 0.9, cosine; no weight "
+                   "decay on BN, biases or s).")
+@click.option("--fp-epochs", default=30, show_default=True, type=int,
+              help="Full-precision epochs when --from is omitted.")
+@click.option("--fp-lr", default=0.1, show_default=True, type=float,
+              help="Full-precision learning rate when --from is omitted.")
+@click.option("--out", default="runs/qat.pt", show_default=True, help="QAT checkpoint to write (atomically).")
+@_common
+@one_line_errors
+def quantize(from_ckpt: Optional[str], model_name: Optional[str], p: int, noise_adaptor: bool, epochs: int,
+             lr: float, fp_epochs: int, fp_lr: float, out: str, data: Optional[str], seed: Optional[int],
+             batch_size: int, device: str, quiet: bool) -> None:
+    """Quantization-aware training with the noise adaptor (Li & Rajendran, arXiv 2312.05290) -- step 1.
+
+    Every ReLU becomes a quantized activation with p levels and a learnable step size s (LSQ gradient,
+    eq. 10, with gradient scale 1/sqrt(n*p)); max-pools become average pools; any other activation is
+    refused. Reported accuracy is the quantized ANN's (eps = 0), which the converted SNN approaches.
+    """
+    from na_deploy.checkpoint import load_checkpoint
+    from na_deploy.data import load_dataset
+    from na_deploy.models import model_spec
+    from na_deploy.surgery import check_p
+    from na_deploy.train import check_compatible, resolve_device, train_full_precision, train_qat
+
+    out_path = check_out(out)
+    p = check_p(p)
+    resolve_device(device)
+    if from_ckpt is not None:
+        fp = load_checkpoint(from_ckpt)
+        seed = fp.seed if seed is None else seed
+        dataset = load_dataset(data, seed)
+        if fp.kind != "fp":
+            raise UserError(f"--from {from_ckpt}: kind is {fp.kind!r}; allowed: a full-precision checkpoint "
+                            f"from `na-deploy train`")
+        check_compatible(fp, dataset, model_name)
+        fp.build_model()  # weights of another model -> CheckpointError before anything is written
+    else:
+        seed = 0 if seed is None else seed
+        model_name = model_name or "digits_cnn"
+        model_spec(model_name)
+        dataset = load_dataset(data, seed)
+        fp_path = out_path.with_name(out_path.stem + "-fp" + (out_path.suffix or ".pt"))
+        check_out(str(fp_path), "fp checkpoint")
+        click.echo(f"no --from given: training {model_name} in full precision first ({fp_epochs} epochs) "
+                   f"-> {fp_path}")
+        fp_res = train_full_precision(dataset, model_name, epochs=fp_epochs, lr=fp_lr, seed=seed, device=device,
+                                      batch_size=batch_size, out=str(fp_path), progress=not quiet)
+        click.echo(_summary("fp", model_name, fp_res, fp_path))
+        fp = load_checkpoint(fp_path)
+    result = train_qat(dataset, fp, p=p, noise_adaptor=noise_adaptor, epochs=epochs, lr=lr, seed=seed,
+                       device=device, batch_size=batch_size, out=str(out_path), progress=not quiet)
+    calib = result.history[0]["test_acc"]
+    tag = "noise adaptor on" if noise_adaptor else "noise adaptor off"
+    click.echo(f"calibrated quantized ANN before QAT (p={p}): test accuracy {calib:.4f}")
+    click.echo(_summary(f"qat p={p} ({tag})", fp.model_name, result, out_path))

@@ -1,0 +1,235 @@
+"""Does an IntNet fit Loihi 2? Design-rule checks and the static 24-bit bound (DESIGN C5).
+
+`check_fit(net, limits)` returns every broken rule as a `Violation(node, quantity, value, limit)`; an empty
+list means the net fits. Rules (each a small function in `limits.py` style):
+
+* weights per op type: conv2d mantissas in [-128, 127] and exponent 0 (Lava's Conv ignores weight_exp);
+  dense mantissas even in [-256, 254] ([-254, 0] for an all-non-positive matrix: Lava's Dense
+  clip/truncate leaves exactly those unchanged), exponent in [-8, 7]; avgpool gain in [-128, 127], exponent 0
+  (a grouped Conv); identity gain in [-128, 127], exponent in [-8, 7] (a diagonal Sparse);
+* threshold in [1, 2**23 - 1], pre-charge 24-bit signed, bias mantissa 13-bit signed, bias exponent 0..7,
+  reset rule implemented by the Lava process, balanced hop counts (C3);
+* the **static bound**: interval arithmetic over the largest input payload (255 for graded pixels, 1 for a
+  spike), the integer weights, the bias and T = max_timesteps steps, proving that no per-synapse accumulator,
+  no total input current and no membrane (before or after reset) leaves the 24-bit signed range.
+
+Static bound, per node m and output channel c (all integers):
+    synapse i:  lo_i = P_i * sum(min(W_i[c], 0)),  hi_i = P_i * sum(max(W_i[c], 0)),  then shifted by e_i
+                (x * 2**e for e >= 0, floor(x / 2**-e) for e < 0) -- the interval of shift(op(payload), e);
+    current:    I in [sum_i lo_i + b_c, sum_i hi_i + b_c];
+    membrane:   v_0 = pc; v_t = v_{t-1} + I_t, minus th after a spike (see `membrane_interval` for the
+                closed form of [min_t, max_t] of v over T steps, valid for any T);
+    readout:    V_t = sum of t currents: bound = [min(I_lo, T * I_lo), max(I_hi, T * I_hi)].
+Bounds are computed in float64 (exact below 2**53; far beyond the 24-bit limits anyway).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from na_deploy.ir import INPUT_NAME, AvgPool2d, Conv2d, Dense, Identity, IntNet, IntReadoutNode
+from na_deploy.target import Violation
+
+from .limits import (LOIHI2, Loihi2Limits, rule_equal, rule_integer, rule_member, rule_range,
+                     rule_step)
+
+
+# ----------------------------------------------------------------------------------------- bounds
+@dataclass(frozen=True)
+class NodeBound:
+    """Static integer bounds of one node over T steps (global min / max over its channels)."""
+
+    node: str
+    timesteps: int
+    synapses: tuple[tuple[float, float], ...]  # per synapse: interval of shift(op(payload), exponent)
+    synapses_raw: tuple[tuple[float, float], ...]  # per synapse: interval of op(payload) (before the shift)
+    current: tuple[float, float]  # total input current incl. bias, per step
+    membrane: tuple[float, float]  # membrane (neuron: pre/post spike; readout: accumulated potential)
+
+    def max_abs(self) -> float:
+        vals = [abs(x) for iv in (*self.synapses, *self.synapses_raw, self.current, self.membrane) for x in iv]
+        return max(vals) if vals else 0.0
+
+    def headroom_bits(self, limits: Loihi2Limits = LOIHI2) -> float:
+        """log2(limit / largest bound): > 0 means it fits, by that many bits."""
+        m = self.max_abs()
+        return float("inf") if m == 0 else float(np.log2(limits.state_max / m))
+
+
+def payload_max(source: str, limits: Loihi2Limits = LOIHI2) -> int:
+    """Largest payload a source sends: graded pixels (C4) or a binary spike (C2)."""
+    return limits.graded_payload_max if source == INPUT_NAME else limits.spike_payload_max
+
+
+def op_interval(op, pmax: float, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per output channel [lo, hi] of op(payload) for payloads in [0, pmax] (float64)."""
+    if isinstance(op, Conv2d):
+        w = np.asarray(op.weight, dtype=np.float64)
+        return np.minimum(w, 0).sum(axis=(1, 2, 3)) * pmax, np.maximum(w, 0).sum(axis=(1, 2, 3)) * pmax
+    if isinstance(op, Dense):
+        w = np.asarray(op.weight, dtype=np.float64)
+        return np.minimum(w, 0).sum(axis=1) * pmax, np.maximum(w, 0).sum(axis=1) * pmax
+    if isinstance(op, AvgPool2d):
+        g = float(op.weight) * op.kernel[0] * op.kernel[1] * pmax
+    elif isinstance(op, Identity):
+        g = float(op.weight) * pmax
+    else:
+        raise TypeError(f"unknown op {type(op).__name__}")
+    return np.full(channels, min(g, 0.0)), np.full(channels, max(g, 0.0))
+
+
+def shift_interval(lo: np.ndarray, hi: np.ndarray, e: int) -> tuple[np.ndarray, np.ndarray]:
+    """Interval of shift(y, e): y * 2**e (e >= 0), floor(y / 2**-e) (e < 0, arithmetic shift)."""
+    if e >= 0:
+        return lo * 2.0 ** e, hi * 2.0 ** e
+    return np.floor(lo / 2.0 ** -e), np.floor(hi / 2.0 ** -e)
+
+
+def membrane_interval(i_lo: np.ndarray, i_hi: np.ndarray, threshold: int, precharge: int,
+                      timesteps: int) -> tuple[float, float]:
+    """[min, max] over t = 1..T of an IF membrane (reset by subtraction) whose per-step current lies in
+    [i_lo, i_hi] (per channel), before and after the spike check; closed form (any T, O(channels)):
+
+      upper: i_hi <= 0: pc + i_hi;   else max(pc, th - 1) + i_hi + (T - 1) * max(i_hi - th, 0)
+             (below th the membrane grows to at most th - 1 before a step adds i_hi; a reset removes th
+             per step, so it can only keep climbing by i_hi - th per step when i_hi > th);
+      lower: min(pc, 0) + T * min(i_lo, 0)
+             (a reset leaves v = pre - th >= 0, so below 0 only negative currents push it down);
+    and the initial pre-charge pc itself."""
+    th, pc, T = float(threshold), float(precharge), float(timesteps)
+    upper = np.where(i_hi <= 0, pc + i_hi, max(pc, th - 1) + i_hi + (T - 1) * np.maximum(i_hi - th, 0))
+    lower = min(pc, 0.0) + T * np.minimum(i_lo, 0)
+    return min(pc, float(lower.min())), max(pc, float(upper.max()))
+
+
+def readout_interval(i_lo: np.ndarray, i_hi: np.ndarray, timesteps: int) -> tuple[float, float]:
+    """[min, max] over t = 1..T of V_t = sum of t currents in [i_lo, i_hi]."""
+    T = float(timesteps)
+    return float(np.minimum(i_lo, T * i_lo).min()), float(np.maximum(i_hi, T * i_hi).max())
+
+
+def node_bound(node, timesteps: int, limits: Loihi2Limits = LOIHI2) -> NodeBound:
+    """The static bound of one IntNet node (neuron or readout) over `timesteps` steps."""
+    c = node.shape[0]
+    raws, syns = [], []
+    cur_lo, cur_hi = np.zeros(c), np.zeros(c)
+    for s in node.inputs:
+        lo, hi = op_interval(s.op, payload_max(s.source, limits), c)
+        raws.append((float(lo.min()), float(hi.max())))
+        lo, hi = shift_interval(lo, hi, s.exponent)
+        syns.append((float(lo.min()), float(hi.max())))
+        cur_lo, cur_hi = cur_lo + lo, cur_hi + hi
+    b = np.asarray(node.bias, dtype=np.float64)
+    cur_lo, cur_hi = cur_lo + b, cur_hi + b
+    if isinstance(node, IntReadoutNode):
+        mem = readout_interval(cur_lo, cur_hi, timesteps)
+    else:
+        mem = membrane_interval(cur_lo, cur_hi, node.threshold, node.precharge, timesteps)
+    return NodeBound(node.name, int(timesteps), tuple(syns), tuple(raws),
+                     (float(cur_lo.min()), float(cur_hi.max())), mem)
+
+
+def net_timesteps(net: IntNet, timesteps: int | None = None, limits: Loihi2Limits = LOIHI2) -> int:
+    """T the bound is checked for: the argument, else net.meta['max_timesteps'], else the limits' default."""
+    if timesteps is not None:
+        return int(timesteps)
+    return int(net.meta.get("max_timesteps", limits.max_timesteps))
+
+
+def static_bounds(net: IntNet, limits: Loihi2Limits = LOIHI2, timesteps: int | None = None) -> dict[str, NodeBound]:
+    T = net_timesteps(net, timesteps, limits)
+    return {n.name: node_bound(n, T, limits) for n in net.all_nodes()}
+
+
+# ------------------------------------------------------------------------------------ design rules
+def synapse_rules(node: str, syn, limits: Loihi2Limits) -> list[Violation]:
+    """Weight / gain range and exponent per op type (Lava's Dense and Conv rules, DESIGN Lava facts)."""
+    op, src = syn.op, syn.source
+    if isinstance(op, Conv2d):
+        return (rule_integer(node, f"conv weight dtype (from {src})", op.weight)
+                or rule_range(node, f"conv weight (from {src})", op.weight, limits.conv_weight_min,
+                              limits.conv_weight_max)
+                + rule_equal(node, f"conv exponent (from {src})", syn.exponent, limits.conv_exponent,
+                             "Lava's Conv ignores weight_exp; put the exponent into the node's scale"))
+    if isinstance(op, Dense):
+        return (rule_integer(node, f"dense weight dtype (from {src})", op.weight)
+                or rule_range(node, f"dense weight (from {src})", op.weight, limits.dense_weight_min,
+                              limits.dense_weight_max)
+                + rule_step(node, f"dense weight parity (from {src})", op.weight, limits.dense_weight_step,
+                            "Lava's Dense truncates mixed-sign weights to even values")
+                + (rule_range(node, f"dense weight in an all-non-positive matrix (from {src})", op.weight,
+                              limits.dense_inhibitory_min, 0, "Lava clips inhibitory matrices to [-255, 0]")
+                   if np.asarray(op.weight).size and np.max(op.weight) <= 0 else [])
+                + rule_range(node, f"dense exponent (from {src})", syn.exponent, limits.dense_exponent_min,
+                             limits.dense_exponent_max))
+    kind = "avgpool gain" if isinstance(op, AvgPool2d) else "identity gain"
+    w = op.weight
+    if not float(w).is_integer():
+        return [Violation(node, f"{kind} (from {src})", w, "integer")]
+    v = rule_range(node, f"{kind} (from {src})", int(w), limits.gain_min, limits.gain_max)
+    if isinstance(op, AvgPool2d):
+        return v + rule_equal(node, f"avgpool2d exponent (from {src})", syn.exponent, limits.conv_exponent,
+                              "runs as a grouped Conv, which ignores weight_exp")
+    if int(w) == 0:
+        v.append(Violation(node, f"identity gain (from {src})", 0, "non-zero", "a zero diagonal has no Sparse form"))
+    return v + rule_range(node, f"identity exponent (from {src})", syn.exponent, limits.dense_exponent_min,
+                          limits.dense_exponent_max, "runs as a diagonal Sparse with weight_exp")
+
+
+def parameter_rules(node, limits: Loihi2Limits) -> list[Violation]:
+    """Threshold, pre-charge, bias mantissa / exponent and reset rule of one node."""
+    v = (rule_range(node.name, "bias_mant", node.bias_mant, limits.bias_mant_min, limits.bias_mant_max)
+         + rule_range(node.name, "bias_exp", node.bias_exp, limits.bias_exp_min, limits.bias_exp_max))
+    if isinstance(node, IntReadoutNode):
+        return v
+    return (v + rule_range(node.name, "threshold", node.threshold, 1, limits.state_max)
+            + rule_range(node.name, "precharge", node.precharge, limits.state_min, limits.state_max)
+            + rule_member(node.name, "reset", node.reset, limits.reset_rules))
+
+
+def bound_rules(node, bound: NodeBound, limits: Loihi2Limits) -> list[Violation]:
+    """The static bound inside the 24-bit signed range (per-synapse accumulators, current, membrane)."""
+    lo, hi, T = limits.state_min, limits.state_max, bound.timesteps
+    v: list[Violation] = []
+    for s, raw, cooked in zip(node.inputs, bound.synapses_raw, bound.synapses):
+        worst = max(raw + cooked, key=abs)
+        v += rule_range(node.name, f"synaptic accumulator bound (from {s.source})", int(worst), lo, hi,
+                        f"payload <= {payload_max(s.source, limits)}")
+    v += rule_range(node.name, "input current bound", int(max(bound.current, key=abs)), lo, hi)
+    what = "readout potential bound" if isinstance(node, IntReadoutNode) else "membrane bound"
+    v += rule_range(node.name, f"{what} (T={T})", int(max(bound.membrane, key=abs)), lo, hi,
+                    "lower max_timesteps or coarsen the node's scale")
+    return v
+
+
+def topology_rules(net: IntNet) -> list[Violation]:
+    """All paths into a node must have equal hop counts (C3)."""
+    d = {INPUT_NAME: 0}
+    out = []
+    for n in net.all_nodes():
+        depths = sorted({d[s.source] for s in n.inputs})
+        if len(depths) > 1:
+            out.append(Violation(n.name, "input hop counts", depths, "all equal (C3)",
+                                 "insert relays with na_deploy.delays.balance_delays"))
+        d[n.name] = 1 + depths[-1]
+    return out
+
+
+def check_fit(net: IntNet, limits: Loihi2Limits = LOIHI2, timesteps: int | None = None) -> list[Violation]:
+    """Every Loihi 2 limit `net` breaks (empty list: it fits), for T up to `timesteps` (default: net's
+    meta['max_timesteps'] or limits.max_timesteps)."""
+    T = net_timesteps(net, timesteps, limits)
+    out = topology_rules(net)
+    for n in net.all_nodes():
+        for s in n.inputs:
+            out += synapse_rules(n.name, s, limits)
+        out += parameter_rules(n, limits)
+        out += bound_rules(n, node_bound(n, T, limits), limits)
+    return out
+
+
+def format_violations(violations: list[Violation]) -> str:
+    if not violations:
+        return "fits Loihi 2: no violations"
+    return "\n".join([f"{len(violations)} Loihi 2 limit violation(s):"] + [f"  {v}" for v in violations])

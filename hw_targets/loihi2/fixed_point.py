@@ -1,0 +1,329 @@
+"""FloatNet -> IntNet for Loihi 2 (DESIGN C5): integer weights, thresholds, biases, pre-charges and one real
+scale per node, plus a per-node quantization report and the static 24-bit bound.
+
+Scale (sigma_m): one integer unit of node m's membrane is worth sigma_m (real). All inputs of m share it
+(residual adds), so one spike of source s through float weight W contributes the integer
+        q = round(W * v_s / (sigma_m * 2**e)) * 2**e,     v_s = threshold_s (a spike carries th_s, C2),
+                                                         v_input = 1 (the payload is the raw pixel, C4),
+with e the synapse's exponent (Dense and Identity, whose Lava processes -- Dense, diagonal Sparse -- honour
+weight_exp; conv2d / avgpool synapses have e = 0 because Lava's Conv ignores weight_exp). Dense mantissas are
+additionally even (Lava's Dense truncation): q = 2 * round(x / 2).
+
+Choice of sigma_m (the finest scale every rule allows):
+  1. weights: conv2d / avgpool inputs use their whole mantissa range: sigma_w = max |W v_s| / 127; Dense
+     (mantissa <= 254) and Identity (gain <= 127) inputs then take the smallest exponent e >= 0 whose mantissas
+     fit. A node without conv2d / avgpool inputs uses e = 0 for its largest input, which sets sigma_w (so a
+     delay relay gets gain == threshold exactly).
+  2. the static bound (see fit.py) over T = max_timesteps steps, the threshold's 24-bit range and the bias's
+     mantissa/exponent range all scale like 1/sigma: if any is exceeded, sigma is raised by the worst ratio
+     (repeated until everything fits), and the report says which quantity limited the scale.
+Then threshold_int = round_half_up(th / sigma) (must be >= 1), precharge_int = threshold_int // 2 (floor:
+for integer currents v0 = floor(th/2) gives exactly the spikes of v0 = th/2, since v0 + S >= th <=> S >=
+ceil(th/2) either way; this is C1's round-half-up in the SNN), bias_int = round_half_away(b / sigma) split
+into mantissa << exponent with the smallest exponent whose mantissa fits 13 bits.
+The readout gets its own scale by the same rules (its potential, not a membrane, is bounded).
+
+Rounding modes (every cast from real to integer in this module):
+  * weights, gains, bias mantissas: round half away from zero, `round_half_away(x) = sign(x) floor(|x| + 1/2)`
+    (symmetric: a weight and its negation quantize to negated integers);
+  * thresholds and a pre-charge that is not th/2: round half up, `floor(x + 1/2)` (positive quantities; C1);
+  * pre-charge th/2: floor division of the integer threshold (exact, see above).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from na_deploy.delays import balance_delays
+from na_deploy.errors import FitError
+from na_deploy.ir import (INPUT_NAME, AvgPool2d, Conv2d, Dense, FloatNet, Identity, IntNet, IntNeuronNode,
+                          IntReadoutNode, NeuronNode, ReadoutNode, Synapse)
+
+from .fit import NodeBound, check_fit, node_bound
+from .limits import LOIHI2, Loihi2Limits
+
+ROUNDING = {
+    "weights": "round half away from zero",
+    "bias": "round half away from zero",
+    "threshold": "round half up",
+    "precharge": "threshold_int // 2 (floor) when precharge = threshold / 2, else round half up",
+}
+_MAX_REFINE = 40
+
+
+def round_half_away(x) -> np.ndarray:
+    """sign(x) * floor(|x| + 1/2): ties away from zero (weights, gains, biases)."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+def round_half_up(x) -> np.ndarray:
+    """floor(x + 1/2): ties up (thresholds; C1)."""
+    return np.floor(np.asarray(x, dtype=np.float64) + 0.5)
+
+
+# ------------------------------------------------------------------------------------------ report
+@dataclass
+class SynapseQuant:
+    source: str
+    op: str
+    exponent: int
+    max_abs_int: int  # largest |integer mantissa|
+    max_rel_error: float  # max |W - W_q| / max |W| (W_q the real value of the integer weight)
+    zero_share: float  # share of nonzero real weights that rounded to 0
+
+
+@dataclass
+class NodeQuant:
+    node: str
+    kind: str  # "neuron" | "relay" | "readout"
+    scale: float
+    limited_by: str  # what fixed the scale: "weights" or the bound / range that forced it coarser
+    threshold_int: Optional[int]
+    threshold_rel_error: Optional[float]
+    precharge_int: Optional[int]
+    bias_exp: int
+    bias_max_abs_error: float  # max |b - b_q| in units of the node's scale
+    synapses: list[SynapseQuant]
+    bound_max_abs: float  # largest |static bound| (accumulators, current, membrane / potential)
+    headroom_bits: float
+
+    @property
+    def max_rel_error(self) -> float:
+        return max((s.max_rel_error for s in self.synapses), default=0.0)
+
+    @property
+    def zero_share(self) -> float:
+        return max((s.zero_share for s in self.synapses), default=0.0)
+
+
+@dataclass
+class QuantReport:
+    max_timesteps: int
+    nodes: list[NodeQuant] = field(default_factory=list)
+    rounding: dict = field(default_factory=lambda: dict(ROUNDING))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def format(self) -> str:
+        head = (f"{'node':<22}{'kind':<8}{'scale':>11}{'th_int':>8}{'maxErrW':>9}{'zeroW':>7}{'exp':>5}"
+                f"{'bound':>11}{'room':>6}  limited by")
+        lines = [f"quantization report (static bound proven for T <= {self.max_timesteps}):", head]
+        for n in self.nodes:
+            exps = ",".join(str(s.exponent) for s in n.synapses)
+            lines.append(f"{n.node[:21]:<22}{n.kind:<8}{n.scale:>11.4g}"
+                         f"{'-' if n.threshold_int is None else n.threshold_int:>8}"
+                         f"{100 * n.max_rel_error:>8.2f}%{100 * n.zero_share:>6.1f}%{exps[:4]:>5}"
+                         f"{n.bound_max_abs:>11.0f}{n.headroom_bits:>6.1f}  {n.limited_by}")
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------- quantizers
+def source_value(net: FloatNet, source: str) -> float:
+    """Real value of one payload unit of `source`: 1 for a pixel (C4), the source threshold for a spike (C2)."""
+    return 1.0 if source == INPUT_NAME else float(net.node(source).threshold)
+
+
+def _real_weights(syn: Synapse, v: float) -> np.ndarray:
+    return np.asarray(syn.op.weight, dtype=np.float64) * v
+
+
+def _is_dense(syn: Synapse) -> bool:
+    return isinstance(syn.op, Dense)
+
+
+def _shiftable(syn: Synapse) -> bool:
+    """Ops whose Lava process honours weight_exp: Dense, and Identity (a diagonal Sparse)."""
+    return isinstance(syn.op, (Dense, Identity))
+
+
+def mantissa_max(syn: Synapse, limits: Loihi2Limits) -> int:
+    """Largest |integer mantissa| the quantizer uses for this op (symmetric ranges)."""
+    if isinstance(syn.op, Dense):
+        return limits.dense_weight_max
+    if isinstance(syn.op, Conv2d):
+        return limits.conv_weight_max
+    return limits.gain_max
+
+
+def weight_scale(peaks: list[float], shiftable: list[bool], limits: Loihi2Limits) -> Optional[float]:
+    """The finest sigma at which every mantissa fits (module docstring, rule 1); None if all weights are 0.
+
+    peaks[i] = max |W_i v_s| / mantissa_max_i. Conv-like inputs (exponent 0) fix sigma >= peak; shiftable inputs
+    (Dense, Identity) may take an exponent up to e_max, so they only need sigma >= peak / 2**e_max, unless the
+    node has no conv-like input, when the largest of them sets sigma with exponent 0."""
+    fixed = [m for m, sh in zip(peaks, shiftable) if not sh]
+    shift = [m for m, sh in zip(peaks, shiftable) if sh]
+    if any(m > 0 for m in fixed):
+        return max([max(fixed)] + [m / 2.0 ** limits.dense_exponent_max for m in shift])
+    if any(m > 0 for m in shift):
+        return max(shift)
+    return None
+
+
+def _mantissas(real: np.ndarray, unit: float, dense: bool) -> np.ndarray:
+    """Integer mantissas of real / unit: round half away from zero; Dense: even (2 * round(x / 2))."""
+    x = real / unit
+    return (2 * round_half_away(x / 2) if dense else round_half_away(x)).astype(np.int64)
+
+
+def synapse_exponent(syn: Synapse, real: np.ndarray, sigma: float, limits: Loihi2Limits) -> int:
+    """0 for conv-like ops; for Dense / Identity the smallest e >= 0 whose mantissas fit the op's range."""
+    if not _shiftable(syn):
+        return 0
+    top, dense = mantissa_max(syn, limits), _is_dense(syn)
+    e = 0
+    while e < limits.dense_exponent_max and int(np.abs(_mantissas(real, sigma * 2.0 ** e, dense)).max()) > top:
+        e += 1
+    return e
+
+
+def quantize_synapse(syn: Synapse, v: float, sigma: float, limits: Loihi2Limits) -> tuple[Synapse, SynapseQuant]:
+    """Integer synapse at node scale sigma (+ its report row). Dense mantissas even; conv-like exponent 0."""
+    real = _real_weights(syn, v)
+    e = synapse_exponent(syn, real, sigma, limits)
+    unit = sigma * 2.0 ** e
+    q = _mantissas(real, unit, _is_dense(syn))
+    op = syn.op
+    if isinstance(op, Conv2d):
+        new = Conv2d(q, op.stride, op.padding, op.groups)
+    elif isinstance(op, Dense):
+        new = Dense(q)
+    elif isinstance(op, AvgPool2d):
+        new = AvgPool2d(op.kernel, op.stride, int(q))
+    elif isinstance(op, Identity):
+        new = Identity(int(q))
+    else:
+        raise TypeError(f"unknown op {type(op).__name__}")
+    err = np.abs(q * unit - real)
+    peak = np.abs(real).max(initial=0.0)
+    nz = real != 0
+    rep = SynapseQuant(syn.source, op.kind, e, int(np.abs(q).max(initial=0)),
+                       float(err.max(initial=0.0) / peak) if peak > 0 else 0.0,
+                       float(((q == 0) & nz).sum() / nz.sum()) if nz.any() else 0.0)
+    return Synapse(syn.source, new, e), rep
+
+
+def quantize_bias(b_scaled: np.ndarray, limits: Loihi2Limits) -> tuple[np.ndarray, int, float]:
+    """(mantissa, exponent, needed ratio): smallest exponent in [0, 7] whose mantissa
+    round_half_away(b / 2**exp) fits 13 bits; ratio > 1 says how much coarser the scale must be."""
+    m = np.abs(b_scaled).max(initial=0.0)
+    for e in range(limits.bias_exp_min, limits.bias_exp_max + 1):
+        mant = round_half_away(b_scaled / 2.0 ** e)
+        if mant.min(initial=0) >= limits.bias_mant_min and mant.max(initial=0) <= limits.bias_mant_max:
+            return mant.astype(np.int64), e, 0.0
+    return np.zeros(len(b_scaled), dtype=np.int64), limits.bias_exp_max, m / (limits.bias_mant_max *
+                                                                             2.0 ** limits.bias_exp_max)
+
+
+def _bound_ratio(b: NodeBound, limits: Loihi2Limits) -> float:
+    """How far the static bound exceeds the 24-bit range (<= 1: fits)."""
+    worst = 0.0
+    for lo, hi in (*b.synapses, *b.synapses_raw, b.current, b.membrane):
+        worst = max(worst, hi / limits.state_max, -lo / -limits.state_min)
+    return worst
+
+
+def _precharge_int(node: NeuronNode, th_int: int, sigma: float) -> int:
+    if math.isclose(node.precharge, node.threshold / 2, rel_tol=1e-12, abs_tol=0.0):
+        return th_int // 2
+    return int(round_half_up(node.precharge / sigma))
+
+
+def _build(node, net: FloatNet, sigma: float, T: int, limits: Loihi2Limits):
+    """Integer node at scale sigma, its report pieces, and the ratio by which sigma must grow (<= 1: ok)."""
+    syns, reps = [], []
+    for s in node.inputs:
+        q, r = quantize_synapse(s, source_value(net, s.source), sigma, limits)
+        syns.append(q)
+        reps.append(r)
+    b_scaled = node.bias / sigma
+    mant, bexp, bias_ratio = quantize_bias(b_scaled, limits)
+    ratios = {"bias mantissa/exponent range": bias_ratio}
+    if isinstance(node, ReadoutNode):
+        inode = IntReadoutNode(name=node.name, shape=node.shape, inputs=syns, bias_mant=mant, bias_exp=bexp,
+                               scale=sigma)
+        th_int = pc = None
+    else:
+        th_int = int(round_half_up(node.threshold / sigma))
+        ratios["threshold range"] = th_int / limits.state_max
+        if th_int < 1:
+            return None, reps, th_int, ratios
+        pc = _precharge_int(node, th_int, sigma)
+        inode = IntNeuronNode(name=node.name, shape=node.shape, inputs=syns, threshold=th_int, bias_mant=mant,
+                              bias_exp=bexp, precharge=pc, scale=sigma, levels=node.levels, reset=node.reset,
+                              role=node.role)
+    bound = node_bound(inode, T, limits)
+    ratios[f"24-bit bound over T={T}"] = _bound_ratio(bound, limits)
+    return (inode, bound), reps, th_int, ratios
+
+
+def quantize_node(node, net: FloatNet, T: int, limits: Loihi2Limits = LOIHI2):
+    """(IntNeuronNode | IntReadoutNode, NodeQuant) at the finest scale that satisfies every rule."""
+    peaks = [np.abs(_real_weights(s, source_value(net, s.source))).max(initial=0.0) / mantissa_max(s, limits)
+             for s in node.inputs]
+    sigma = weight_scale(peaks, [_shiftable(s) for s in node.inputs], limits)
+    if sigma is None:  # all weights zero: any scale works; keep thresholds / biases well resolved
+        sigma = (node.threshold / limits.conv_weight_max if isinstance(node, NeuronNode)
+                 else max(np.abs(node.bias).max(initial=0.0) / limits.bias_mant_max, 1e-12))
+    limited_by = "weights"
+    for _ in range(_MAX_REFINE):
+        built, reps, th_int, ratios = _build(node, net, sigma, T, limits)
+        if built is None:
+            break
+        what, ratio = max(ratios.items(), key=lambda kv: kv[1])
+        if ratio <= 1.0:
+            break
+        sigma *= ratio * (1 + 1e-9)
+        limited_by = what
+    else:
+        raise FitError(f"node {node.name}: no scale satisfies {limited_by} (ratio {ratio:.4g} after "
+                       f"{_MAX_REFINE} refinements); limit: 24-bit signed state, 13-bit bias mantissa")
+    if built is None:
+        raise FitError(f"node {node.name}: threshold = {th_int} at scale {sigma:.4g} exceeds limit integer "
+                       f"threshold >= 1 (scale raised to fit the {limited_by}; lower --max-timesteps "
+                       f"(now {T}) or reduce the node's input weights / bias)")
+    inode, bound = built
+    b_err = float(np.abs(inode.bias - node.bias / sigma).max(initial=0.0))
+    kind = "readout" if isinstance(node, ReadoutNode) else ("relay" if node.role == "relay" else "neuron")
+    th_err = None if th_int is None else abs(th_int * sigma - node.threshold) / node.threshold
+    rep = NodeQuant(node.name, kind, float(sigma), limited_by, th_int, th_err,
+                    None if th_int is None else inode.precharge, inode.bias_exp, b_err, reps,
+                    bound.max_abs(), bound.headroom_bits(limits))
+    return inode, rep
+
+
+# --------------------------------------------------------------------------------------- convert
+def to_fixed_point_with_report(net: FloatNet, limits: Loihi2Limits = LOIHI2,
+                               max_timesteps: Optional[int] = None) -> tuple[IntNet, QuantReport]:
+    """FloatNet -> (IntNet, QuantReport). Pure. Unbalanced nets get relays first (C3).
+
+    Raises FitError naming node, quantity and limit when no integer version fits Loihi 2."""
+    if not isinstance(net, FloatNet):
+        raise FitError(f"to_fixed_point needs a FloatNet, got {type(net).__name__}")
+    T = int(max_timesteps if max_timesteps is not None else limits.max_timesteps)
+    if T < 1:
+        raise FitError(f"max_timesteps = {T} exceeds limit >= 1")
+    if not net.is_balanced():
+        net = balance_delays(net)
+    report = QuantReport(max_timesteps=T)
+    nodes = []
+    for n in net.all_nodes():
+        inode, rep = quantize_node(n, net, T, limits)
+        nodes.append(inode)
+        report.nodes.append(rep)
+    meta = {**net.meta, "target": "loihi2", "max_timesteps": T, "rounding": dict(ROUNDING)}
+    inet = IntNet(input=net.input, nodes=nodes[:-1], readout=nodes[-1], meta=meta)
+    violations = check_fit(inet, limits, T)
+    if violations:
+        raise FitError(f"{len(violations)} Loihi 2 limit violation(s); first: {violations[0]}")
+    return inet, report
+
+
+def to_fixed_point(net: FloatNet, limits: Loihi2Limits = LOIHI2, max_timesteps: Optional[int] = None) -> IntNet:
+    """FloatNet -> IntNet (see module docstring); the report goes to `to_fixed_point_with_report`."""
+    return to_fixed_point_with_report(net, limits, max_timesteps)[0]

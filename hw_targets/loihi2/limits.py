@@ -1,0 +1,134 @@
+"""Loihi 2 numeric limits (DESIGN C5) and the design rules that check one quantity against one limit.
+
+Every number below says where it comes from:
+  [C5]    DESIGN.md contract clause C5;
+  [LAVA]  /work/shared/notes/lava-0.10-facts.md, i.e. lava-nc 0.10.0 source read and checked by runs
+          (`proc/dense/models.py`, `utils/weightutils.py`, `proc/conv/models.py`, `proc/lif/models.py`);
+  [DOC]   Loihi 2 / Lava documentation;
+  [ASSUMPTION] our choice where no source pins the number (stated why).
+
+A design rule is a small function `rule_*(node, ..., limits) -> list[Violation]` that checks one quantity and
+names the limit (in the style of a hardware mapper's design-rule checks). `fit.check_fit` runs them all.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from na_deploy.target import Violation
+
+
+def signed_range(bits: int) -> tuple[int, int]:
+    """Two's-complement range of a `bits`-bit signed integer: [-2**(bits-1), 2**(bits-1) - 1]."""
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+
+@dataclass(frozen=True)
+class Loihi2Limits:
+    # Weight mantissa: 8-bit signed [C5][DOC: Loihi 2 synapses store up to 8-bit weights].
+    weight_bits: int = 8
+    # Conv weights are passed to Lava's Conv unchanged (no clip/truncate there) and must be 8-bit signed
+    # [LAVA conv: "no weight clipping"; C5 8-bit mantissa].
+    conv_weight_min: int = -128
+    conv_weight_max: int = 127
+    # Lava's Conv ignores weight_exp [LAVA], so conv2d and avgpool (a grouped Conv) synapses have exponent 0;
+    # the exponent goes into the destination node's scale instead.
+    conv_exponent: int = 0
+    # Dense: Lava clips to 8 bits and, for mixed-sign matrices, truncates to even values in [-256, 254]
+    # [LAVA weightutils.clip_weights/truncate_weights], so Dense mantissas must be even in [-256, 254]. An
+    # all-non-positive matrix ("inhibitory" sign mode) is clipped to [-255, 0] instead, which would turn -256
+    # into -255: fit.py forbids -256 there (`dense_inhibitory_min`) [LAVA, derived]. The quantizer uses the
+    # symmetric [-254, 254] and never emits -256.
+    dense_weight_min: int = -256
+    dense_weight_max: int = 254
+    dense_inhibitory_min: int = -254
+    dense_weight_step: int = 2
+    # Per-synapse-population weight exponent of a Dense, and of an identity (run as a diagonal Sparse): Lava's
+    # Dense / Sparse shift the accumulated sum by weight_exp [LAVA dense / sparse models]; range [-8, 7] as
+    # Loihi's 4-bit signed weight exponent [ASSUMPTION: Lava itself accepts any int; we keep the silicon's
+    # historical range].
+    dense_exponent_min: int = -8
+    dense_exponent_max: int = 7
+    # Scalar gains of avgpool (grouped Conv of gain * ones) and identity (diagonal Sparse) synapses: the conv
+    # range, which Conv and every Lava sign mode of a one-signed diagonal leave unchanged [LAVA, derived].
+    gain_min: int = -128
+    gain_max: int = 127
+    # Membrane, threshold, per-synapse accumulator and total input current: 24-bit signed
+    # [C5; LAVA: LIF/Conv state wraps or saturates at 24 bits].
+    state_bits: int = 24
+    # Bias: 13-bit signed mantissa, 3-bit unsigned exponent, bias = mant << exp [LAVA LIF bit-accurate model;
+    # DOC: Loihi 2 compartment bias].
+    bias_mant_bits: int = 13
+    bias_exp_min: int = 0
+    bias_exp_max: int = 7
+    # Graded input payload: raw 8-bit unsigned pixels 0..255 (C4) [C4; DOC: graded spikes carry up to 24 bits,
+    # we send 8].
+    graded_payload_max: int = 255
+    # Binary spike payload of a neuron node [C2].
+    spike_payload_max: int = 1
+    # The number of time steps the static accumulator / membrane bound is proven for unless the caller
+    # asks otherwise; stored per net in IntNet.meta["max_timesteps"] [ASSUMPTION: covers T = 1..256].
+    max_timesteps: int = 256
+    # Reset rules the Lava process implements [C2; LAVA: no built-in subtractive reset, our own process].
+    reset_rules: tuple[str, ...] = ("subtract",)
+
+    @property
+    def state_min(self) -> int:
+        return signed_range(self.state_bits)[0]
+
+    @property
+    def state_max(self) -> int:
+        return signed_range(self.state_bits)[1]
+
+    @property
+    def bias_mant_min(self) -> int:
+        return signed_range(self.bias_mant_bits)[0]
+
+    @property
+    def bias_mant_max(self) -> int:
+        return signed_range(self.bias_mant_bits)[1]
+
+
+LOIHI2 = Loihi2Limits()
+
+
+# ------------------------------------------------------------------------------------- design rules
+def rule_range(node: str, quantity: str, values, lo: int, hi: int, message: str = "") -> list[Violation]:
+    """All `values` in [lo, hi]; reports the worst offender."""
+    a = np.asarray(values)
+    if a.size == 0:
+        return []
+    amin, amax = a.min(), a.max()
+    if amin >= lo and amax <= hi:
+        return []
+    worst = amax if amax > hi else amin
+    return [Violation(node, quantity, _py(worst), f"[{lo}, {hi}]", message)]
+
+
+def rule_integer(node: str, quantity: str, values) -> list[Violation]:
+    a = np.asarray(values)
+    if np.issubdtype(a.dtype, np.integer):
+        return []
+    return [Violation(node, quantity, str(a.dtype), "integer dtype")]
+
+
+def rule_step(node: str, quantity: str, values, step: int, message: str = "") -> list[Violation]:
+    """All `values` multiples of `step` (Lava's Dense truncation leaves only those unchanged)."""
+    a = np.asarray(values)
+    bad = a[(a % step) != 0] if a.size else a
+    if bad.size == 0:
+        return []
+    return [Violation(node, quantity, _py(bad.flat[0]), f"multiple of {step}", message)]
+
+
+def rule_equal(node: str, quantity: str, value, want, message: str = "") -> list[Violation]:
+    return [] if value == want else [Violation(node, quantity, _py(value), f"== {want}", message)]
+
+
+def rule_member(node: str, quantity: str, value, allowed, message: str = "") -> list[Violation]:
+    return [] if value in allowed else [Violation(node, quantity, value, f"one of {list(allowed)}", message)]
+
+
+def _py(v):
+    return v.item() if isinstance(v, np.generic) else v

@@ -1,0 +1,198 @@
+"""End to end: `na-deploy train` + `quantize` on digits, checkpoints, determinism, bad input (exit 2, nothing written)."""
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from na_deploy.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
+from na_deploy.cli.main import cli
+from na_deploy.data import load_dataset
+from na_deploy.errors import CheckpointError
+from na_deploy.models import build_model
+from na_deploy.quant import QuantReLU
+from na_deploy.surgery import quant_layers
+from na_deploy.train import evaluate, train_full_precision, train_qat
+
+FAST = ["--quiet", "--device", "cpu", "--batch-size", "128"]
+
+
+def run(*args):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset(seed=0)
+
+
+@pytest.fixture(scope="module")
+def fp_ckpt(tmp_path_factory):
+    path = tmp_path_factory.mktemp("fp") / "fp.pt"
+    r = run("train", "--epochs", "2", "--out", str(path), *FAST)
+    assert r.exit_code == 0, r.output
+    assert "fp digits_cnn: test accuracy" in r.output
+    return str(path)
+
+
+def test_train_then_quantize_end_to_end_and_round_trip(tmp_path, fp_ckpt, digits):
+    out = tmp_path / "q.pt"
+    r = run("quantize", "--from", fp_ckpt, "--p", "2", "--epochs", "1", "--out", str(out), *FAST)
+    assert r.exit_code == 0, r.output
+    assert "qat p=2 (noise adaptor on) digits_cnn: test accuracy" in r.output
+    ck = load_checkpoint(out)
+    assert (ck.kind, ck.model_name, ck.p, ck.noise_adaptor) == ("qat", "digits_cnn", 2, True)
+    assert ck.input_shape == (1, 8, 8) and ck.num_classes == 10 and ck.seed == 0
+    assert ck.data_fingerprint == digits.fingerprint
+    assert np.allclose(ck.channel_scale, digits.normalization.channel_scale)
+    assert ck.optimizer_state is not None and ck.scheduler_state is not None and ck.epoch == 1
+    assert [h["epoch"] for h in ck.history] == [0, 1] and ck.parent["path"] == fp_ckpt
+    model = ck.build_model()
+    layers = quant_layers(model)
+    assert len(layers) == 3 and all(isinstance(l, QuantReLU) and l.p == 2 for _, l in layers)
+    for name, layer in layers:  # learned step sizes travel with the checkpoint
+        assert float(layer.step_size.detach()) == float(ck.state_dict[f"{name}.step_size"])
+    acc = evaluate(model, digits.x_test, digits.y_test, ck.normalization)
+    assert acc == ck.history[-1]["test_acc"] and acc > 0.5
+    fp = load_checkpoint(fp_ckpt)
+    assert fp.kind == "fp" and fp.p is None and not quant_layers(fp.build_model())
+
+
+def test_quantize_without_from_trains_fp_first(tmp_path):
+    out = tmp_path / "run" / "q.pt"
+    r = run("quantize", "--no-noise-adaptor", "--fp-epochs", "1", "--epochs", "1", "--out", str(out), *FAST)
+    assert r.exit_code == 0, r.output
+    assert "no --from given: training digits_cnn in full precision first" in r.output
+    assert sorted(p.name for p in out.parent.iterdir()) == ["q-fp.pt", "q.pt"]
+    ck = load_checkpoint(out)
+    assert ck.noise_adaptor is False and load_checkpoint(out.parent / "q-fp.pt").kind == "fp"
+
+
+def test_same_seed_same_weights_on_cpu(digits, tmp_path):
+    kw = dict(epochs=1, lr=0.1, device="cpu", batch_size=128, progress=False)
+    a = train_full_precision(digits, "digits_cnn", seed=3, **kw)
+    b = train_full_precision(digits, "digits_cnn", seed=3, **kw)
+    c = train_full_precision(digits, "digits_cnn", seed=4, **kw)
+    sa, sb, sc = a.checkpoint.state_dict, b.checkpoint.state_dict, c.checkpoint.state_dict
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+    qa = train_qat(digits, a.checkpoint, p=2, epochs=1, seed=3, device="cpu", batch_size=128, progress=False)
+    qb = train_qat(digits, b.checkpoint, p=2, epochs=1, seed=3, device="cpu", batch_size=128, progress=False)
+    assert all(torch.equal(qa.checkpoint.state_dict[k], qb.checkpoint.state_dict[k]) for k in qa.checkpoint.state_dict)
+    path = tmp_path / "a.pt"
+    save_checkpoint(qa.checkpoint, path)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # atomic write leaves no temp file
+    assert load_checkpoint(path).history == qa.history
+
+
+def write_npz(path, **changes):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(30, 8, 8)).astype(np.uint8)
+    y = np.arange(30) % 3
+    arrays = dict(x_train=x, y_train=y, x_test=x[:6], y_test=y[:6])
+    arrays.update(changes)
+    arrays = {k: v for k, v in arrays.items() if v is not None}
+    np.savez(path, **arrays)
+    return str(path)
+
+
+def forge(src, dst, **changes):
+    raw = torch.load(src, weights_only=True)
+    raw.update(changes)
+    torch.save(raw, dst)
+    return str(dst)
+
+
+@pytest.mark.parametrize("case", ["unknown_model", "npz_missing", "npz_shape", "npz_labels", "p_zero",
+                                  "other_model", "other_weights", "not_ckpt", "version", "qat_as_fp",
+                                  "other_data", "bad_device"])
+def test_bad_input_one_line_exit_2_nothing_written(tmp_path, fp_ckpt, case):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    out_dir = tmp_path / "out"
+    out = str(out_dir / "x.pt")
+    if case == "unknown_model":
+        args = ["train", "--model", "resnet99"]
+    elif case == "npz_missing":
+        args = ["train", "--data", write_npz(inputs / "a.npz", y_test=None)]
+    elif case == "npz_shape":
+        args = ["train", "--data", write_npz(inputs / "a.npz", x_train=np.zeros((30, 64), np.uint8))]
+    elif case == "npz_labels":
+        args = ["train", "--data", write_npz(inputs / "a.npz", y_test=np.array([0, 1, 2, 3, 9, -1]))]
+    elif case == "p_zero":
+        args = ["quantize", "--from", fp_ckpt, "--p", "0"]
+    elif case == "other_model":
+        args = ["quantize", "--from", fp_ckpt, "--model", "tiny_resnet"]
+    elif case == "other_weights":
+        sd = build_model("tiny_resnet", in_channels=1, num_classes=10, input_size=8).state_dict()
+        args = ["quantize", "--from", forge(fp_ckpt, inputs / "f.pt", state_dict=sd)]
+    elif case == "not_ckpt":
+        (inputs / "t.pt").write_text("not a checkpoint")
+        args = ["quantize", "--from", str(inputs / "t.pt")]
+    elif case == "version":
+        args = ["quantize", "--from", forge(fp_ckpt, inputs / "v.pt", version=FORMAT_VERSION + 1)]
+    elif case == "qat_as_fp":
+        args = ["quantize", "--from", forge(fp_ckpt, inputs / "q.pt", kind="qat", p=2, noise_adaptor=True)]
+    elif case == "other_data":
+        args = ["quantize", "--from", fp_ckpt, "--seed", "1"]
+    else:
+        if torch.cuda.is_available():
+            pytest.skip("CUDA present")
+        args = ["train", "--device", "cuda"]
+    r = CliRunner().invoke(cli, args + ["--out", out, "--epochs", "1", "--quiet"])
+    assert r.exit_code == 2, r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.output
+    assert not out_dir.exists()
+
+
+def test_checkpoint_errors_are_checkpoint_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_help_speaks_the_papers_terms():
+    r = run("quantize", "--help")
+    assert r.exit_code == 0
+    text = " ".join(r.output.split())
+    for term in ("th = p*s", "step size", "eq. 7-8", "U(-1/2, 1/2)", "--noise-adaptor / --no-noise-adaptor"):
+        assert term in text
+    assert run("train", "--help").exit_code == 0
+
+
+@pytest.mark.parametrize("kind", ["fp", "qat"])
+def test_interrupted_run_resumes_to_the_same_weights(digits, tmp_path, kind):
+    from na_deploy.train import resume_training
+
+    kw = dict(seed=2, device="cpu", batch_size=128, progress=False)
+    if kind == "fp":
+        full = train_full_precision(digits, "digits_cnn", epochs=3, **kw)
+        part = train_full_precision(digits, "digits_cnn", epochs=3, out=str(tmp_path / "c.pt"), stop_after=1, **kw)
+    else:
+        fp = train_full_precision(digits, "digits_cnn", epochs=1, **kw)
+        full = train_qat(digits, fp.checkpoint, p=2, epochs=3, **kw)
+        part = train_qat(digits, fp.checkpoint, p=2, epochs=3, out=str(tmp_path / "c.pt"), stop_after=1, **kw)
+    saved = load_checkpoint(tmp_path / "c.pt")
+    assert (saved.epoch, saved.epochs) == (1, 3)
+    done = resume_training(str(tmp_path / "c.pt"), digits, device="cpu", progress=False)
+    a, b = full.checkpoint.state_dict, done.checkpoint.state_dict
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["test_acc"] for h in done.history] == [h["test_acc"] for h in full.history]
+    assert load_checkpoint(tmp_path / "c.pt").epoch == 3
+    with pytest.raises(CheckpointError, match="already complete"):
+        resume_training(str(tmp_path / "c.pt"), digits, device="cpu", progress=False)
+
+
+def test_training_leaves_multiprocessing_start_method_unset_for_lava():
+    """tqdm's default lock would fix multiprocessing's start method; Lava (imported later in the same
+    process, e.g. by `pipeline`) must be able to set 'fork' itself."""
+    import subprocess
+    import sys
+
+    code = ("import multiprocessing as mp\n"
+            "from na_deploy.data import load_dataset\n"
+            "from na_deploy.train import train_full_precision\n"
+            "train_full_precision(load_dataset(), 'digits_cnn', epochs=1, device='cpu', progress=True)\n"
+            "assert mp.get_start_method(allow_none=True) is None, mp.get_start_method(allow_none=True)\n"
+            "print('ok')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-1500:]
