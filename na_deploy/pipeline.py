@@ -49,6 +49,8 @@ class PipelineConfig:
             raise NaDeployError(f"--timesteps must be positive integers, got {list(self.timesteps)}")
         if self.verify_samples < 0:
             raise NaDeployError(f"--verify-samples must be >= 0, got {self.verify_samples}")
+        if self.eval_samples is not None and self.eval_samples < 1:
+            raise NaDeployError(f"--eval-samples must be >= 1, got {self.eval_samples}")
         if self.verify_timesteps < 1:
             raise NaDeployError(f"--verify-timesteps must be >= 1, got {self.verify_timesteps}")
 
@@ -121,16 +123,17 @@ def _accuracy_arm(qat_ckpt, data, cfg: PipelineConfig, target, run_dir: Path, ta
 def run_pipeline(cfg: PipelineConfig, target, out: str | Path, force: bool = False,
                  log: Callable[[str], None] = print) -> dict:
     """Run every stage; return the report dict (also written as report.json / report.md)."""
-    from .checkpoint import save_checkpoint  # noqa: F401  (import check: fails early if training is missing)
     from .data import load_dataset
     from .plots import plot_accuracy_vs_t, plot_layer_activity, plot_occasional_noise
-    from .target import first_difference
     from .train import train_full_precision, train_qat
 
     cfg.validate()
     timer = _Timer()
     with timer("load_data"):
         data = load_dataset(cfg.data, seed=cfg.seed)  # validates --data before any folder is made
+    if cfg.verify_samples > len(data.x_test):
+        raise NaDeployError(f"--verify-samples {cfg.verify_samples} conflicts with the data: its test split has "
+                            f"{len(data.x_test)} samples")
     final, run_dir = prepare_out_dir(out, force)
     t_start = time.perf_counter()
     try:
@@ -148,36 +151,23 @@ def run_pipeline(cfg: PipelineConfig, target, out: str | Path, force: bool = Fal
         traces, x_eval, noise = arm.pop("_traces"), arm.pop("_x"), arm.pop("_noise")
         report: dict = dict(arm)
 
-        with timer("export_lava"):
-            from_export = getattr(target, "export", None)
-            if from_export is not None:
-                from_export(inet, run_dir / "lava")
+        if hasattr(target, "export"):
+            with timer("export_lava"):
+                target.export(inet, run_dir / "lava", timesteps=cfg.verify_timesteps,
+                              source=f"{cfg.model} (na-deploy pipeline)")
 
         Tv = cfg.verify_timesteps
-        n_ver = min(cfg.verify_samples, len(data.x_test))
+        n_ver = cfg.verify_samples
         verify = {"samples": n_ver, "timesteps": Tv, "bit_exact": None, "mismatches": None, "layers": []}
         if n_ver > 0:
-            xv = data.x_test[:n_ver]
-            with timer("verify_reference"):
-                ref = target.reference_simulate(inet, xv, Tv)
             with timer("verify_lava"):
-                hw = target.run(inet, xv, Tv)
-            mism = 0
-            for s in range(n_ver):
-                same = all(np.array_equal(ref.spike_counts[k][s], hw.spike_counts[k][s]) for k in ref.spike_counts)
-                mism += int(not (same and np.array_equal(ref.readout[s], hw.readout[s])))
-            for k in ref.spike_counts:
-                verify["layers"].append({"node": k, "spikes_reference": int(ref.spike_counts[k].sum()),
-                                         "spikes_lava": int(hw.spike_counts[k].sum()),
-                                         "equal": bool(np.array_equal(ref.spike_counts[k], hw.spike_counts[k]))})
-            verify["readout_equal"] = bool(np.array_equal(ref.readout, hw.readout))
-            verify["mismatches"] = mism
-            verify["bit_exact"] = mism == 0
-            verify["first_mismatch"] = first_difference(ref, hw)
-            verify["seconds_per_sample"] = {"reference": timer.timings["verify_reference"] / n_ver,
-                                            "lava": timer.timings["verify_lava"] / n_ver}
-            log(f"[verify] {n_ver} samples at T={Tv}: " + ("bit-exact (all per-layer spike counts and readouts equal)"
-                                                            if mism == 0 else f"{mism} MISMATCHING samples"))
+                vr = target.verify(inet, data.x_test[:n_ver], Tv).to_dict()
+            verify.update(vr)
+            verify["bit_exact"] = bool(vr["equal"])
+            verify["mismatches"] = int(vr["mismatching_samples"])
+            log(f"[verify] {n_ver} samples at T={Tv}: " + (
+                "bit-exact (all per-layer spike counts and readouts equal)" if verify["bit_exact"]
+                else f"{verify['mismatches']} MISMATCHING samples; first: {vr['first_mismatch']}"))
         report["verify"] = verify
 
         Tr = max(t for t in traces)
@@ -266,13 +256,16 @@ def format_report_md(report: dict) -> str:
     if v.get("layers"):
         out += [f"## Verify: reference simulator vs Lava ({v['samples']} samples, T={v['timesteps']})", "",
                 "| node | spikes (reference) | spikes (Lava) | equal |", "|---|---:|---:|:---:|"]
-        out += [f"| {r['node']} | {r['spikes_reference']} | {r['spikes_lava']} | {'yes' if r['equal'] else 'NO'} |"
+        out += [f"| {r['node']} | {r['reference']} | {r['lava']} | {'yes' if r['equal'] else 'NO'} |"
                 for r in v["layers"]]
         out += ["", f"Readout potentials equal: {'yes' if v.get('readout_equal') else 'NO'}; "
                 f"mismatching samples: {v['mismatches']}.", ""]
-        if v.get("seconds_per_sample"):
-            s = v["seconds_per_sample"]
-            out += [f"Seconds per sample: reference {s['reference']:.4f}, Lava {s['lava']:.3f}.", ""]
+        if v.get("first_mismatch"):
+            out += [f"First mismatch: {v['first_mismatch']}", ""]
+        if v.get("seconds"):
+            s = v["seconds"]
+            out += [f"Seconds per sample: reference {s['reference_per_sample']:.5f}, Lava {s['lava_per_sample']:.4f} "
+                    f"(Lava / reference = {s['lava_over_reference']:.0f}x).", ""]
     if report.get("occasional_noise", {}).get("integer"):
         out += ["## Occasional noise, integer SNN (share of neurons whose spike count != k x ANN level at T = k*p)", ""]
         for k, rows in report["occasional_noise"]["integer"]["by_k"].items():

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -26,7 +25,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import std as tqdm_std
 from tqdm.auto import tqdm
 
 from .checkpoint import Checkpoint, cpu_state_dict, load_checkpoint, save_checkpoint
@@ -39,17 +37,6 @@ FP_DEFAULTS = dict(epochs=30, lr=0.1, batch_size=64, weight_decay=5e-4)
 QAT_DEFAULTS = dict(epochs=20, lr=0.05, batch_size=64, weight_decay=5e-4)
 MOMENTUM = 0.9
 CALIBRATION_SAMPLES = 512
-
-
-def keep_multiprocessing_unset() -> None:
-    """tqdm's default lock creates a multiprocessing RLock, which fixes multiprocessing's start method as a
-    side effect; Lava must set it ('fork') itself later in the same process, or it raises 'context has
-    already been set'. Give tqdm a threading lock instead (unless someone already chose one)."""
-    if "_lock" not in vars(tqdm_std.tqdm):
-        tqdm_std.tqdm.set_lock(threading.RLock())
-
-
-keep_multiprocessing_unset()
 
 
 def default_device() -> torch.device:

@@ -180,19 +180,3 @@ def test_interrupted_run_resumes_to_the_same_weights(digits, tmp_path, kind):
     assert load_checkpoint(tmp_path / "c.pt").epoch == 3
     with pytest.raises(CheckpointError, match="already complete"):
         resume_training(str(tmp_path / "c.pt"), digits, device="cpu", progress=False)
-
-
-def test_training_leaves_multiprocessing_start_method_unset_for_lava():
-    """tqdm's default lock would fix multiprocessing's start method; Lava (imported later in the same
-    process, e.g. by `pipeline`) must be able to set 'fork' itself."""
-    import subprocess
-    import sys
-
-    code = ("import multiprocessing as mp\n"
-            "from na_deploy.data import load_dataset\n"
-            "from na_deploy.train import train_full_precision\n"
-            "train_full_precision(load_dataset(), 'digits_cnn', epochs=1, device='cpu', progress=True)\n"
-            "assert mp.get_start_method(allow_none=True) is None, mp.get_start_method(allow_none=True)\n"
-            "print('ok')\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-1500:]

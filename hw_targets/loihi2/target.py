@@ -10,7 +10,6 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
-from na_deploy.errors import SimulationError
 from na_deploy.ir import FloatNet, IntNet
 from na_deploy.target import Trace, Violation
 
@@ -18,27 +17,9 @@ from . import fit, fixed_point, reference
 from .limits import LOIHI2, Loihi2Limits
 
 
-_LAVA_MP_MODULE = "lava.magma.runtime.message_infrastructure.multiprocessing"
-
-
 def lava_backend():
-    """Import the Lava backend (and so Lava) on first use.
-
-    Lava calls `multiprocessing.set_start_method("fork")` at import, which raises "context has already been
-    set" once anything has touched the default context -- any tqdm bar does (it creates a multiprocessing
-    lock). When the method in use is already "fork" (chosen implicitly), the choice is cleared with the
-    public `set_start_method(None, force=True)` so Lava's own call succeeds and still gets fork; a process
-    that deliberately chose another method is refused with a clear error instead of Lava's traceback."""
-    import multiprocessing as mp
-    import sys
-
-    if _LAVA_MP_MODULE not in sys.modules:
-        method = mp.get_start_method(allow_none=True)
-        if method not in (None, "fork"):
-            raise SimulationError(f"Lava needs the multiprocessing start method 'fork', but this process already "
-                                  f"uses {method!r}; run the Lava backend in a process that has not chosen another")
-        if method is not None:
-            mp.set_start_method(None, force=True)
+    """Import the Lava backend (and so Lava) on first use; see lava_backend._let_lava_choose_fork for why the
+    multiprocessing start method is handled there."""
     from . import lava_backend as backend
 
     return backend
@@ -87,3 +68,11 @@ class Loihi2Target:
     def run(self, net: IntNet, inputs: np.ndarray, timesteps: int, **kw: Any) -> Trace:
         """Run on Lava (Loihi2SimCfg, fixed_pt) -> Trace (lava_backend.run_lava); imports Lava."""
         return lava_backend().run_lava(net, inputs, timesteps, **kw)
+
+    def verify(self, net: IntNet, inputs: np.ndarray, timesteps: int, **kw: Any):
+        """Reference vs Lava on the same samples, every node (C6) -> lava_backend.VerifyReport."""
+        return lava_backend().verify_lava(net, inputs, timesteps, **kw)
+
+    def export(self, net: IntNet, out_dir, **kw: Any):
+        """Write a self-contained Lava bundle (net, runnable script, README) -> its folder."""
+        return lava_backend().export_lava_bundle(net, out_dir, **kw)

@@ -1,0 +1,149 @@
+"""`fixed_pt` Lava process models for the processes in `process.py` (numpy only: torch inside a forked
+Lava process hangs; no import side effects: Lava executes this module while searching for models).
+
+Each model reproduces the IntNet integer semantics of `na_deploy.ir` (the executable definition is
+`hw_targets/loihi2/reference_slow.py`) step by step, with the window logic of `process.py`'s docstring.
+Absolute imports only: Lava also executes this file as a stand-alone module named "models".
+
+Errors: Lava's runtime waits for every process to finish a step, and a process blocked on `recv` from a
+failed upstream process never does (the run hangs). So a model that fails still sends a zero payload
+on its OutPort before re-raising; the runtime then reports the error and the backend reads the real
+exception from the actor that raised (see `lava_backend.run_lava`).
+"""
+from __future__ import annotations
+
+import numpy as np
+from lava.magma.core.decorator import implements, requires, tag
+from lava.magma.core.model.py.model import PyLoihiProcessModel
+from lava.magma.core.model.py.ports import PyInPort, PyOutPort
+from lava.magma.core.model.py.type import LavaPyType
+from lava.magma.core.resources import CPU
+from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+
+from na_deploy.hw_targets.loihi2.lava_proc.process import (MEMBRANE_BITS, Accumulator, GradedSource,
+                                                           SubtractiveIF)
+
+
+def wrap_signed(v: np.ndarray, bits: int = MEMBRANE_BITS) -> np.ndarray:
+    """Two's-complement wrap to `bits` signed bits: ((v + 2^(b-1)) mod 2^b) - 2^(b-1)."""
+    half = 1 << (bits - 1)
+    return ((v + half) & ((1 << bits) - 1)) - half
+
+
+def slot_position(time_step: int, window: np.ndarray) -> tuple[int, int, int, int, int]:
+    """(sample k, local step tau, depth d, T, n_samples) for Lava's 1-based time step, with
+    window = (d, T, L, n_samples): k = (t-1) // L, tau = (t-1) % L + 1."""
+    d, T, L, n = (int(x) for x in window)
+    return (time_step - 1) // L, (time_step - 1) % L + 1, d, T, n
+
+
+def live(k: int, tau: int, d: int, T: int, n_samples: int) -> bool:
+    """True inside the window [d + 1, d + T] of a sample that exists; past the last sample slot a
+    population idles like outside its window."""
+    return k < n_samples and d + 1 <= tau <= d + T
+
+
+@implements(proc=SubtractiveIF, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PySubtractiveIFModelFixed(PyLoihiProcessModel):
+    """Integer IF with reset by subtraction (C2) in its window (C3):
+    v <- wrap24(v + a_in + bias); z = v >= vth; v <- v - z * vth."""
+
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=1)
+    result_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    trace_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=1)
+    v: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+    vth: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+    bias: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+    precharge: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+    window: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    spike_count: np.ndarray = LavaPyType(np.ndarray, np.int64)
+
+    def run_spk(self) -> None:
+        a_in = self.a_in.recv().astype(np.int64)
+        try:
+            z = self.update(a_in)
+        except Exception:
+            self.s_out.send(np.zeros(self.v.shape, dtype=np.int32))  # downstream must not block (module doc)
+            raise
+        self.s_out.send(z.astype(np.int32))
+
+    def update(self, a_in: np.ndarray) -> np.ndarray:
+        """One step of the population; returns the spikes z (0/1, int64)."""
+        k, tau, d, T, n = slot_position(self.time_step, self.window)
+        if not live(k, tau, d, T, n):
+            return np.zeros(self.v.shape, dtype=np.int64)
+        th = int(self.vth[0])
+        if tau == d + 1:  # re-arm at the window start of every sample
+            self.v[...] = int(self.precharge[0])
+            self.spike_count[...] = 0
+        v = wrap_signed(self.v + a_in + self.bias)
+        z = (v >= th).astype(np.int64)
+        self.v[...] = v - z * th
+        self.spike_count += z
+        if self.proc_params.get("record_steps", False):
+            self.trace_out.send(z.astype(np.int32))
+        if tau == d + T:
+            self.result_out.send(self.spike_count.astype(np.int32))
+        return z
+
+
+@implements(proc=Accumulator, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyAccumulatorModelFixed(PyLoihiProcessModel):
+    """Readout (C7): v <- wrap24(v + a_in + bias) in its window, v = 0 at window start."""
+
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    result_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    trace_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    v: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+    bias: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+    window: np.ndarray = LavaPyType(np.ndarray, np.int64)
+
+    def run_spk(self) -> None:
+        a_in = self.a_in.recv().astype(np.int64)
+        k, tau, d, T, n = slot_position(self.time_step, self.window)
+        if not live(k, tau, d, T, n):
+            return
+        if tau == d + 1:
+            self.v[...] = 0
+        self.v[...] = wrap_signed(self.v + a_in + self.bias)
+        if self.proc_params.get("record_steps", False):
+            self.trace_out.send(self.v.astype(np.int32))
+        if tau == d + T:
+            self.result_out.send(self.v.astype(np.int32))
+
+
+@implements(proc=GradedSource, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyGradedSourceModelFixed(PyLoihiProcessModel):
+    """Input node (C4): payload = data[k] on local steps 1..T, else 0 (graded, unsigned, num_message_bits)."""
+
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    data: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    window: np.ndarray = LavaPyType(np.ndarray, np.int64)
+
+    def run_spk(self) -> None:
+        try:
+            out = self.payload()
+        except Exception:
+            self.s_out.send(np.zeros(self.data.shape[1:], dtype=np.int32))  # downstream must not block
+            raise
+        self.s_out.send(out.astype(np.int32))
+
+    def payload(self) -> np.ndarray:
+        """This step's graded payload (int64, Lava layout)."""
+        k, tau, _, T, n = slot_position(self.time_step, self.window)
+        if not live(k, tau, 0, T, n):
+            return np.zeros(self.data.shape[1:], dtype=np.int64)
+        out = self.data[k]
+        bits = int(self.proc_params.get("num_message_bits", 8))
+        if out.min() < 0 or out.max() >= (1 << bits):
+            raise ValueError(f"{self.proc_params.get('name') or 'GradedSource'}: sample {k} has payloads in "
+                             f"[{int(out.min())}, {int(out.max())}]; a graded spike carries "
+                             f"{bits} unsigned bits, allowed 0..{(1 << bits) - 1}")
+        return out
