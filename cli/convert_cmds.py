@@ -11,33 +11,20 @@ Nothing is written when conversion or the fit check fails (exit 2, one line nami
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from pathlib import Path
 from typing import Optional
 
 import click
-import numpy as np
 
 from na_deploy.errors import NaDeployError
 from na_deploy.evaluate import evaluate_nets, format_accuracy_table
 
-from .main import UserError
+from .main import one_line_errors
 
 FLOAT_SUFFIX = ".float.nad.h5"
 NET_SUFFIX = ".nad.h5"
-
-
-def one_line_errors(fn):
-    """NaDeployError -> `error: <message>` and exit code 2 (also when the command is invoked directly)."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except NaDeployError as e:
-            raise UserError(str(e)) from e
-    return wrapper
 
 
 def float_path_for(net_path: str | Path) -> Path:

@@ -12,9 +12,9 @@ from typing import Optional
 
 import click
 
-from na_deploy.errors import DataError, IRError, NaDeployError
+from na_deploy.errors import DataError, IRError
 
-from .main import UserError
+from .main import one_line_errors
 
 
 def _load_intnet(path: str):
@@ -29,18 +29,6 @@ def _load_intnet(path: str):
     return net
 
 
-def _errors_to_exit2(fn):
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except NaDeployError as e:
-            raise UserError(str(e)) from e
-    return wrapper
-
-
 @click.command("export")
 @click.argument("net_path", metavar="NET.nad.h5")
 @click.option("--format", "fmt", type=click.Choice(["lava"]), default="lava", show_default=True,
@@ -49,7 +37,7 @@ def _errors_to_exit2(fn):
 @click.option("--timesteps", default=8, show_default=True, type=int,
               help="Default T of the exported script; the fit check is done for this T.")
 @click.option("--force", is_flag=True, help="Replace --out if it exists and is not empty.")
-@_errors_to_exit2
+@one_line_errors
 def export(net_path: str, fmt: str, out: str, timesteps: int, force: bool) -> None:
     """Export an IntNet as a Lava process graph bundle (step 4): rebuild and run it in your own Lava session
     with `build_lava_graph` (see the bundle's README.txt). Refuses a net failing the Loihi 2 fit check."""
@@ -116,7 +104,7 @@ def format_report(report) -> list[str]:
 @click.option("--timeout", default=None, type=float,
               help="Seconds before a Lava run counts as hung [default: 120 + 5 per Lava step].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@_errors_to_exit2
+@one_line_errors
 def verify(net_path: str, data: Optional[str], samples: int, timesteps: int, json_out: Optional[str],
            timeout: Optional[float], quiet: bool) -> None:
     """Reference simulator vs Lava on the same N samples (step 5, contract C6): per-layer spike totals,

@@ -6,8 +6,8 @@ heavy imports, torch or Lava, happen only when it runs). Any `NaDeployError` bec
 """
 from __future__ import annotations
 
+import functools
 import importlib
-import sys
 
 import click
 
@@ -43,6 +43,17 @@ class UserError(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True)
 
 
+def one_line_errors(fn):
+    """NaDeployError -> `error: <message>` and exit code 2 (also when the command is invoked directly)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except NaDeployError as e:
+            raise UserError(str(e)) from e
+    return wrapper
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
         return list(COMMANDS)
@@ -54,9 +65,11 @@ class LazyGroup(click.Group):
         try:
             cmd = getattr(importlib.import_module(mod), attr)
         except (ImportError, AttributeError) as e:  # a command module missing from this build
-            @click.command(name=name, help=f"(unavailable: {e})")
+            reason = str(e)
+
+            @click.command(name=name, help=f"(unavailable: {reason})")
             def cmd():
-                raise UserError(f"command {name!r} is not available in this build: {e}")
+                raise UserError(f"command {name!r} is not available in this build: {reason}")
         cmd.short_help = SHORT_HELP.get(name)
         return cmd
 

@@ -5,15 +5,12 @@ detected before anything is written.
 """
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Optional
 
 import click
 
-from na_deploy.errors import NaDeployError
-
-from .main import UserError
+from .main import UserError, one_line_errors
 
 DATA_HELP = ("Data set: an .npz with arrays x_train, y_train, x_test, y_test (uint8 0-255 or float in [0,1]; "
              "N x H x W or N x C x H x W; integer labels in [0, K)). Default: scikit-learn's embedded 8x8 "
@@ -21,17 +18,6 @@ DATA_HELP = ("Data set: an .npz with arrays x_train, y_train, x_test, y_test (ui
              "(no mean subtraction, so the scale folds into the first layer).")
 MODEL_HELP = "Network from the registry: digits_cnn, tiny_resnet, resnet18, resnet20, resnet34, resnet50."
 DEVICE_HELP = "torch device: auto (CUDA when available, else CPU), cpu, cuda, cuda:N."
-
-
-def one_line_errors(fn):
-    """NaDeployError -> `error: <message>` and exit code 2 (also when the command is invoked directly)."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except NaDeployError as e:
-            raise UserError(str(e)) from e
-    return wrapper
 
 
 def check_out(out: str, option: str = "--out") -> Path:

@@ -14,8 +14,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-import numpy as np
-
 from .atomic import atomic_write_text
 from .errors import NaDeployError
 
@@ -140,10 +138,10 @@ def run_pipeline(cfg: PipelineConfig, target, out: str | Path, force: bool = Fal
         log(f"[pipeline] data {data.name}: {len(data.x_train)} train / {len(data.x_test)} test, "
             f"input {tuple(data.x_train.shape[1:])}, {data.num_classes} classes; run folder {final}")
         with timer("train_fp"):
-            fp = train_full_precision(data, cfg.model, epochs=cfg.epochs_fp, lr=cfg.lr_fp, seed=cfg.seed,
+            train_full_precision(data, cfg.model, epochs=cfg.epochs_fp, lr=cfg.lr_fp, seed=cfg.seed,
                                       device=cfg.device, batch_size=cfg.batch_size, out=run_dir / "fp.ckpt")
         with timer("train_qat"):
-            qat = train_qat(data, run_dir / "fp.ckpt", p=cfg.p, noise_adaptor=True, epochs=cfg.epochs_qat,
+            train_qat(data, run_dir / "fp.ckpt", p=cfg.p, noise_adaptor=True, epochs=cfg.epochs_qat,
                             lr=cfg.lr_qat, seed=cfg.seed, device=cfg.device, batch_size=cfg.batch_size,
                             out=run_dir / "qat.ckpt")
         arm = _accuracy_arm(run_dir / "qat.ckpt", data, cfg, target, run_dir, "", timer, log)

@@ -794,7 +794,7 @@ back to back in one runtime, each population re-arming at its window start.
 
 
 def export_lava_bundle(net: IntNet, out_dir, *, timesteps: int = 8, force: bool = False,
-                       source: str = "") -> "Path":
+                       source: str = ""):
     """Write OUT_DIR = {net.nad.h5, run_lava_graph.py, README.txt, manifest.json} atomically (a temporary
     folder beside it, renamed into place). Refuses a net failing check_fit or one Lava cannot build, and an
     existing non-empty OUT_DIR unless force."""
