@@ -26,10 +26,9 @@ fi
 echo "[bootstrap] creating/updating $venv (first run takes about 2 minutes)" >&2
 [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
 pip=("$venv/bin/python" -m pip)
-"${pip[@]}" install -q --upgrade pip >/dev/null 2>&1 || true
 if [ "$ver" = "3.11" ]; then
-  "${pip[@]}" install -q -r "$root/requirements-py311.txt"
-  "${pip[@]}" install -q --no-deps --ignore-requires-python lava-nc==0.10.0 lava-dl==0.6.0
+  "${pip[@]}" install -qq -r "$root/requirements-py311.txt"
+  "${pip[@]}" install -qq --no-deps --ignore-requires-python lava-nc==0.10.0 lava-dl==0.6.0
   site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   for p in "$root"/patches/lava-nc-*.patch; do
     if patch -p1 -d "$site" --dry-run -R -s -f < "$p" >/dev/null 2>&1; then
@@ -39,10 +38,10 @@ if [ "$ver" = "3.11" ]; then
       echo "[bootstrap] applied $(basename "$p")" >&2
     fi
   done
-  "${pip[@]}" install -q --no-deps -e "$root"
+  "${pip[@]}" install -qq --no-deps -e "$root"
 else
   # Python 3.10: Lava installs the normal way through the environment markers in pyproject.toml.
-  "${pip[@]}" install -q -e "$root[test]"
+  "${pip[@]}" install -qq -e "$root[test]"
 fi
 "$venv/bin/python" -c 'import lava.magma.compiler.var_model, na_deploy' \
   || { echo "error: install finished but lava/na_deploy do not import" >&2; exit 1; }

@@ -332,3 +332,14 @@ def test_runs_leak_no_threads():
     for _ in range(3):
         lb.run_lava(net, x, 2)
     assert threading.active_count() <= before
+
+
+def test_many_run_calls_with_a_one_sample_pipe_never_block_C6():
+    """A pipe that holds one sample and 30 run calls: every drain must take exactly that call's results.
+    (A drain that took only what `probe()` showed right after `run` left late arrivals in the pipe, and the
+    next call blocked on the full pipe under load: a hang.)"""
+    rng = np.random.default_rng(77)
+    net = random_intnet(rng, "conv_chain", size=3)
+    x = random_inputs(rng, net, 30)
+    hw = lb.run_lava(net, x, 3, samples_per_run=1, timeout_s=60)
+    assert first_difference(slow_reference_simulate(net, x, 3), hw) is None

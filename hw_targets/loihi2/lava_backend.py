@@ -186,16 +186,33 @@ class LavaGraph:
     def _populations(self) -> dict:
         return {**self.neurons, self.net.readout.name: self.readout}
 
-    def drain(self) -> None:
-        """Move every array waiting in the populations' result / trace pipes into `received`."""
+    def drain(self, samples: int = 0, wait_s: float = 60.0) -> None:
+        """Move the arrays waiting in the populations' result / trace pipes into `received`.
+
+        After a `run` call of `samples` whole sample slots every population has sent exactly `samples`
+        results (and `samples * T` trace records): wait for exactly those. Lava hands a pipe's data to the host
+        through a listener thread, so right after `run` returns the last arrays may not be visible yet; a
+        drain that only took what `probe()` showed then could leave them in the pipe, and the next run call
+        would block on the full pipe (a hang seen under load)."""
+        deadline = time.monotonic() + wait_s
         for name, proc in self._populations().items():
-            for port, key in ((proc.result_out, name), (proc.trace_out, (name, "trace"))):
+            for port, key, per_sample in ((proc.result_out, name, 1),
+                                          (proc.trace_out, (name, "trace"), self.timesteps)):
                 recv = getattr(port, "external_pipe_csp_recv_port", None)
                 if recv is None:
                     continue
                 got = self.received.setdefault(key, [])
-                while recv.probe():
+                need = samples * per_sample if (per_sample == 1 or self.record_steps) else 0
+                taken = 0
+                while taken < need or recv.probe():
+                    if not recv.probe():
+                        if time.monotonic() > deadline:
+                            raise SimulationError(f"Lava population {name}: {taken} of {need} results arrived "
+                                                  f"within {wait_s:.0f} s after the run")
+                        time.sleep(0.001)
+                        continue
                     got.append(np.asarray(recv.recv()).astype(np.int64))
+                    taken += 1
 
     def close_pipes(self) -> None:
         """Join the host ends of the external pipes. Lava starts a listener thread per external pipe and never
@@ -513,7 +530,7 @@ def run_graph(graph: LavaGraph, samples_per_run: Optional[int] = None, timeout_s
                 err.lava_traceback = errs[0][1] if errs else ""
                 raise err from (errs[0][0] if errs else e)
             healthy = True
-            graph.drain()
+            graph.drain(samples=n)
             if bar is not None:
                 bar.update(n)
         t_run = time.perf_counter() - t0
