@@ -20,8 +20,9 @@ import click
 
 from na_deploy.errors import NaDeployError
 from na_deploy.evaluate import evaluate_nets, format_accuracy_table
+from na_deploy.target import require_fit
 
-from .main import one_line_errors
+from .main import one_line_errors, parse_timesteps
 
 FLOAT_SUFFIX = ".float.nad.h5"
 NET_SUFFIX = ".nad.h5"
@@ -36,16 +37,6 @@ def float_path_for(net_path: str | Path) -> Path:
 
 def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def parse_timesteps(value: str) -> list[int]:
-    try:
-        ts = [int(v) for v in str(value).split(",") if v.strip()]
-    except ValueError:
-        ts = []
-    if not ts or min(ts) < 1:
-        raise NaDeployError(f"--timesteps {value!r}: expected comma-separated positive integers, e.g. 1,2,4,8")
-    return sorted(set(ts))
 
 
 def _check_out(out: str, option: str) -> Path:
@@ -95,14 +86,11 @@ def convert(checkpoint: str, out: str, float_out: Optional[str], target_name: st
         inet, qrep = target.to_fixed_point_with_report(fnet, max_timesteps=max_timesteps)
     else:
         inet, qrep = target.to_fixed_point(fnet, max_timesteps=max_timesteps), None
-    violations = target.check_fit(inet)
     if not quiet and qrep is not None:
         click.echo(qrep.format())
-    if violations:
-        for v in violations:
-            click.echo(f"  {v}", err=True)
-        raise NaDeployError(f"network does not fit {target.name}: {violations[0]}"
-                            + (f" (+{len(violations) - 1} more)" if len(violations) > 1 else "") + "; nothing written")
+    for v in target.check_fit(inet):
+        click.echo(f"  {v}", err=True)
+    require_fit(target, inet, "; nothing written")
     fnet.save(fout_p)
     inet.meta["float_net"] = {"file": fout_p.name, "sha256": file_sha256(fout_p)}
     inet.save(out_p)

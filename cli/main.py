@@ -54,6 +54,17 @@ def one_line_errors(fn):
     return wrapper
 
 
+def parse_timesteps(value: str) -> list[int]:
+    """`--timesteps 1,2,4` -> sorted unique positive ints; NaDeployError otherwise."""
+    try:
+        ts = [int(v) for v in str(value).split(",") if v.strip()]
+    except ValueError:
+        ts = []
+    if not ts or min(ts) < 1:
+        raise NaDeployError(f"--timesteps {value!r}: expected comma-separated positive integers, e.g. 1,2,4,8")
+    return sorted(set(ts))
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
         return list(COMMANDS)

@@ -8,15 +8,7 @@ import click
 
 from na_deploy.errors import NaDeployError
 
-
-def _timesteps(value: str) -> tuple[int, ...]:
-    try:
-        ts = tuple(int(v) for v in str(value).split(",") if v.strip())
-    except ValueError:
-        raise NaDeployError(f"--timesteps {value!r}: expected comma-separated positive integers, e.g. 1,2,4,8") from None
-    if not ts or min(ts) < 1:
-        raise NaDeployError(f"--timesteps {value!r}: expected comma-separated positive integers, e.g. 1,2,4,8")
-    return ts
+from .main import parse_timesteps
 
 
 @click.command()
@@ -56,7 +48,7 @@ def pipeline(data, model, p, epochs_fp, epochs_qat, timesteps, verify_samples, v
     if data is not None and not Path(data).is_file():
         raise NaDeployError(f"--data {data}: no such file")
     cfg = PipelineConfig(data=data, model=model, p=p, epochs_fp=epochs_fp, epochs_qat=epochs_qat,
-                         timesteps=_timesteps(timesteps), verify_samples=verify_samples,
+                         timesteps=tuple(parse_timesteps(timesteps)), verify_samples=verify_samples,
                          verify_timesteps=verify_timesteps, compare_no_noise_adaptor=compare_no_noise_adaptor,
                          seed=seed, device=device, eval_samples=eval_samples)
     cfg.validate()

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .device import resolve_device
 from .errors import SimulationError
 from .ir import INPUT_NAME, FloatNet, NeuronNode
 from .ops import compile_op
@@ -74,10 +75,6 @@ def compile_net(net: FloatNet, dtype: torch.dtype = torch.float32,
     return per_net[key]
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def as_input(net: FloatNet, x: Any, dtype: torch.dtype, device: Union[str, torch.device]) -> torch.Tensor:
     """(B, *input_shape) pixels (uint8 or integer-valued) -> tensor of `dtype` on `device`; SimulationError on a
     wrong shape."""
@@ -114,7 +111,7 @@ def ann_forward(net: FloatNet, x_uint8: Any, device: Union[str, torch.device, No
     Returns (logits (B, classes) on CPU, levels {node: integer level n in 0..p, (B, *shape) on CPU}); levels
     is empty when keep_levels=False. float64 by default so the levels match a float64 torch model exactly.
     """
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     nodes = compile_net(net, dtype, device)
     x_all = torch.as_tensor(np.asarray(x_uint8)) if not isinstance(x_uint8, torch.Tensor) else x_uint8
     n = int(x_all.shape[0]) if x_all.dim() else 0
@@ -143,4 +140,4 @@ def ann_accuracy(net: FloatNet, x_uint8: Any, labels: Any, device=None, batch_si
 
 
 __all__ = ["ann_forward", "ann_accuracy", "compile_net", "CompiledNode", "quantize_level", "argmax_lowest",
-           "as_input", "default_device"]
+           "as_input"]

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .ann_eval import CompiledNode, argmax_lowest, as_input, compile_net, default_device
+from .ann_eval import CompiledNode, argmax_lowest, as_input, compile_net
+from .device import resolve_device
 from .errors import SimulationError
 from .ir import INPUT_NAME, FloatNet
 
@@ -132,7 +133,7 @@ def simulate_float(net: FloatNet, x_uint8: Any, timesteps: Union[int, Sequence[i
         raise SimulationError(f"count_timesteps {sorted(keep)} must be among timesteps {ts}")
     if int(batch_size) < 1:
         raise SimulationError(f"batch_size must be >= 1, got {batch_size}")
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     nodes = compile_net(net, dtype, device)
     x_all = torch.as_tensor(np.asarray(x_uint8)) if not isinstance(x_uint8, torch.Tensor) else x_uint8
     as_input(net, x_all[:0], dtype, "cpu")  # shape check before any work

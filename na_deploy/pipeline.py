@@ -7,10 +7,11 @@ The target object (e.g. `hw_targets.loihi2.TARGET`) is passed in: the core never
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -53,21 +54,19 @@ class PipelineConfig:
             raise NaDeployError(f"--verify-timesteps must be >= 1, got {self.verify_timesteps}")
 
 
-@dataclass
 class _Timer:
-    timings: dict = field(default_factory=dict)
+    """`with timer(stage):` adds the stage's wall seconds to `timer.timings[stage]`."""
 
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    @contextlib.contextmanager
     def __call__(self, stage: str):
-        timer = self
-
-        class _Ctx:
-            def __enter__(self):
-                self.t0 = time.perf_counter()
-
-            def __exit__(self, *exc):
-                timer.timings[stage] = round(timer.timings.get(stage, 0.0) + time.perf_counter() - self.t0, 3)
-
-        return _Ctx()
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[stage] = round(self.timings.get(stage, 0.0) + time.perf_counter() - t0, 3)
 
 
 def prepare_out_dir(out: str | Path, force: bool = False) -> tuple[Path, Path]:
@@ -93,6 +92,7 @@ def _accuracy_arm(qat_ckpt, data, cfg: PipelineConfig, target, run_dir: Path, ta
     """Convert one QAT checkpoint, write its nets, and measure ANN / float SNN / integer SNN accuracy vs T."""
     from .convert import convert_checkpoint
     from .evaluate import evaluate_nets
+    from .target import require_fit
 
     x, y = data.x_test, data.y_test
     if cfg.eval_samples:
@@ -100,10 +100,7 @@ def _accuracy_arm(qat_ckpt, data, cfg: PipelineConfig, target, run_dir: Path, ta
     with timer(f"convert{tag}"):
         fnet = convert_checkpoint(qat_ckpt)
         inet = target.to_fixed_point(fnet, max_timesteps=max(*cfg.timesteps, cfg.verify_timesteps))
-        violations = target.check_fit(inet)
-        if violations:
-            raise NaDeployError(f"network does not fit {target.name}: {violations[0]}"
-                                + (f" (+{len(violations) - 1} more)" if len(violations) > 1 else ""))
+        require_fit(target, inet)
         fnet.save(run_dir / f"net{tag}.float.nad.h5")
         inet.save(run_dir / f"net{tag}.nad.h5")
     Ts = sorted(set(int(t) for t in cfg.timesteps))

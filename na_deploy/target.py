@@ -61,6 +61,16 @@ class Target(Protocol):
     def reference_simulate(self, net: IntNet, inputs: np.ndarray, timesteps: int) -> Trace: ...
 
 
+def require_fit(target: "Target", net: IntNet, suffix: str = "") -> None:
+    """Raise FitError naming the first violation (and how many more) if `net` breaks `target`'s limits."""
+    from .errors import FitError
+
+    violations = target.check_fit(net)
+    if violations:
+        raise FitError(f"network does not fit {target.name}: {violations[0]}"
+                       + (f" (+{len(violations) - 1} more)" if len(violations) > 1 else "") + suffix)
+
+
 def first_difference(a: Trace, b: Trace) -> Optional[dict]:
     """First (sample, node, neuron index) where two traces differ, or None if identical (C6)."""
     for s in range(a.batch):

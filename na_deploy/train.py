@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import Checkpoint, cpu_state_dict, load_checkpoint, save_checkpoint
 from .data import Dataset, Loaders, Normalization, make_loaders
+from .device import resolve_device
 from .errors import CheckpointError, ModelError
 from .surgery import calibrate_step_sizes, check_p, quant_layers, quantize_model
 
@@ -37,22 +38,6 @@ FP_DEFAULTS = dict(epochs=30, lr=0.1, batch_size=64, weight_decay=5e-4)
 QAT_DEFAULTS = dict(epochs=20, lr=0.05, batch_size=64, weight_decay=5e-4)
 MOMENTUM = 0.9
 CALIBRATION_SAMPLES = 512
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def resolve_device(device: Optional[str | torch.device]) -> torch.device:
-    if device is None or device == "auto":
-        return default_device()
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ModelError(f"device: {device!r} is not a torch device; allowed: auto, cpu, cuda, cuda:N") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError(f"device: {device!r} requested but CUDA is not available; allowed here: cpu, auto")
-    return dev
 
 
 @dataclass

@@ -34,6 +34,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 import torch
 
+from na_deploy.device import resolve_device
 from na_deploy.errors import IRError, SimulationError
 from na_deploy.ir import INPUT_NAME, IntNet, IntReadoutNode
 from na_deploy.ops import compile_op
@@ -45,10 +46,6 @@ from .limits import LOIHI2, Loihi2Limits
 FLOAT32_EXACT = 2 ** 24
 FLOAT64_EXACT = 2 ** 53
 SIMULATOR = "loihi2-reference-fast"
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 # ---------------------------------------------------------------------------------------- checks
@@ -376,7 +373,7 @@ def reference_simulate_multi(net: IntNet, inputs, timesteps_list: Iterable[int],
     Ts = sorted(set(check_timesteps(net, list(timesteps_list), limits)))
     x_np = check_inputs(net, inputs, limits)
     check_balanced(net)
-    dev = torch.device(device) if device is not None else default_device()
+    dev = resolve_device(device)
     Tmax = Ts[-1]
     plans = [_NodePlan(n, Tmax, dev, limits) for n in net.all_nodes()]
     bs = int(batch_size) if batch_size else _auto_batch(net, Tmax)
