@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from na_deploy.ir import INPUT_NAME, Conv2d, Dense, InputNode, IntNet, IntNeuronNode, IntReadoutNode, Synapse
-from na_deploy.target import first_difference
+from na_deploy.verify import first_difference
 
 
 def _calibrated_threshold(currents: np.ndarray, rate: float = 0.3) -> int:
@@ -56,12 +56,13 @@ def main() -> None:
 
     from na_deploy.data import load_dataset
     from na_deploy.hw_targets.loihi2 import TARGET
-    from na_deploy.hw_targets.loihi2 import lava_backend as lb
+
+    backend = TARGET.backend()
 
     T, N = args.timesteps, args.samples
     digits = load_dataset(None).x_test.astype(np.int64)
     if args.net:
-        from na_deploy.ir import load_net
+        from na_deploy.io import load_net
 
         net = load_net(args.net)
     else:
@@ -81,7 +82,7 @@ def main() -> None:
     print("spikes per node:", {k: int(c.sum()) for k, c in ref.spike_counts.items()})
 
     t0 = time.perf_counter()
-    hw = lb.run_lava(net, x, T)
+    hw = backend.run(net, x, T)
     t_one = (time.perf_counter() - t0) / N
     assert first_difference(ref, hw) is None, first_difference(ref, hw)
     e = hw.extra
@@ -91,7 +92,7 @@ def main() -> None:
           f"total incl. collect/stop {t_one * N:.2f} s)")
 
     t0 = time.perf_counter()
-    hw1 = lb.run_lava(net, x, T, samples_per_run=1)
+    hw1 = backend.run(net, x, T, samples_per_run=1)
     t_chunk = (time.perf_counter() - t0) / N
     assert first_difference(ref, hw1) is None
     print(f"Lava, one runtime, 1 run/sample: {t_chunk * 1e3:9.1f} ms/sample")
@@ -99,7 +100,7 @@ def main() -> None:
     R = max(1, min(args.rebuild_samples, N))
     t0 = time.perf_counter()
     for i in range(R):
-        tr = lb.run_lava(net, x[i:i + 1], T)
+        tr = backend.run(net, x[i:i + 1], T)
         assert all(np.array_equal(tr.spike_counts[k][0], ref.spike_counts[k][i]) for k in tr.spike_counts)
     t_rebuild = (time.perf_counter() - t0) / R
     print(f"Lava, rebuilt per sample ({R}):   {t_rebuild * 1e3:9.1f} ms/sample")

@@ -33,10 +33,10 @@ def main() -> None:
         r = json.loads(rep.read_text())
         for stage, s in r["timings_s"].items():
             print(f"  {stage:<28}{s:>9.2f} s")
-        v = r["verify"]
-        if v.get("seconds_per_sample"):
-            print(f"  Lava s/sample {v['seconds_per_sample']['lava']:.3f}, reference s/sample "
-                  f"{v['seconds_per_sample']['reference']:.5f}")
+        seconds = r["verify"].get("seconds")  # absent when --verify-samples 0
+        if seconds:
+            print(f"  Lava s/sample {seconds['lava_per_sample']:.3f}, reference s/sample "
+                  f"{seconds['reference_per_sample']:.5f}")
     print(f"run folder: {out}")
 
 

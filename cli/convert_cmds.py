@@ -18,9 +18,7 @@ from typing import Optional
 
 import click
 
-from na_deploy.errors import NaDeployError
-from na_deploy.evaluate import evaluate_nets, format_accuracy_table
-from na_deploy.target import require_fit
+from na_deploy.errors import NaDeployError, SimulationError
 
 from .main import one_line_errors, parse_timesteps
 
@@ -36,10 +34,12 @@ def float_path_for(net_path: str | Path) -> Path:
 
 
 def file_sha256(path: str | Path) -> str:
+    """SHA-256 (hex) of a file's bytes: the FloatNet's, recorded in the IntNet's meta (C8)."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _check_out(out: str, option: str) -> Path:
+    """An output file option as a Path; refuses a directory (before anything is computed)."""
     p = Path(out)
     if p.is_dir():
         raise NaDeployError(f"{option} {out}: is a directory; allowed: a file path such as runs/net.nad.h5")
@@ -73,6 +73,8 @@ def convert(checkpoint: str, out: str, float_out: Optional[str], target_name: st
     """
     from na_deploy.convert import convert_checkpoint
     from na_deploy.hw_targets import get_target
+    from na_deploy.io import save_net
+    from na_deploy.protocols import require_fit
 
     target = get_target(target_name)
     out_p = _check_out(out, "--out")
@@ -82,18 +84,15 @@ def convert(checkpoint: str, out: str, float_out: Optional[str], target_name: st
     if max_timesteps is not None and max_timesteps < 1:
         raise NaDeployError(f"--max-timesteps {max_timesteps}: allowed: a positive integer")
     fnet = convert_checkpoint(checkpoint, self_check=not no_self_check)
-    if hasattr(target, "to_fixed_point_with_report"):
-        inet, qrep = target.to_fixed_point_with_report(fnet, max_timesteps=max_timesteps)
-    else:
-        inet, qrep = target.to_fixed_point(fnet, max_timesteps=max_timesteps), None
-    if not quiet and qrep is not None:
+    inet, qrep = target.to_fixed_point_with_report(fnet, max_timesteps=max_timesteps)
+    if not quiet:
         click.echo(qrep.format())
     for v in target.check_fit(inet):
         click.echo(f"  {v}", err=True)
-    require_fit(target, inet, "; nothing written")
-    fnet.save(fout_p)
+    require_fit(target, inet, suffix="; nothing written")
+    save_net(fnet, fout_p)
     inet.meta["float_net"] = {"file": fout_p.name, "sha256": file_sha256(fout_p)}
-    inet.save(out_p)
+    save_net(inet, out_p)
     relays = sum(n.role == "relay" for n in inet.nodes)
     if not quiet:
         click.echo(f"fit check ({target.name}): no violations; static bound proven for "
@@ -105,7 +104,8 @@ def convert(checkpoint: str, out: str, float_out: Optional[str], target_name: st
 # ------------------------------------------------------------------------------------- simulate
 def load_net_pair(net_path: str, float_net: Optional[str]):
     """(IntNet, FloatNet) from the files `convert` wrote; checks flavours, topology and provenance."""
-    from na_deploy.ir import FloatNet, IntNet, load_net
+    from na_deploy.io import load_net
+    from na_deploy.ir import FloatNet, IntNet
 
     inet = load_net(net_path)
     if not isinstance(inet, IntNet):
@@ -155,7 +155,9 @@ def simulate(net_path: str, float_net: Optional[str], data: Optional[str], seed:
     """Accuracy vs time steps of the quantized ANN, the float SNN and the target's integer SNN (bit-exact
     reference simulator), prediction agreement float vs integer, and the occasional-noise table (share of
     neurons whose spike count over T = k*p differs from k x its ANN level), from one run per simulator."""
+    from na_deploy.accuracy import accuracy_vs_timesteps, format_accuracy_table
     from na_deploy.atomic import atomic_write_text
+    from na_deploy.checks import check_timesteps
     from na_deploy.data import load_dataset
     from na_deploy.hw_targets import get_target
     from na_deploy.noise_report import format_noise_table
@@ -169,9 +171,11 @@ def simulate(net_path: str, float_net: Optional[str], data: Optional[str], seed:
             _check_out(path, opt)
     inet, fnet, float_file = load_net_pair(net_path, float_net)
     tmax = int(inet.meta.get("max_timesteps", max(Ts)))
-    if max(Ts) > tmax:
+    try:
+        check_timesteps(Ts, tmax)
+    except SimulationError:
         raise NaDeployError(f"--timesteps: T = {max(Ts)} exceeds this net's max_timesteps {tmax} (the T its static "
-                            "24-bit bound is proven for); re-run convert with --max-timesteps")
+                            "24-bit bound is proven for); re-run convert with --max-timesteps") from None
     ds = load_dataset(data, seed=seed)
     x, y = ds.x_test, ds.y_test
     if samples is not None:
@@ -181,15 +185,14 @@ def simulate(net_path: str, float_net: Optional[str], data: Optional[str], seed:
                             f"{tuple(inet.input.shape)}")
     if len(x) == 0:
         raise NaDeployError(f"--data {data or 'digits'}: the test split is empty")
-    res = evaluate_nets(fnet, inet, target, x, y, Ts, device=device, progress=not quiet)
+    acc = accuracy_vs_timesteps(fnet, inet, target, x, y, Ts, device=device, progress=not quiet)
     click.echo(f"{inet.meta.get('model', 'net')} on {ds.name}: {len(x)} test samples, target {target.name}")
-    click.echo(format_accuracy_table(res, Ts))
-    noise = res.pop("occasional_noise")
-    for rep in noise.values():
+    click.echo(format_accuracy_table(acc))
+    for rep in acc.noise.values():
         click.echo(format_noise_table(rep))
-    if not noise:
+    if not acc.noise:
         click.echo("occasional noise: no T in --timesteps is a multiple k*p for every layer's p; add such T")
-    res["occasional_noise"] = {k: v.to_dict() for k, v in noise.items()}
+    res = acc.to_dict()
     res.update({"net": str(net_path), "float_net": float_file, "target": target.name, "data": ds.name,
                 "samples": int(len(x)), "timesteps": Ts})
     if plot:

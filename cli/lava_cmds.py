@@ -1,7 +1,8 @@
 """`na-deploy export` (IntNet -> runnable Lava graph bundle) and `na-deploy verify` (reference vs Lava, C6).
 
-Thin: parse options, call `na_deploy.hw_targets.loihi2.lava_backend` (imported only when a command runs:
-Lava sets the multiprocessing start method at import). Exit codes of verify: 0 all equal, 1 any mismatch,
+Thin: parse options, resolve `--target` / `--backend` (`na_deploy.hw_targets.get_target` / `get_backend`),
+call `backend.export` and `na_deploy.verify.verify`. The backend is made only when a command runs (Lava
+sets the multiprocessing start method at import). Exit codes of verify: 0 all equal, 1 any mismatch,
 2 a bad request (unreadable net, bad data, a net failing check_fit, a Lava model error).
 """
 from __future__ import annotations
@@ -18,7 +19,8 @@ from .main import one_line_errors
 
 
 def _load_intnet(path: str):
-    from na_deploy.ir import IntNet, load_net
+    from na_deploy.io import load_net
+    from na_deploy.ir import IntNet
 
     if not Path(path).is_file():
         raise IRError(f"{path}: file not found; allowed: an IntNet .nad.h5 written by `na-deploy convert`")
@@ -29,6 +31,21 @@ def _load_intnet(path: str):
     return net
 
 
+def _target_and_backend(target_name: str, backend_name: Optional[str]):
+    """(target, backend) for `--target` / `--backend` (default: the target's default backend)."""
+    from na_deploy.hw_targets import get_backend, get_target
+
+    target = get_target(target_name)
+    return target, get_backend(backend_name, target)
+
+
+TARGET_OPTION = click.option("--target", "target_name", default="loihi2", show_default=True,
+                             help="Hardware target whose limits and reference are used.")
+BACKEND_OPTION = click.option("--backend", "backend_name", default=None,
+                              help="Backend of the target that runs / exports the net [default: the target's, "
+                                   "lava for loihi2].")
+
+
 @click.command("export")
 @click.argument("net_path", metavar="NET.nad.h5")
 @click.option("--format", "fmt", type=click.Choice(["lava"]), default="lava", show_default=True,
@@ -37,14 +54,16 @@ def _load_intnet(path: str):
 @click.option("--timesteps", default=8, show_default=True, type=int,
               help="Default T of the exported script; the fit check is done for this T.")
 @click.option("--force", is_flag=True, help="Replace --out if it exists and is not empty.")
+@TARGET_OPTION
+@BACKEND_OPTION
 @one_line_errors
-def export(net_path: str, fmt: str, out: str, timesteps: int, force: bool) -> None:
+def export(net_path: str, fmt: str, out: str, timesteps: int, force: bool, target_name: str,
+           backend_name: Optional[str]) -> None:
     """Export an IntNet as a Lava process graph bundle (step 4): rebuild and run it in your own Lava session
     with `build_lava_graph` (see the bundle's README.txt). Refuses a net failing the Loihi 2 fit check."""
     net = _load_intnet(net_path)
-    from na_deploy.hw_targets.loihi2.lava_backend import export_lava_bundle
-
-    path = export_lava_bundle(net, out, timesteps=timesteps, force=force, source=Path(net_path).name)
+    _, backend = _target_and_backend(target_name, backend_name)
+    path = backend.export(net, out, timesteps=timesteps, force=force, source=Path(net_path).name)
     click.echo(f"exported {net_path} as a Lava graph ({len(net.all_nodes())} nodes) -> {path}/ "
                "(net.nad.h5, run_lava_graph.py, README.txt, manifest.json)")
 
@@ -104,17 +123,20 @@ def format_report(report) -> list[str]:
 @click.option("--timeout", default=None, type=float,
               help="Seconds before a Lava run counts as hung [default: 120 + 5 per Lava step].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@TARGET_OPTION
+@BACKEND_OPTION
 @one_line_errors
 def verify(net_path: str, data: Optional[str], samples: int, timesteps: int, json_out: Optional[str],
-           timeout: Optional[float], quiet: bool) -> None:
+           timeout: Optional[float], quiet: bool, target_name: str, backend_name: Optional[str]) -> None:
     """Reference simulator vs Lava on the same N samples (step 5, contract C6): per-layer spike totals,
     readout potentials, and on the first mismatch its sample, node, neuron and step. Exit code 0 when
     everything is equal, 1 on any mismatch, 2 on a bad request (including a net failing the fit check)."""
     net = _load_intnet(net_path)
     x = _load_inputs(net, data, samples)
-    from na_deploy.hw_targets.loihi2 import lava_backend
+    target, backend = _target_and_backend(target_name, backend_name)
+    from na_deploy.verify import verify as verify_on
 
-    report = lava_backend.verify_lava(net, x, timesteps, progress=not quiet, timeout_s=timeout)
+    report = verify_on(net, x, timesteps, target, backend, progress=not quiet, timeout_s=timeout)
     for line in format_report(report):
         click.echo(line)
     if json_out:

@@ -55,14 +55,14 @@ def one_line_errors(fn):
 
 
 def parse_timesteps(value: str) -> list[int]:
-    """`--timesteps 1,2,4` -> sorted unique positive ints; NaDeployError otherwise."""
+    """`--timesteps 1,2,4` -> sorted unique positive ints (the rule of `na_deploy.checks`); NaDeployError otherwise."""
+    from na_deploy.checks import check_timesteps  # numpy: imported when a command runs, not for --help
+
     try:
-        ts = [int(v) for v in str(value).split(",") if v.strip()]
-    except ValueError:
-        ts = []
-    if not ts or min(ts) < 1:
-        raise NaDeployError(f"--timesteps {value!r}: expected comma-separated positive integers, e.g. 1,2,4,8")
-    return sorted(set(ts))
+        return check_timesteps([int(v) for v in str(value).split(",") if v.strip()])
+    except (ValueError, NaDeployError):
+        pass
+    raise NaDeployError(f"--timesteps {value!r}: expected comma-separated positive integers, e.g. 1,2,4,8")
 
 
 class LazyGroup(click.Group):

@@ -74,12 +74,10 @@ def pipeline(data, model, p, epochs_fp, epochs_qat, timesteps, verify_samples, v
 def report(net_path, data, samples, timesteps, synop_pj, neuron_update_pj, spike_pj, json_out, target_name):
     """Loihi 2 resource estimate (neurons, synapses, fan-in/out, cores) and, measured on SAMPLES images with
     the reference simulator, spikes, synaptic operations and an energy estimate per inference at T."""
-    from dataclasses import replace
-
     from na_deploy.atomic import atomic_write_text
     from na_deploy.hw_targets import get_target
-    from na_deploy.hw_targets.loihi2.resources import EnergyModel, format_resource_report, resource_report
-    from na_deploy.ir import IntNet, load_net
+    from na_deploy.io import load_net
+    from na_deploy.ir import IntNet
 
     target = get_target(target_name)
     net = load_net(net_path)
@@ -88,11 +86,9 @@ def report(net_path, data, samples, timesteps, synop_pj, neuron_update_pj, spike
                             "`na-deploy convert` (net.nad.h5)")
     if samples < 0 or timesteps < 1:
         raise NaDeployError(f"--samples must be >= 0 and --timesteps >= 1, got {samples}, {timesteps}")
-    energy = EnergyModel()
     overrides = {k: v for k, v in (("synop_pj", synop_pj), ("neuron_update_pj", neuron_update_pj),
                                    ("spike_pj", spike_pj)) if v is not None}
-    if overrides:
-        energy = replace(energy, source="user-supplied per-op energies", **overrides)
+    energy = target.energy_model(**overrides)
     trace = x = None
     if samples:
         from na_deploy.data import load_dataset
@@ -102,7 +98,7 @@ def report(net_path, data, samples, timesteps, synop_pj, neuron_update_pj, spike
         if tuple(x.shape[1:]) != tuple(net.input.shape):
             raise NaDeployError(f"--data: images are {tuple(x.shape[1:])}, the net expects {tuple(net.input.shape)}")
         trace = target.reference_simulate(net, x, timesteps)
-    rep = resource_report(net, trace, energy=energy, inputs=x)
-    click.echo(format_resource_report(rep))
+    rep = target.resource_report(net, trace, energy=energy, inputs=x)
+    click.echo(target.format_resource_report(rep))
     if json_out:
         atomic_write_text(json_out, json.dumps(rep, indent=2, sort_keys=True))

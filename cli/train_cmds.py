@@ -65,13 +65,13 @@ def train(model_name: str, epochs: int, lr: float, out: str, data: Optional[str]
     The checkpoint holds the model name and arguments, the input scale, weights, optimizer and schedule
     state, the data fingerprint, seed and per-epoch history.
     """
+    from na_deploy.checkpoint import check_model_name
     from na_deploy.data import load_dataset
-    from na_deploy.models import model_spec
     from na_deploy.train import resolve_device, train_full_precision
 
     out_path = check_out(out)
     seed = 0 if seed is None else seed
-    model_spec(model_name)
+    check_model_name(model_name)
     resolve_device(device)
     dataset = load_dataset(data, seed)
     result = train_full_precision(dataset, model_name, epochs=epochs, lr=lr, seed=seed, device=device,
@@ -115,10 +115,9 @@ def quantize(from_ckpt: Optional[str], model_name: Optional[str], p: int, noise_
     eq. 10, with gradient scale 1/sqrt(n*p)); max-pools become average pools; any other activation is
     refused. Reported accuracy is the quantized ANN's (eps = 0), which the converted SNN approaches.
     """
-    from na_deploy.checkpoint import load_checkpoint
+    from na_deploy.checkpoint import check_model_name, load_checkpoint
+    from na_deploy.checks import check_p
     from na_deploy.data import load_dataset
-    from na_deploy.models import model_spec
-    from na_deploy.surgery import check_p
     from na_deploy.train import check_compatible, resolve_device, train_full_precision, train_qat
 
     out_path = check_out(out)
@@ -136,7 +135,7 @@ def quantize(from_ckpt: Optional[str], model_name: Optional[str], p: int, noise_
     else:
         seed = 0 if seed is None else seed
         model_name = model_name or "digits_cnn"
-        model_spec(model_name)
+        check_model_name(model_name)
         dataset = load_dataset(data, seed)
         fp_path = out_path.with_name(out_path.stem + "-fp" + (out_path.suffix or ".pt"))
         check_out(str(fp_path), "fp checkpoint")

@@ -3,6 +3,11 @@
 Every model takes `in_channels`, `num_classes` and `input_size` (square side in pixels) plus optional
 width arguments (`base_width` for the ResNets, `widths` for the small nets). The exact keyword arguments
 are what a checkpoint records to rebuild the model.
+
+This package imports only torch and the standard library (the layering rule tests/test_layering.py
+enforces), so a refusal here is a `ModelRegistryError` (a ValueError). na_deploy's callers
+(`na_deploy.train.build_registry_model` / `check_model_name`, `Checkpoint.build_model`) turn it into
+na_deploy's `ModelError`, which the CLI prints as a one-line `error: ...` with exit code 2.
 """
 from __future__ import annotations
 
@@ -10,10 +15,12 @@ from typing import Any, Callable, NamedTuple
 
 from torch import nn
 
-from na_deploy.errors import ModelError
-
 from .resnet import resnet18, resnet20, resnet34, resnet50
 from .small import digits_cnn, tiny_resnet
+
+
+class ModelRegistryError(ValueError):
+    """The registry refuses a model name or its arguments; the message is one line naming the model."""
 
 
 class ModelSpec(NamedTuple):
@@ -37,26 +44,28 @@ MODEL_NAMES: tuple[str, ...] = tuple(_SPECS)
 
 
 def model_spec(name: str) -> ModelSpec:
-    """The registry entry for `name`; ModelError listing the known names otherwise."""
+    """The registry entry for `name`; ModelRegistryError listing the known names otherwise."""
     if name not in _SPECS:
-        raise ModelError(f"model: unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}")
+        raise ModelRegistryError(f"model: unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}")
     return _SPECS[name]
 
 
 def build_model(name: str, in_channels: int = 3, num_classes: int = 10, input_size: int | None = None,
                 **kwargs: Any) -> nn.Module:
-    """Build the named model. `input_size` defaults to the size the model was designed for."""
+    """Build the named model. `input_size` defaults to the size the model was designed for.
+
+    ModelRegistryError for an unknown name, a bad size or channel count, or unknown keyword arguments."""
     spec = model_spec(name)
     size = spec.default_size if input_size is None else int(input_size)
     if int(in_channels) < 1:
-        raise ModelError(f"model {name}: in_channels must be >= 1, got {in_channels}")
+        raise ModelRegistryError(f"model {name}: in_channels must be >= 1, got {in_channels}")
     if int(num_classes) < 1:
-        raise ModelError(f"model {name}: num_classes must be >= 1, got {num_classes}")
+        raise ModelRegistryError(f"model {name}: num_classes must be >= 1, got {num_classes}")
     if size < spec.min_size or size % spec.size_multiple:
-        raise ModelError(f"model {name}: input_size {size} not allowed; needs >= {spec.min_size}"
-                         f" and a multiple of {spec.size_multiple}")
+        raise ModelRegistryError(f"model {name}: input_size {size} not allowed; needs >= {spec.min_size}"
+                                 f" and a multiple of {spec.size_multiple}")
     try:
         return spec.factory(in_channels=int(in_channels), num_classes=int(num_classes), input_size=size,
                             **kwargs)
     except TypeError as e:
-        raise ModelError(f"model {name}: bad keyword arguments {sorted(kwargs)}: {e}") from e
+        raise ModelRegistryError(f"model {name}: bad keyword arguments {sorted(kwargs)}: {e}") from e

@@ -22,9 +22,9 @@ from tqdm.auto import tqdm
 
 from .device import resolve_device
 from .errors import SimulationError
-from .ir import INPUT_NAME, FloatNet, NeuronNode
+from .ir import INPUT_NAME, SUBTRACT, FloatNet, NeuronModel, NeuronNode
 from .ops import compile_op
-from .quant import round_half_up
+from .rounding import round_half_up
 
 
 @dataclass
@@ -37,7 +37,8 @@ class CompiledNode:
     shape: tuple[int, ...]
     threshold: float = 0.0       # neuron nodes only
     precharge: float = 0.0
-    levels: int = 1
+    p: int = 1
+    neuron: NeuronModel = SUBTRACT
     is_readout: bool = False
 
     def current(self, payload: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -68,7 +69,8 @@ def compile_net(net: FloatNet, dtype: torch.dtype = torch.float32,
             b = torch.as_tensor(np.asarray(n.bias, dtype=np.float64), dtype=dtype, device=device)
             b = b.reshape((-1,) + (1,) * (len(n.shape) - 1))
             if isinstance(n, NeuronNode):
-                out.append(CompiledNode(n.name, syns, b, tuple(n.shape), n.threshold, n.precharge, n.levels))
+                out.append(CompiledNode(n.name, syns, b, tuple(n.shape), n.threshold, n.precharge, n.p,
+                                        n.neuron))
             else:
                 out.append(CompiledNode(n.name, syns, b, tuple(n.shape), is_readout=True))
         per_net[key] = out
@@ -87,8 +89,8 @@ def as_input(net: FloatNet, x: Any, dtype: torch.dtype, device: Union[str, torch
 
 def quantize_level(u: torch.Tensor, node: CompiledNode) -> torch.Tensor:
     """n = clip(floor(u/s + 1/2), 0, p) with s = threshold/p (C1 round half up), as the float dtype of u."""
-    s = node.threshold / node.levels
-    return torch.clamp(round_half_up(u / s), 0, node.levels)
+    s = node.threshold / node.p
+    return torch.clamp(round_half_up(u / s), 0, node.p)
 
 
 def argmax_lowest(v: torch.Tensor) -> torch.Tensor:
@@ -108,8 +110,8 @@ def ann_forward(net: FloatNet, x_uint8: Any, device: Union[str, torch.device, No
                 progress: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The FloatNet as a quantized ANN on raw pixels x (B, *input_shape).
 
-    Returns (logits (B, classes) on CPU, levels {node: integer level n in 0..p, (B, *shape) on CPU}); levels
-    is empty when keep_levels=False. float64 by default so the levels match a float64 torch model exactly.
+    Returns (logits (B, classes) on CPU, activation levels {node: integer level n in 0..p, (B, *shape) on CPU}); they
+    are empty when keep_levels=False. float64 by default so the levels match a float64 torch model exactly.
     """
     device = resolve_device(device)
     nodes = compile_net(net, dtype, device)
@@ -122,9 +124,9 @@ def ann_forward(net: FloatNet, x_uint8: Any, device: Union[str, torch.device, No
         payload = {INPUT_NAME: as_input(net, x_all[i:i + bs], dtype, device)}
         for nd in nodes[:-1]:
             lv = quantize_level(nd.current(payload), nd)
-            payload[nd.name] = lv * (nd.threshold / nd.levels)
+            payload[nd.name] = lv * (nd.threshold / nd.p)
             if keep_levels:
-                levels[nd.name].append(lv.to(_level_dtype(nd.levels)).cpu())
+                levels[nd.name].append(lv.to(_level_dtype(nd.p)).cpu())
         logits.append(nodes[-1].current(payload).cpu())
     if not logits:
         as_input(net, x_all, dtype, device)  # shape check on an empty batch

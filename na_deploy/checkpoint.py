@@ -25,11 +25,29 @@ from torch import nn
 from . import __version__
 from .atomic import atomic_path
 from .data import Normalization
-from .errors import CheckpointError, NaDeployError
+from .errors import CheckpointError, ModelError, NaDeployError
+from .models import ModelRegistryError, build_model, model_spec
 
 FORMAT_NAME = "na-deploy-checkpoint"
 FORMAT_VERSION = 1
 KINDS = ("fp", "qat")
+
+
+def build_registry_model(name: str, **kwargs: Any) -> nn.Module:
+    """`na_deploy.models.build_model(name, **kwargs)`; the registry's refusal (unknown name, bad size or
+    arguments) becomes a `ModelError` with the same one-line message."""
+    try:
+        return build_model(name, **kwargs)
+    except ModelRegistryError as e:
+        raise ModelError(str(e)) from e
+
+
+def check_model_name(name: str) -> None:
+    """ModelError listing the known models unless `name` is one of them."""
+    try:
+        model_spec(name)
+    except ModelRegistryError as e:
+        raise ModelError(str(e)) from e
 
 
 @dataclass
@@ -64,12 +82,11 @@ class Checkpoint:
 
     def build_model(self, load_weights: bool = True) -> nn.Module:
         """The torch model: registry model (+ QuantReLUs with p / noise flag for kind "qat"), weights loaded."""
-        from na_deploy.models import build_model
         from .surgery import quantize_model
 
         where = self.path or "checkpoint"
         try:
-            model = build_model(self.model_name, **self.model_kwargs)
+            model = build_registry_model(self.model_name, **self.model_kwargs)
             if self.kind == "qat":
                 model = quantize_model(model, self.p, bool(self.noise_adaptor))
         except NaDeployError as e:

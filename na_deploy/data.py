@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from .errors import DataError
+from .rounding import round_half_up
 
 ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 DIGITS_TEST_SIZE = 360
@@ -79,7 +80,7 @@ class Dataset:
 # ------------------------------------------------------------------------------------------ helpers
 def round_half_up_to_uint8(x: np.ndarray) -> np.ndarray:
     """floor(x + 1/2) clipped to 0..255, as uint8 (the project's rounding rule, C1)."""
-    return np.clip(np.floor(np.asarray(x, dtype=np.float64) + 0.5), 0, 255).astype(np.uint8)
+    return np.clip(round_half_up(x), 0, 255).astype(np.uint8)
 
 
 def channel_std(x_uint8: np.ndarray) -> np.ndarray:

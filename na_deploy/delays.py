@@ -31,7 +31,7 @@ def balance_delays(net: FloatNet) -> FloatNet:
                 s = by_name[src]
                 rname = f"{src}.relay{d - depth[src]}"
                 out_nodes.append(NeuronNode(name=rname, shape=s.shape, inputs=[Synapse(name, Identity(1.0))],
-                                            threshold=s.threshold, levels=s.levels, role="relay"))
+                                            threshold=s.threshold, p=s.p, role="relay"))
                 depth[rname] = d
                 relay_of[key] = rname
             name = relay_of[key]

@@ -4,7 +4,8 @@ Per sample, for t = 1..T (the unpipelined form of C3, which the pipelined hardwa
 
     payload_input(t) = x (raw pixels, every step: analog input coding, C4)
     I_m(t) = sum_i op_i(payload_src_i(t)) + b_m
-    v_m(0) = precharge_m (= th_m / 2);  v_m += I_m(t);  z_m = [v_m >= th_m];  v_m -= z_m * th_m      (C2)
+    v_m(0) = precharge_m (= th_m / 2);  v_m += I_m(t);  (v_m, z_m) = neuron_m.fire_and_reset(v_m, th_m)
+        (the node's neuron model, na_deploy.ir.neuron; mode "subtract", C2: z = [v >= th], v -= z * th)
     payload_m(t) = z_m * th_m        (a spike carries the value of the source's threshold)
     readout: V(T) = sum_{t<=T} I_R(t);   class = argmax V(T), ties -> lowest index (C7)
 
@@ -24,6 +25,7 @@ from tqdm.auto import tqdm
 
 from .ann_eval import CompiledNode, argmax_lowest, as_input, compile_net
 from .device import resolve_device
+from .checks import check_timesteps
 from .errors import SimulationError
 from .ir import INPUT_NAME, FloatNet
 
@@ -67,19 +69,6 @@ class FloatSimResult:
                 "firing_rates": {str(t): self.firing_rates(t) for t in self.timesteps}}
 
 
-def check_timesteps(timesteps: Union[int, Sequence[int]]) -> list[int]:
-    """Sorted unique positive ints; SimulationError otherwise."""
-    ts = [timesteps] if isinstance(timesteps, (int, np.integer)) else list(timesteps)
-    try:
-        out = sorted({int(t) for t in ts})
-        ok = bool(out) and all(float(t) == int(t) for t in ts) and out[0] >= 1
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise SimulationError(f"timesteps: expected positive integers (e.g. 1,2,4,8), got {timesteps!r}")
-    return out
-
-
 def _is_constant(node: CompiledNode) -> bool:
     """A node fed only by the input sees the same current every step."""
     return all(src == INPUT_NAME for src, _ in node.synapses)
@@ -99,11 +88,9 @@ def _run_batch(nodes: list[CompiledNode], x: torch.Tensor, ts: list[int], keep: 
         for nd in neurons:
             vm = v[nd.name]
             vm += const[nd.name] if nd.name in const else nd.current(payload)
-            z = vm >= nd.threshold
+            v[nd.name], z = nd.neuron.fire_and_reset(vm, nd.threshold)
             cnt[nd.name] += z
-            spike_value = z.to(dtype).mul_(nd.threshold)
-            vm -= spike_value
-            payload[nd.name] = spike_value
+            payload[nd.name] = z.to(dtype).mul_(nd.threshold)
         pot += const[readout.name] if readout.name in const else readout.current(payload)
         if t in want:
             out["pred"][t].append(argmax_lowest(pot).cpu())

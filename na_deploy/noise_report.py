@@ -140,9 +140,9 @@ class NoiseReport:
 
 def noise_report(net: Any, counts_by_T: Mapping[int, Mapping[str, Any]], levels: Mapping[str, Any],
                  ks: Iterable[int], simulator: str = "float") -> NoiseReport:
-    """Occasional noise of every layer of `net` (FloatNet or IntNet: p = node.levels, role = node.role) at each
+    """Occasional noise of every layer of `net` (FloatNet or IntNet: p = node.p, role = node.role) at each
     k in `ks`, reading each layer's counts at T = k*p from `counts_by_T` (T -> node -> (B, *shape))."""
-    p_by_node = {n.name: int(n.levels) for n in net.nodes}
+    p_by_node = {n.name: int(n.p) for n in net.nodes}
     roles = {n.name: n.role for n in net.nodes}
     rows: dict[int, list[LayerNoise]] = {}
     for k in sorted({int(k) for k in ks}):
@@ -172,7 +172,7 @@ def measure_float_noise(net: Any, x_uint8: Any, ks: Iterable[int] = (1, 2, 4), b
     from .float_sim import simulate_float
 
     ks = sorted({int(k) for k in ks})
-    ts = sorted({k * int(n.levels) for k in ks for n in net.nodes if n.role == "layer"})
+    ts = sorted({k * int(n.p) for k in ks for n in net.nodes if n.role == "layer"})
     x_all = x_uint8 if isinstance(x_uint8, torch.Tensor) else torch.as_tensor(np.asarray(x_uint8))
     total: Optional[NoiseReport] = None
     for i in tqdm(range(0, int(x_all.shape[0]), int(batch_size)), desc="occasional noise", unit="batch",

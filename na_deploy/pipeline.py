@@ -3,7 +3,8 @@ fit check -> Lava export -> verify (reference vs backend, per layer) -> accuracy
 
 `run_pipeline(config, target, out)` builds the run in `<out>.partial/` and renames it to `<out>` only when
 every stage finished, so a failed run never looks finished (`<out>/COMPLETE` exists only in finished runs).
-The target object (e.g. `hw_targets.loihi2.TARGET`) is passed in: the core never imports a target.
+The target object (e.g. `hw_targets.loihi2.TARGET`) is passed in: the core never imports a target. It exports and
+verifies through its backend (`target.backend()`, or the `backend` given) and `na_deploy.verify` (C6).
 """
 from __future__ import annotations
 
@@ -15,14 +16,24 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+import numpy as np
+
+from .accuracy import AccuracyResult, accuracy_vs_timesteps
 from .atomic import atomic_write_text
+from .checks import check_p, check_timesteps
 from .errors import NaDeployError
+from .io import save_net
+from .ir import FloatNet, IntNet
+from .noise_report import NoiseReport
+from .protocols import Backend, Target, Trace, require_fit
 
 DEFAULT_TIMESTEPS = (1, 2, 4, 8, 16, 32)
 
 
 @dataclass
 class PipelineConfig:
+    """Every option of `na-deploy pipeline` (recorded in report.json's "config")."""
+
     data: Optional[str] = None  # None: embedded digits
     model: str = "digits_cnn"
     p: int = 2
@@ -40,12 +51,17 @@ class PipelineConfig:
     eval_samples: Optional[int] = None  # None: the whole test split
 
     def validate(self) -> None:
-        if self.p < 1:
-            raise NaDeployError(f"--p must be a positive integer (the paper's p), got {self.p}")
+        """One-line NaDeployError naming the option for any value no stage can use (p and T: `checks`' rules)."""
+        try:
+            check_p(self.p)
+        except NaDeployError:
+            raise NaDeployError(f"--p must be a positive integer (the paper's p), got {self.p}") from None
         if self.epochs_fp < 1 or self.epochs_qat < 1:
             raise NaDeployError(f"--epochs-fp and --epochs-qat must be >= 1, got {self.epochs_fp}, {self.epochs_qat}")
-        if not self.timesteps or min(self.timesteps) < 1:
-            raise NaDeployError(f"--timesteps must be positive integers, got {list(self.timesteps)}")
+        try:
+            check_timesteps(self.timesteps)
+        except NaDeployError:
+            raise NaDeployError(f"--timesteps must be positive integers, got {list(self.timesteps)}") from None
         if self.verify_samples < 0:
             raise NaDeployError(f"--verify-samples must be >= 0, got {self.verify_samples}")
         if self.eval_samples is not None and self.eval_samples < 1:
@@ -87,12 +103,42 @@ def prepare_out_dir(out: str | Path, force: bool = False) -> tuple[Path, Path]:
     return out, partial
 
 
-def _accuracy_arm(qat_ckpt, data, cfg: PipelineConfig, target, run_dir: Path, tag: str, timer: _Timer,
-                  log: Callable) -> dict:
+@dataclass
+class ArmResult:
+    """One accuracy arm (a QAT checkpoint, with or without the noise adaptor), converted and measured."""
+
+    fnet: FloatNet
+    inet: IntNet
+    x: np.ndarray  # the test inputs it was evaluated on
+    accuracy: AccuracyResult
+
+    @property
+    def traces(self) -> dict[int, Trace]:
+        """The integer reference Trace at every evaluated T."""
+        return self.accuracy.traces
+
+    @property
+    def noise(self) -> Optional[NoiseReport]:
+        """Occasional noise of the integer SNN (None when no T is k*p for every layer's p)."""
+        return self.accuracy.noise.get("integer")
+
+    def to_report(self) -> dict:
+        """The arm's part of report.json (accuracies, agreement, firing rates, occasional noise)."""
+        return self.accuracy.to_dict()
+
+
+def _train_qat(cfg: PipelineConfig, data, run_dir: Path, noise_adaptor: bool, out_name: str) -> None:
+    """QAT from the run's fp.ckpt (same fp weights and seed for both arms) -> run_dir / out_name."""
+    from .train import train_qat
+
+    train_qat(data, run_dir / "fp.ckpt", p=cfg.p, noise_adaptor=noise_adaptor, epochs=cfg.epochs_qat,
+              lr=cfg.lr_qat, seed=cfg.seed, device=cfg.device, batch_size=cfg.batch_size, out=run_dir / out_name)
+
+
+def _accuracy_arm(qat_ckpt: Path, data, cfg: PipelineConfig, target: Target, run_dir: Path, tag: str,
+                  timer: _Timer, log: Callable) -> ArmResult:
     """Convert one QAT checkpoint, write its nets, and measure ANN / float SNN / integer SNN accuracy vs T."""
     from .convert import convert_checkpoint
-    from .evaluate import evaluate_nets
-    from .target import require_fit
 
     x, y = data.x_test, data.y_test
     if cfg.eval_samples:
@@ -101,26 +147,98 @@ def _accuracy_arm(qat_ckpt, data, cfg: PipelineConfig, target, run_dir: Path, ta
         fnet = convert_checkpoint(qat_ckpt)
         inet = target.to_fixed_point(fnet, max_timesteps=max(*cfg.timesteps, cfg.verify_timesteps))
         require_fit(target, inet)
-        fnet.save(run_dir / f"net{tag}.float.nad.h5")
-        inet.save(run_dir / f"net{tag}.nad.h5")
-    Ts = sorted(set(int(t) for t in cfg.timesteps))
+        save_net(fnet, run_dir / f"net{tag}.float.nad.h5")
+        save_net(inet, run_dir / f"net{tag}.nad.h5")
+    timesteps = check_timesteps(cfg.timesteps)
     with timer(f"evaluate{tag}"):
-        res = evaluate_nets(fnet, inet, target, x, y, Ts, device=cfg.device, progress=False, keep_traces=True)
-    acc = res["snn_accuracy"]
-    log(f"[{'no noise adaptor' if tag else 'noise adaptor'}] ANN {res['ann_accuracy']:.4f} | "
-        + " ".join(f"T={T}: float {acc['float'][str(T)]:.4f} int {acc['integer'][str(T)]:.4f}" for T in Ts))
-    res["_nets"], res["_x"], res["_traces"] = (fnet, inet), x, res.pop("traces")
-    res["_noise"] = res["occasional_noise"].get("integer")
-    res["occasional_noise"] = {k: v.to_dict() for k, v in res["occasional_noise"].items()}
-    return res
+        acc = accuracy_vs_timesteps(fnet, inet, target, x, y, timesteps, device=cfg.device, progress=False)
+    log(f"[{'no noise adaptor' if tag else 'noise adaptor'}] ANN {acc.ann_accuracy:.4f} | "
+        + " ".join(f"T={T}: float {acc.float_accuracy[T]:.4f} int {acc.integer_accuracy[T]:.4f}"
+                   for T in timesteps))
+    return ArmResult(fnet=fnet, inet=inet, x=x, accuracy=acc)
 
 
-def run_pipeline(cfg: PipelineConfig, target, out: str | Path, force: bool = False,
-                 log: Callable[[str], None] = print) -> dict:
-    """Run every stage; return the report dict (also written as report.json / report.md)."""
-    from .data import load_dataset
+def _verify_stage(cfg: PipelineConfig, x_test: np.ndarray, inet: IntNet, target: Target, backend: Backend,
+                  timer: _Timer, log: Callable) -> dict:
+    """Reference vs backend on the first `verify_samples` test samples (C6): report.json's "verify" section."""
+    n, T = cfg.verify_samples, cfg.verify_timesteps
+    section = {"samples": n, "timesteps": T, "bit_exact": None, "mismatches": None, "layers": []}
+    if n == 0:
+        return section
+    from .verify import verify
+
+    with timer("verify_lava"):
+        result = verify(inet, x_test[:n], T, target, backend).to_dict()
+    section.update(result)
+    section["bit_exact"] = bool(result["equal"])
+    section["mismatches"] = int(result["mismatching_samples"])
+    log(f"[verify] {n} samples at T={T}: " + (
+        "bit-exact (all per-layer spike counts and readouts equal)" if section["bit_exact"]
+        else f"{section['mismatches']} MISMATCHING samples; first: {result['first_mismatch']}"))
+    return section
+
+
+def _write_plots(cfg: PipelineConfig, data_name: str, report: dict, arm: ArmResult, run_dir: Path) -> None:
+    """accuracy_vs_T.png (both arms), layer_activity.png and occasional_noise.png (the noise-adaptor arm)."""
     from .plots import plot_accuracy_vs_t, plot_layer_activity, plot_occasional_noise
-    from .train import train_full_precision, train_qat
+
+    arms = {"with noise adaptor": {"ann": report["ann_accuracy"], **report["snn_accuracy"]}}
+    if "no_noise_adaptor" in report:
+        other = report["no_noise_adaptor"]
+        arms["without noise adaptor"] = {"ann": other["ann_accuracy"], **other["snn_accuracy"]}
+    plot_accuracy_vs_t(arms, run_dir / "accuracy_vs_T.png", title=f"{cfg.model} on {data_name}, p={cfg.p}")
+    plot_layer_activity(report["resources"]["nodes"], run_dir / "layer_activity.png",
+                        title=f"Spiking activity per layer (integer SNN, T={max(arm.traces)})")
+    if arm.noise is not None:
+        plot_occasional_noise({f"T={k * cfg.p} (k={k})": {r.node: r.share for r in rows}
+                               for k, rows in arm.noise.rows.items()}, run_dir / "occasional_noise.png")
+
+
+def _run_stages(cfg: PipelineConfig, target: Target, backend: Optional[Backend], data, run_dir: Path,
+                timer: _Timer, log: Callable) -> dict:
+    """Train, convert, export, verify, resources, (the arm without noise adaptor), plots -> the report dict."""
+    from .train import train_full_precision
+
+    with timer("train_fp"):
+        train_full_precision(data, cfg.model, epochs=cfg.epochs_fp, lr=cfg.lr_fp, seed=cfg.seed,
+                             device=cfg.device, batch_size=cfg.batch_size, out=run_dir / "fp.ckpt")
+    with timer("train_qat"):
+        _train_qat(cfg, data, run_dir, True, "qat.ckpt")
+    arm = _accuracy_arm(run_dir / "qat.ckpt", data, cfg, target, run_dir, "", timer, log)
+    report = arm.to_report()
+    with timer("export_lava"):
+        backend = target.backend() if backend is None else backend  # (imports the simulator, e.g. Lava)
+        backend.export(arm.inet, run_dir / "lava", timesteps=cfg.verify_timesteps,
+                       source=f"{cfg.model} (na-deploy pipeline)")
+    report["verify"] = _verify_stage(cfg, data.x_test, arm.inet, target, backend, timer, log)
+    with timer("resources"):
+        report["resources"] = target.resource_report(arm.inet, arm.traces[max(arm.traces)], inputs=arm.x)
+    if cfg.compare_no_noise_adaptor:
+        with timer("train_qat_no_noise_adaptor"):
+            _train_qat(cfg, data, run_dir, False, "qat_no_na.ckpt")
+        other = _accuracy_arm(run_dir / "qat_no_na.ckpt", data, cfg, target, run_dir, "_no_na", timer, log)
+        report["no_noise_adaptor"] = other.to_report()
+    with timer("plots"):
+        _write_plots(cfg, data.name, report, arm, run_dir)
+    report["config"] = {**asdict(cfg), "timesteps": list(cfg.timesteps), "target": target.name}
+    report["data"] = {"name": data.name, "fingerprint": data.fingerprint, "train": int(len(data.x_train)),
+                      "test": int(len(data.x_test)), "evaluated": int(len(arm.x))}
+    return report
+
+
+def _write_report(run_dir: Path, report: dict) -> None:
+    """report.json (sorted keys), report.md, then COMPLETE (last: only a finished run has it)."""
+    atomic_write_text(run_dir / "report.json", json.dumps(report, indent=2, sort_keys=True, default=_json))
+    atomic_write_text(run_dir / "report.md", format_report_md(report))
+    atomic_write_text(run_dir / "COMPLETE", "finished\n")
+
+
+def run_pipeline(cfg: PipelineConfig, target: Target, out: str | Path, force: bool = False,
+                 log: Callable[[str], None] = print, backend: Optional[Backend] = None) -> dict:
+    """Run every stage; return the report dict (also written as report.json / report.md).
+
+    backend: what exports and verifies the IntNet (default: `target.backend()`, e.g. Lava for loihi2)."""
+    from .data import load_dataset
 
     cfg.validate()
     timer = _Timer()
@@ -134,75 +252,9 @@ def run_pipeline(cfg: PipelineConfig, target, out: str | Path, force: bool = Fal
     try:
         log(f"[pipeline] data {data.name}: {len(data.x_train)} train / {len(data.x_test)} test, "
             f"input {tuple(data.x_train.shape[1:])}, {data.num_classes} classes; run folder {final}")
-        with timer("train_fp"):
-            train_full_precision(data, cfg.model, epochs=cfg.epochs_fp, lr=cfg.lr_fp, seed=cfg.seed,
-                                      device=cfg.device, batch_size=cfg.batch_size, out=run_dir / "fp.ckpt")
-        with timer("train_qat"):
-            train_qat(data, run_dir / "fp.ckpt", p=cfg.p, noise_adaptor=True, epochs=cfg.epochs_qat,
-                            lr=cfg.lr_qat, seed=cfg.seed, device=cfg.device, batch_size=cfg.batch_size,
-                            out=run_dir / "qat.ckpt")
-        arm = _accuracy_arm(run_dir / "qat.ckpt", data, cfg, target, run_dir, "", timer, log)
-        fnet, inet = arm.pop("_nets")
-        traces, x_eval, noise = arm.pop("_traces"), arm.pop("_x"), arm.pop("_noise")
-        report: dict = dict(arm)
-
-        if hasattr(target, "export"):
-            with timer("export_lava"):
-                target.export(inet, run_dir / "lava", timesteps=cfg.verify_timesteps,
-                              source=f"{cfg.model} (na-deploy pipeline)")
-
-        Tv = cfg.verify_timesteps
-        n_ver = cfg.verify_samples
-        verify = {"samples": n_ver, "timesteps": Tv, "bit_exact": None, "mismatches": None, "layers": []}
-        if n_ver > 0:
-            with timer("verify_lava"):
-                vr = target.verify(inet, data.x_test[:n_ver], Tv).to_dict()
-            verify.update(vr)
-            verify["bit_exact"] = bool(vr["equal"])
-            verify["mismatches"] = int(vr["mismatching_samples"])
-            log(f"[verify] {n_ver} samples at T={Tv}: " + (
-                "bit-exact (all per-layer spike counts and readouts equal)" if verify["bit_exact"]
-                else f"{verify['mismatches']} MISMATCHING samples; first: {vr['first_mismatch']}"))
-        report["verify"] = verify
-
-        Tr = max(t for t in traces)
-        resources = None
-        if hasattr(target, "resource_report"):
-            with timer("resources"):
-                resources = target.resource_report(inet, traces[Tr], inputs=x_eval)
-            report["resources"] = resources
-
-        if cfg.compare_no_noise_adaptor:
-            with timer("train_qat_no_noise_adaptor"):
-                train_qat(data, run_dir / "fp.ckpt", p=cfg.p, noise_adaptor=False, epochs=cfg.epochs_qat,
-                          lr=cfg.lr_qat, seed=cfg.seed, device=cfg.device, batch_size=cfg.batch_size,
-                          out=run_dir / "qat_no_na.ckpt")
-            arm2 = _accuracy_arm(run_dir / "qat_no_na.ckpt", data, cfg, target, run_dir, "_no_na", timer, log)
-            for k in ("_nets", "_traces", "_x", "_noise"):
-                arm2.pop(k)
-            report["no_noise_adaptor"] = arm2
-
-        with timer("plots"):
-            arms = {"with noise adaptor": {"ann": report["ann_accuracy"], **report["snn_accuracy"]}}
-            if "no_noise_adaptor" in report:
-                nn_ = report["no_noise_adaptor"]
-                arms["without noise adaptor"] = {"ann": nn_["ann_accuracy"], **nn_["snn_accuracy"]}
-            plot_accuracy_vs_t(arms, run_dir / "accuracy_vs_T.png",
-                               title=f"{cfg.model} on {data.name}, p={cfg.p}")
-            if resources is not None:
-                plot_layer_activity(resources["nodes"], run_dir / "layer_activity.png",
-                                    title=f"Spiking activity per layer (integer SNN, T={Tr})")
-            if noise is not None:
-                plot_occasional_noise({f"T={k * cfg.p} (k={k})": {r.node: r.share for r in rows}
-                                       for k, rows in noise.rows.items()}, run_dir / "occasional_noise.png")
-
-        report["config"] = {**asdict(cfg), "timesteps": list(cfg.timesteps), "target": target.name}
-        report["data"] = {"name": data.name, "fingerprint": data.fingerprint, "train": int(len(data.x_train)),
-                          "test": int(len(data.x_test)), "evaluated": int(len(x_eval))}
+        report = _run_stages(cfg, target, backend, data, run_dir, timer, log)
         report["timings_s"] = {**timer.timings, "total": round(time.perf_counter() - t_start, 3)}
-        atomic_write_text(run_dir / "report.json", json.dumps(report, indent=2, sort_keys=True, default=_json))
-        atomic_write_text(run_dir / "report.md", format_report_md(report))
-        atomic_write_text(run_dir / "COMPLETE", "finished\n")
+        _write_report(run_dir, report)
     except BaseException:
         log(f"[pipeline] failed; partial results left in {run_dir} (not marked complete)")
         raise
@@ -213,6 +265,7 @@ def run_pipeline(cfg: PipelineConfig, target, out: str | Path, force: bool = Fal
 
 
 def _json(o):
+    """json.dumps default: numpy arrays and scalars as Python values, anything else as its str."""
     if hasattr(o, "tolist"):
         return o.tolist()
     if hasattr(o, "item"):
@@ -243,6 +296,7 @@ def format_summary(report: dict) -> str:
 
 
 def format_report_md(report: dict) -> str:
+    """report.md: the summary table, verify per layer, occasional noise, resources and timings."""
     c = report.get("config", {})
     out = [f"# na-deploy run: {c.get('model')} on {report.get('data', {}).get('name')}, p={c.get('p')}", "",
            "Accuracies in % on the test split (ANN = quantized ANN in eval mode; SNN = integrate-and-fire, "

@@ -20,10 +20,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-
-def round_half_up(x: torch.Tensor) -> torch.Tensor:
-    """floor(x + 1/2): ties go up (C1)."""
-    return torch.floor(x + 0.5)
+from .rounding import round_half_up
 
 
 class _QuantReLUFn(torch.autograd.Function):

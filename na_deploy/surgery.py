@@ -27,8 +27,10 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import check_p
 from .errors import ModelError
-from .quant import QuantReLU, round_half_up
+from .quant import QuantReLU
+from .rounding import round_half_up
 
 # ----------------------------------------------------------------------------------- what is what
 _FUNCTIONAL_RELU = {F.relu, torch.relu, torch.relu_, F.relu_}
@@ -44,13 +46,6 @@ _METHOD_OTHER_ACT = {"sigmoid", "sigmoid_", "tanh", "tanh_"}
 _MAXPOOL_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
                     nn.AdaptiveMaxPool3d)
 _ACTIVATION_MODULE = "torch.nn.modules.activation"
-
-
-def check_p(p: int) -> int:
-    """p must be a positive integer (the number of positive quantization levels, th = p*s)."""
-    if isinstance(p, bool) or not float(p).is_integer() or int(p) < 1:
-        raise ModelError(f"p: must be a positive integer (levels; threshold th = p*s), got {p!r}")
-    return int(p)
 
 
 def is_other_activation(m: nn.Module) -> bool:

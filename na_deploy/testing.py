@@ -59,7 +59,7 @@ class _Builder:
             name=name, shape=shape, inputs=syns, threshold=th,
             bias_mant=self.rng.integers(-th, th + 1, size=shape[0]) // int(self.rng.choice([1, 2, 8])),
             bias_exp=int(self.rng.integers(0, 3)),
-            precharge=th // 2, scale=float(self.rng.uniform(0.01, 1)), levels=int(self.rng.integers(1, 5)), role=role)
+            precharge=th // 2, scale=float(self.rng.uniform(0.01, 1)), p=int(self.rng.integers(1, 5)), role=role)
         self.nodes.append(node)
         self.shapes[name] = shape
         return name
@@ -68,7 +68,7 @@ class _Builder:
         src = self.nodes[[n.name for n in self.nodes].index(source)]
         g = int(self.rng.integers(1, 100))
         node = IntNeuronNode(name=name, shape=src.shape, inputs=[Synapse(source, Identity(g))], threshold=g,
-                             precharge=g // 2, scale=src.scale, levels=src.levels, role="relay")
+                             precharge=g // 2, scale=src.scale, p=src.p, role="relay")
         self.nodes.append(node)
         self.shapes[name] = src.shape
         return name

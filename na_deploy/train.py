@@ -27,11 +27,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import Checkpoint, cpu_state_dict, load_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint, build_registry_model, cpu_state_dict, load_checkpoint, save_checkpoint
+from .checks import check_p
 from .data import Dataset, Loaders, Normalization, make_loaders
 from .device import resolve_device
 from .errors import CheckpointError, ModelError
-from .surgery import calibrate_step_sizes, check_p, quant_layers, quantize_model
+from .surgery import calibrate_step_sizes, quant_layers, quantize_model
 
 # Defaults chosen on digits / digits_cnn (see the issue-2 note): a good result in well under a minute on 2 cores.
 FP_DEFAULTS = dict(epochs=30, lr=0.1, batch_size=64, weight_decay=5e-4)
@@ -71,9 +72,11 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float, total_steps
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x, y, norm: Normalization, batch_size: int = 512,
-             device: Optional[str | torch.device] = None) -> float:
-    """Top-1 accuracy of `model` (eval mode, eps = 0) on uint8 images `x` and labels `y`."""
+def model_accuracy(model: nn.Module, x, y, norm: Normalization, batch_size: int = 512,
+                   device: Optional[str | torch.device] = None) -> float:
+    """Top-1 accuracy of the torch `model` (eval mode, eps = 0) on uint8 images `x` and labels `y`.
+
+    (`na_deploy.ann_eval` measures the converted FloatNet as a quantized ANN; `na_deploy.accuracy` the SNNs.)"""
     if device is None:
         device = next(model.parameters()).device
     x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
@@ -134,7 +137,7 @@ def fit(model: nn.Module, dataset: Dataset, norm: Normalization, *, epochs: int,
         lr_now = opt.param_groups[0]["lr"]
         loss, train_acc = train_one_epoch(model, loaders, norm, opt, sched)
         seconds = time.perf_counter() - t0
-        test_acc = evaluate(model, dataset.x_test, dataset.y_test, norm, device=device)
+        test_acc = model_accuracy(model, dataset.x_test, dataset.y_test, norm, device=device)
         history.append({"epoch": epoch, "lr": lr_now, "train_loss": loss, "train_acc": train_acc,
                         "test_acc": test_acc, "seconds": seconds})
         bar.set_postfix(loss=f"{loss:.3f}", test_acc=f"{test_acc:.4f}")
@@ -205,15 +208,13 @@ def train_full_precision(dataset: Dataset, model_name: str, epochs: int = FP_DEF
     """Train `model_name` in full precision on `dataset`; with `out`, a resumable checkpoint is written
     after every epoch. `stop_after` ends the run early at that epoch (the schedule still spans `epochs`;
     `resume_training` continues it)."""
-    from na_deploy.models import build_model
-
     _check_positive("epochs", epochs, integer=True)
     _check_positive("lr", lr)
     _check_positive("batch_size", batch_size, integer=True)
     dev = resolve_device(device)
     kwargs = model_kwargs_for(dataset, model_kwargs)
     torch.manual_seed(seed)
-    model = build_model(model_name, **kwargs).to(dev)
+    model = build_registry_model(model_name, **kwargs).to(dev)
     norm = dataset.normalization
     template = Checkpoint(
         kind="fp", model_name=model_name, model_kwargs=kwargs, input_shape=dataset.input_shape,
@@ -264,7 +265,7 @@ def train_qat(dataset: Dataset, fp_checkpoint: Checkpoint | str, p: int = 2, noi
     model = quantize_model(fp.build_model(), p, noise_adaptor).to(dev)
     if calibrate:
         calibrate_step_sizes(model, calibration_batch(dataset, norm, seed, dev), seed=seed)
-    acc0 = evaluate(model, dataset.x_test, dataset.y_test, norm, device=dev)
+    acc0 = model_accuracy(model, dataset.x_test, dataset.y_test, norm, device=dev)
     history = [{"epoch": 0, "lr": 0.0, "train_loss": None, "train_acc": None,
                 "test_acc": acc0, "seconds": 0.0}]
     tag = "noise adaptor" if noise_adaptor else "no noise"

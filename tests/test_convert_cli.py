@@ -20,7 +20,8 @@ from na_deploy.checkpoint import Checkpoint, cpu_state_dict, save_checkpoint
 from na_deploy.cli.main import cli
 from na_deploy.data import load_dataset
 from na_deploy.hw_targets.loihi2 import TARGET
-from na_deploy.ir import FloatNet, IntNet, load_net
+from na_deploy.io import load_net
+from na_deploy.ir import FloatNet, IntNet
 from na_deploy.models import build_model
 from na_deploy.quant import QuantReLU
 from na_deploy.surgery import quantize_model

@@ -54,7 +54,7 @@ class _FloatBuilder:
         th = float(self.rng.uniform(0.3, 3.0))
         p = int(self.rng.choice([1, 2, 4]))
         b = self.rng.normal(size=shape[0]) * 0.2 * th
-        self.nodes.append(NeuronNode(name=name, shape=shape, inputs=syns, threshold=th, bias=b, levels=p))
+        self.nodes.append(NeuronNode(name=name, shape=shape, inputs=syns, threshold=th, bias=b, p=p))
         self.shapes[name], self.th[name] = shape, th
         return name
 
@@ -267,7 +267,7 @@ def test_to_fixed_point_is_pure_and_deterministic():
 
 
 def test_target_object_implements_the_protocol():
-    from na_deploy.target import Target
+    from na_deploy.protocols import Target
 
     assert isinstance(TARGET, Target) and TARGET.name == "loihi2" and TARGET.limits == LOIHI2
     rng = np.random.default_rng(0)
@@ -397,7 +397,7 @@ def test_target_imports_lava_lazily_even_after_a_progress_bar():
         "assert not any(m.startswith('lava') for m in sys.modules), 'target import pulled in lava'\n"
         "list(tqdm(range(2), disable=True))\n"
         "assert mp.get_start_method(allow_none=True) == 'fork'\n"
-        "g = TARGET.build(random_intnet(np.random.default_rng(0), 'dense_chain'))\n"
+        "g = TARGET.backend().build(random_intnet(np.random.default_rng(0), 'dense_chain'))\n"
         "assert 'lava' in sys.modules and mp.get_start_method() == 'fork'\n"
         "print('ok')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -20,7 +20,7 @@ def dyadic_layer(seed=0, p=3, s=0.25, c=2, cout=4, side=5):
     u/s + 1/2 = integer really occur and both the ANN (half up) and the SNN (v >= th) must agree on them."""
     rng = np.random.default_rng(seed)
     w = rng.integers(-3, 4, size=(cout, c, 3, 3)) / 4096.0
-    node = NeuronNode("l1", (cout, side, side), [Synapse("input", Conv2d(w, 1, 1))], threshold=p * s, levels=p,
+    node = NeuronNode("l1", (cout, side, side), [Synapse("input", Conv2d(w, 1, 1))], threshold=p * s, p=p,
                       bias=rng.integers(-4, 13, size=cout) / 16.0)
     ro = ReadoutNode("fc", (3,), [Synapse("l1", Dense(rng.integers(-4, 5, size=(3, cout * side * side)) / 8.0))])
     return FloatNet(InputNode((c, side, side), np.ones(c) / 255), [node], ro)
@@ -110,7 +110,7 @@ def test_first_layer_of_a_converted_model_matches_ann_at_T_p(small_resnet):
     _, levels = ann_forward(small_resnet, x, device="cpu")
     r = simulate_float(small_resnet, x, [2], device="cpu", dtype=torch.float64, count_timesteps=[2], progress=False)
     first = small_resnet.nodes[0]
-    assert first.inputs[0].source == "input" and first.levels == 2
+    assert first.inputs[0].source == "input" and first.p == 2
     assert np.array_equal(r.counts[2][first.name], levels[first.name].numpy())
 
 
@@ -168,7 +168,7 @@ def test_errors_are_one_line_simulation_errors(small_resnet):
     with pytest.raises(SimulationError, match="labels"):
         simulate_float(small_resnet, x, [1], labels=[1, 2, 3], progress=False)
     net = dyadic_layer()
-    l2 = NeuronNode("l2", net.nodes[0].shape, [Synapse("l1", Identity(1.0))], threshold=1.0, levels=2)
+    l2 = NeuronNode("l2", net.nodes[0].shape, [Synapse("l1", Identity(1.0))], threshold=1.0, p=2)
     ro = ReadoutNode("r", (3,), [Synapse("l2", net.readout.inputs[0].op), Synapse("l1", net.readout.inputs[0].op)])
     unbalanced = FloatNet(net.input, [net.nodes[0], l2], ro)
     with pytest.raises(SimulationError, match="balance"):

@@ -8,19 +8,20 @@ import pytest
 from na_deploy.delays import balance_delays
 from na_deploy.errors import IRError
 from na_deploy.ir import (AvgPool2d, Conv2d, Dense, FloatNet, Identity, InputNode, IntNet, IntNeuronNode,
-                          IntReadoutNode, NeuronNode, ReadoutNode, Synapse, load_net)
+                          IntReadoutNode, NeuronNode, ReadoutNode, Synapse)
+from na_deploy.io import load_net, save_net
 from na_deploy.testing import TOPOLOGIES, random_intnet
 
 
 def _floatnet(rng=np.random.default_rng(0)):
     inp = InputNode((1, 8, 8), [1 / 255])
     c1 = NeuronNode("c1", (4, 8, 8), [Synapse("input", Conv2d(rng.normal(size=(4, 1, 3, 3)), 1, 1))],
-                    threshold=1.5, levels=2, bias=rng.normal(size=4))
+                    threshold=1.5, p=2, bias=rng.normal(size=4))
     c2 = NeuronNode("c2", (4, 8, 8), [Synapse("c1", Conv2d(rng.normal(size=(4, 2, 3, 3)), 1, 1, groups=2))],
-                    threshold=0.7, levels=3)
+                    threshold=0.7, p=3)
     c3 = NeuronNode("c3", (4, 8, 8), [Synapse("c2", Conv2d(rng.normal(size=(4, 4, 3, 3)), 1, 1)),
-                                      Synapse("c1", Identity(1.0))], threshold=1.0, levels=2)
-    p = NeuronNode("p", (4, 4, 4), [Synapse("c3", AvgPool2d(2, 2, 0.25))], threshold=1.0, levels=2)
+                                      Synapse("c1", Identity(1.0))], threshold=1.0, p=2)
+    p = NeuronNode("p", (4, 4, 4), [Synapse("c3", AvgPool2d(2, 2, 0.25))], threshold=1.0, p=2)
     r = ReadoutNode("fc", (10,), [Synapse("p", Dense(rng.normal(size=(10, 64))))], bias=rng.normal(size=10))
     return FloatNet(inp, [c1, c2, c3, p], r, meta={"model": "test", "p": 2})
 
@@ -49,21 +50,21 @@ def test_round_trip_every_node_and_op_type(tmp_path):
     assert kinds == {"Conv2d", "Dense", "AvgPool2d", "Identity"}
     assert nodes == {"NeuronNode", "ReadoutNode", "IntNeuronNode", "IntReadoutNode"}
     for i, net in enumerate(nets):
-        net.save(tmp_path / f"{i}.nad.h5")
+        save_net(net, tmp_path / f"{i}.nad.h5")
         _assert_same(net, load_net(tmp_path / f"{i}.nad.h5"))
 
 
 def test_same_net_same_bytes(tmp_path):
     net = _floatnet()
-    net.save(tmp_path / "a.nad.h5")
-    net.save(tmp_path / "b.nad.h5")
+    save_net(net, tmp_path / "a.nad.h5")
+    save_net(net, tmp_path / "b.nad.h5")
     h = [hashlib.sha256((tmp_path / f).read_bytes()).hexdigest() for f in ("a.nad.h5", "b.nad.h5")]
     assert h[0] == h[1]
 
 
 def test_corrupt_truncated_and_wrong_version(tmp_path):
     net = _floatnet()
-    net.save(tmp_path / "n.nad.h5")
+    save_net(net, tmp_path / "n.nad.h5")
     data = (tmp_path / "n.nad.h5").read_bytes()
     (tmp_path / "t.nad.h5").write_bytes(data[: len(data) // 3])
     with pytest.raises(IRError, match="t.nad.h5"):
@@ -72,7 +73,7 @@ def test_corrupt_truncated_and_wrong_version(tmp_path):
         f.attrs["format_version"] = 99
     with pytest.raises(IRError, match="format_version 99"):
         load_net(tmp_path / "n.nad.h5")
-    net.save(tmp_path / "m.nad.h5")
+    save_net(net, tmp_path / "m.nad.h5")
     with h5py.File(tmp_path / "m.nad.h5", "r+") as f:
         del f["nodes/0001/inputs/0000/weight"]
     with pytest.raises(IRError, match="missing dataset 'weight'"):

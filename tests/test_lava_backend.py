@@ -1,4 +1,4 @@
-"""The Lava backend (hw_targets/loihi2/lava_backend.py + lava_proc/) against the integer reference.
+"""The Lava backend (hw_targets/loihi2/lava_*.py + lava_proc/) against the integer reference.
 
 C3/C6: Lava's per-node spike counts and readout potentials equal `reference_slow` exactly, on every sample,
 for >= 200 random IntNets (NA_DEPLOY_LAVA_NETS overrides the count). Plus: op layouts (conv / pool / dense
@@ -20,8 +20,9 @@ from na_deploy.errors import FitError, SimulationError
 from na_deploy.hw_targets.loihi2.reference_slow import int_op, shift, slow_reference_simulate
 from na_deploy.ir import (INPUT_NAME, AvgPool2d, Conv2d, Dense, Identity, InputNode, IntNet, IntNeuronNode,
                           IntReadoutNode, Synapse)
-from na_deploy.target import first_difference
+from na_deploy.hw_targets.loihi2 import TARGET
 from na_deploy.testing import TOPOLOGIES, random_inputs, random_intnet
+from na_deploy.verify import first_difference, reference_step_records, verify
 
 lb = pytest.importorskip("na_deploy.hw_targets.loihi2.lava_backend")
 from lava.magma.core.run_conditions import RunSteps  # noqa: E402  (after lava_backend: fork start method)
@@ -34,6 +35,7 @@ pytestmark = pytest.mark.lava
 
 NETS = int(os.environ.get("NA_DEPLOY_LAVA_NETS", "200"))
 CFG = Loihi2SimCfg(select_tag="fixed_pt")
+BACKEND = TARGET.backend()
 
 
 def _children() -> set[int]:
@@ -62,7 +64,7 @@ def test_lava_equals_slow_reference_on_random_intnets_C3_C6(topology):
         net = random_intnet(rng, topology, size=3, dense_exponents=exps)
         x = random_inputs(rng, net, 2)
         T = int(rng.integers(2, 5))
-        hw = lb.run_lava(net, x, T)
+        hw = BACKEND.run(net, x, T)
         ref = slow_reference_simulate(net, x, T)
         assert first_difference(ref, hw) is None, (topology, seed + i, T, first_difference(ref, hw))
         assert np.array_equal(ref.readout, hw.readout)
@@ -77,9 +79,9 @@ def test_samples_in_one_runtime_equal_separate_runs_C3():
     rng = np.random.default_rng(7)
     net = random_intnet(rng, "residual_identity", size=3)
     x = random_inputs(rng, net, 5)
-    together = lb.run_lava(net, x, 3)
-    chunked = lb.run_lava(net, x, 3, samples_per_run=1)
-    alone = [lb.run_lava(net, x[i:i + 1], 3) for i in (0, 4)]
+    together = BACKEND.run(net, x, 3)
+    chunked = BACKEND.run(net, x, 3, samples_per_run=1)
+    alone = [BACKEND.run(net, x[i:i + 1], 3) for i in (0, 4)]
     assert first_difference(together, chunked) is None
     for i, tr in zip((0, 4), alone):
         for k in tr.spike_counts:
@@ -172,7 +174,7 @@ def test_lava_dense_keeps_our_weights_C5():
         dense = graph.synapses["r"][0]
         _run_procs(graph.readout, graph.num_steps)
         try:
-            used = lb._get_int(dense.weights)
+            used = lb.var_as_int(dense.weights)
             trace = graph.collect()
         finally:
             graph.readout.stop()
@@ -191,20 +193,20 @@ def test_conv_exponent_and_bad_inputs_are_refused():
     with pytest.raises(FitError, match="conv2d exponent from input is 1; allowed: 0"):
         lb.build_lava_graph(net, 2)
     net = random_intnet(np.random.default_rng(3), "conv_chain", size=3)
-    with pytest.raises(SimulationError, match="allowed: integer pixels 0..255"):
-        lb.run_lava(net, np.full((1, *net.input.shape), 256), 2)
-    with pytest.raises(SimulationError, match="inputs have shape"):
-        lb.run_lava(net, np.zeros((1, 9)), 2)
-    with pytest.raises(SimulationError, match="timesteps must be an integer >= 1"):
-        lb.run_lava(net, np.zeros((1, *net.input.shape)), 0)
+    with pytest.raises(SimulationError, match=r"inputs: pixel values span \[\d+, 256\]; allowed \[0, 255\]"):
+        BACKEND.run(net, np.full((1, *net.input.shape), 256), 2)
+    with pytest.raises(SimulationError, match=r"inputs: shape \(1, 9\) does not match"):
+        BACKEND.run(net, np.zeros((1, 9)), 2)
+    with pytest.raises(SimulationError, match="timesteps: T = 0 outside integers >= 1"):
+        BACKEND.run(net, np.zeros((1, *net.input.shape)), 0)
 
 
 def test_unfit_net_is_refused_before_lava_starts():
     net = random_intnet(np.random.default_rng(4), "dense_chain", size=3)
     net.nodes[0].threshold = 1 << 24  # beyond the 24-bit membrane
     before = _children()
-    with pytest.raises(FitError, match="does not fit Loihi 2.*threshold"):
-        lb.run_lava(net, random_inputs(np.random.default_rng(0), net, 1), 2)
+    with pytest.raises(FitError, match="does not fit loihi2: .*threshold.*refusing to run it on Lava"):
+        BACKEND.run(net, random_inputs(np.random.default_rng(0), net, 1), 2)
     assert _children() == before
 
 
@@ -226,13 +228,13 @@ def test_perturbed_readout_weight_is_detected_and_located_C6():
     def perturb(graph):
         graph.synapses[net.readout.name][0].weights.init[k, j] += 2
 
-    rep = lb.verify_lava(net, x, T, on_build=perturb)
+    rep = verify(net, x, T, TARGET, BACKEND, on_build=perturb)
     assert not rep.equal and not rep.readout_equal
     assert all(layer["equal"] for layer in rep.layers)
     m = rep.first_mismatch
     assert (m["sample"], m["node"], tuple(m["neuron"])) == (s, net.readout.name, (k,))
     assert m["lava"] - m["reference"] == 2 * int(counts[s, j])
-    spikes, _ = lb.reference_step_records(net, x[s:s + 1], T)
+    spikes, _ = reference_step_records(net, x[s:s + 1], T, TARGET)
     first_spike = int(np.argmax(spikes[src][:, j] > 0)) + 1
     assert m["step"] == first_spike
     assert m["lava_step_in_slot"] == net.depths()[net.readout.name] + first_spike
@@ -251,7 +253,7 @@ def test_perturbed_hidden_conv_weight_is_located_at_its_node_C6():
         w = graph.synapses[node][0].weight.init
         w[...] = np.where(w > 0, -w, 100)  # a big change: certain to alter spikes
 
-    rep = lb.verify_lava(net, x, 3, on_build=perturb)
+    rep = verify(net, x, 3, TARGET, BACKEND, on_build=perturb)
     assert not rep.equal
     assert rep.first_mismatch["earliest"]["node"] == node
     assert rep.first_mismatch["step"] is not None
@@ -261,7 +263,7 @@ def test_perturbed_hidden_conv_weight_is_located_at_its_node_C6():
 def test_verify_equal_report():
     rng = np.random.default_rng(13)
     net = random_intnet(rng, "residual_conv", size=3)
-    rep = lb.verify_lava(net, random_inputs(rng, net, 3), 3)
+    rep = verify(net, random_inputs(rng, net, 3), 3, TARGET, BACKEND)
     assert rep.equal and rep.readout_equal and rep.mismatching_samples == 0
     assert [layer["node"] for layer in rep.layers] == [n.name for n in net.nodes]
     assert rep.seconds["lava_per_sample"] > 0 and rep.to_dict()["equal"] is True
@@ -280,7 +282,7 @@ def test_model_exception_in_source_surfaces_with_its_message():
     before = _children()
     t0 = time.perf_counter()
     with pytest.raises(SimulationError, match=r"ValueError: input: sample 0 has payloads in \[\d+, 300\]"):
-        lb.run_lava(net, random_inputs(rng, net, 2), 2, on_build=poison)
+        BACKEND.run(net, random_inputs(rng, net, 2), 2, on_build=poison)
     assert time.perf_counter() - t0 < 60
     time.sleep(0.2)
     assert _children() <= before
@@ -296,7 +298,7 @@ def test_model_exception_mid_graph_surfaces(monkeypatch):
     net = random_intnet(np.random.default_rng(6), "residual_identity", size=3)
     t0 = time.perf_counter()
     with pytest.raises(SimulationError, match="ArithmeticError: injected fault in "):
-        lb.run_lava(net, random_inputs(np.random.default_rng(0), net, 1), 2)
+        BACKEND.run(net, random_inputs(np.random.default_rng(0), net, 1), 2)
     assert time.perf_counter() - t0 < 60
 
 
@@ -313,7 +315,7 @@ def test_hung_lava_process_times_out(monkeypatch):
     before = _children()
     t0 = time.perf_counter()
     with pytest.raises(SimulationError, match="did not finish within 5 s"):
-        lb.run_lava(net, random_inputs(np.random.default_rng(0), net, 1), 2, timeout_s=5)
+        BACKEND.run(net, random_inputs(np.random.default_rng(0), net, 1), 2, timeout_s=5)
     assert time.perf_counter() - t0 < 40
     time.sleep(0.5)
     assert _children() <= before
@@ -327,10 +329,10 @@ def test_runs_leak_no_threads():
     rng = np.random.default_rng(11)
     net = random_intnet(rng, "dense_chain", size=3)
     x = random_inputs(rng, net, 1)
-    lb.run_lava(net, x, 2)
+    BACKEND.run(net, x, 2)
     before = threading.active_count()
     for _ in range(3):
-        lb.run_lava(net, x, 2)
+        BACKEND.run(net, x, 2)
     assert threading.active_count() <= before
 
 
@@ -341,5 +343,5 @@ def test_many_run_calls_with_a_one_sample_pipe_never_block_C6():
     rng = np.random.default_rng(77)
     net = random_intnet(rng, "conv_chain", size=3)
     x = random_inputs(rng, net, 30)
-    hw = lb.run_lava(net, x, 3, samples_per_run=1, timeout_s=60)
+    hw = BACKEND.run(net, x, 3, samples_per_run=1, timeout_s=60)
     assert first_difference(slow_reference_simulate(net, x, 3), hw) is None

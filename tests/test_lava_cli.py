@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from na_deploy.cli.main import cli
 from na_deploy.hw_targets.loihi2.reference_slow import slow_reference_simulate
+from na_deploy.io import save_net
 from na_deploy.testing import random_intnet
 
 lb = pytest.importorskip("na_deploy.hw_targets.loihi2.lava_backend")
@@ -33,7 +34,7 @@ def _digits_net(seed: int = 3, topology: str = "conv_pool_dense"):
 @pytest.fixture()
 def net_file(tmp_path):
     path = tmp_path / "net.nad.h5"
-    _digits_net().save(path)
+    save_net(_digits_net(), path)
     return path
 
 
@@ -75,15 +76,15 @@ def test_verify_npz_matches_slow_reference_totals(net_file, tmp_path):
 
 def test_verify_mismatch_exit_1_names_sample_node_neuron_step_C6(net_file, monkeypatch, tmp_path):
     """One Lava weight perturbed after build (readout Dense): exit 1 and the location is printed."""
-    real = lb.run_lava
+    real = lb.LavaBackend.run
 
-    def perturbed(net, inputs, timesteps, **kw):
+    def perturbed(self, net, inputs, timesteps, **kw):
         def on_build(graph):
             w = graph.synapses[net.readout.name][0].weights.init
             w[...] = np.where(w < 200, w + 2, w)
-        return real(net, inputs, timesteps, **{**kw, "on_build": on_build})
+        return real(self, net, inputs, timesteps, **{**kw, "on_build": on_build})
 
-    monkeypatch.setattr(lb, "run_lava", perturbed)
+    monkeypatch.setattr(lb.LavaBackend, "run", perturbed)
     out = tmp_path / "v.json"
     r = invoke("verify", net_file, "--samples", 5, "--timesteps", 3, "--json", out, "--quiet")
     assert r.exit_code == 1, r.output
@@ -108,10 +109,10 @@ def test_verify_refuses_unfit_net_before_lava(tmp_path):
     net = _digits_net()
     net.nodes[0].bias_exp = 9  # Loihi 2 bias exponent is 3 bits
     path = tmp_path / "bad.nad.h5"
-    net.save(path)
+    save_net(net, path)
     before = {p.pid for p in mp.active_children()}
     r = invoke("verify", path, "--samples", 2, "--timesteps", 2, "--quiet")
-    assert r.exit_code == 2 and "does not fit Loihi 2" in r.output and "bias_exp" in r.output
+    assert r.exit_code == 2 and "does not fit loihi2" in r.output and "bias_exp" in r.output
     assert {p.pid for p in mp.active_children()} == before
 
 
@@ -154,7 +155,7 @@ def test_export_refuses_unfit_net(tmp_path):
     net = _digits_net()
     net.nodes[1].inputs[0].exponent = 2  # a pool (grouped Conv) ignores weight_exp in Lava
     path = tmp_path / "bad.nad.h5"
-    net.save(path)
+    save_net(net, path)
     r = invoke("export", path, "--out", tmp_path / "b")
     assert r.exit_code == 2 and "exponent" in r.output
     assert not (tmp_path / "b").exists()

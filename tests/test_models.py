@@ -5,8 +5,9 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from na_deploy.checkpoint import build_registry_model
 from na_deploy.errors import ModelError
-from na_deploy.models import MODEL_NAMES, build_model
+from na_deploy.models import MODEL_NAMES, ModelRegistryError, build_model
 from na_deploy.quant import QuantReLU
 from na_deploy.surgery import (calibrate_step_sizes, mse_optimal_step, quant_layers, quantization_mse,
                                quantize_model)
@@ -37,15 +38,20 @@ def test_registry_lists_every_shipped_model():
 
 
 def test_unknown_model_names_the_known_ones():
-    with pytest.raises(ModelError) as e:
+    with pytest.raises(ModelRegistryError) as e:  # models/ imports only torch: its own error type
         build_model("resnet99")
     assert "resnet99" in str(e.value) and all(n in str(e.value) for n in MODEL_NAMES)
     assert "\n" not in str(e.value)
+    with pytest.raises(ModelError) as e2:  # na_deploy's entry point: the user-facing ModelError, same message
+        build_registry_model("resnet99")
+    assert str(e2.value) == str(e.value)
 
 
 def test_bad_input_size_refused():
-    with pytest.raises(ModelError, match="input_size"):
+    with pytest.raises(ModelRegistryError, match="input_size"):
         build_model("digits_cnn", in_channels=1, num_classes=10, input_size=6)
+    with pytest.raises(ModelError, match="input_size"):
+        build_registry_model("digits_cnn", in_channels=1, num_classes=10, input_size=6)
 
 
 @pytest.mark.parametrize("name", list(SHIPPED))

@@ -53,10 +53,10 @@ def _two_layer_net():
     """input -> l1 (constant input current) -> l2 -> relay -> readout, dyadic weights."""
     rng = np.random.default_rng(1)
     l1 = NeuronNode("l1", (3, 4, 4), [Synapse("input", Conv2d(rng.integers(-3, 4, size=(3, 1, 3, 3)) / 2048, 1, 1))],
-                    threshold=0.5, levels=2, bias=np.array([0.125, 0.25, 0.0]))
+                    threshold=0.5, p=2, bias=np.array([0.125, 0.25, 0.0]))
     l2 = NeuronNode("l2", (3, 4, 4), [Synapse("l1", Conv2d(rng.integers(-2, 3, size=(3, 3, 3, 3)) / 4, 1, 1))],
-                    threshold=0.5, levels=2, bias=np.array([0.125, 0.0, 0.25]))
-    relay = NeuronNode("l2.relay1", (3, 4, 4), [Synapse("l2", Identity(1.0))], threshold=0.5, levels=2,
+                    threshold=0.5, p=2, bias=np.array([0.125, 0.0, 0.25]))
+    relay = NeuronNode("l2.relay1", (3, 4, 4), [Synapse("l2", Identity(1.0))], threshold=0.5, p=2,
                        role="relay")
     ro = ReadoutNode("fc", (2,), [Synapse("l2.relay1", Dense(rng.normal(size=(2, 48))))])
     return FloatNet(InputNode((1, 4, 4), [1 / 255]), [l1, l2, relay], ro)

@@ -71,7 +71,7 @@ def test_pipeline_refuses_bad_input_with_exit_2_and_no_complete_folder(tmp_path)
 
 def test_a_failed_stage_never_looks_finished(tmp_path):
     """A net that cannot fit (a target with no subtractive reset) fails at conversion: no <out>, no COMPLETE."""
-    tiny = Loihi2Target(replace(LOIHI2, reset_rules=()))
+    tiny = Loihi2Target(replace(LOIHI2, neuron_models=()))
     cfg = PipelineConfig(epochs_fp=1, epochs_qat=1, timesteps=(1, 2), verify_samples=0, eval_samples=20)
     with pytest.raises(NaDeployError):
         run_pipeline(cfg, tiny, tmp_path / "run", log=lambda m: None)

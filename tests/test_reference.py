@@ -13,7 +13,7 @@ from na_deploy.hw_targets.loihi2.fixed_point import to_fixed_point
 from na_deploy.hw_targets.loihi2.limits import LOIHI2
 from na_deploy.hw_targets.loihi2.reference import reference_simulate, reference_simulate_multi
 from na_deploy.hw_targets.loihi2.reference_slow import slow_reference_simulate
-from na_deploy.target import first_difference
+from na_deploy.verify import first_difference
 from na_deploy.testing import TOPOLOGIES, random_inputs, random_intnet
 from test_fixed_point import FLOAT_TOPOLOGIES, random_floatnet, random_pixels
 

@@ -11,7 +11,7 @@ from na_deploy.errors import CheckpointError
 from na_deploy.models import build_model
 from na_deploy.quant import QuantReLU
 from na_deploy.surgery import quant_layers
-from na_deploy.train import evaluate, train_full_precision, train_qat
+from na_deploy.train import model_accuracy, train_full_precision, train_qat
 
 FAST = ["--quiet", "--device", "cpu", "--batch-size", "128"]
 
@@ -51,7 +51,7 @@ def test_train_then_quantize_end_to_end_and_round_trip(tmp_path, fp_ckpt, digits
     assert len(layers) == 3 and all(isinstance(l, QuantReLU) and l.p == 2 for _, l in layers)
     for name, layer in layers:  # learned step sizes travel with the checkpoint
         assert float(layer.step_size.detach()) == float(ck.state_dict[f"{name}.step_size"])
-    acc = evaluate(model, digits.x_test, digits.y_test, ck.normalization)
+    acc = model_accuracy(model, digits.x_test, digits.y_test, ck.normalization)
     assert acc == ck.history[-1]["test_acc"] and acc > 0.5
     fp = load_checkpoint(fp_ckpt)
     assert fp.kind == "fp" and fp.p is None and not quant_layers(fp.build_model())

@@ -1,6 +1,6 @@
 """Intel Loihi 2 target: limits, fixed point, fit check, bit-exact reference simulator, Lava backend.
 
-`TARGET` is the `na_deploy.target.Target` object the CLI resolves for `--target loihi2`. Importing this
+`TARGET` is the `na_deploy.protocols.Target` object the CLI resolves for `--target loihi2`. Importing this
 package does not import Lava (the Lava backend loads lazily in `Loihi2Target.build` / `run`).
 """
 from .limits import LOIHI2, Loihi2Limits

@@ -8,7 +8,7 @@ list means the net fits. Rules (each a small function in `limits.py` style):
   clip/truncate leaves exactly those unchanged), exponent in [-8, 7]; avgpool gain in [-128, 127], exponent 0
   (a grouped Conv); identity gain in [-128, 127], exponent in [-8, 7] (a diagonal Sparse);
 * threshold in [1, 2**23 - 1], pre-charge 24-bit signed, bias mantissa 13-bit signed, bias exponent 0..7,
-  reset rule implemented by the Lava process, balanced hop counts (C3);
+  neuron model implemented by the Lava process (Loihi2Limits.neuron_models), balanced hop counts (C3);
 * the **static bound**: interval arithmetic over the largest input payload (255 for graded pixels, 1 for a
   spike), the integer weights, the bias and T = max_timesteps steps, proving that no per-synapse accumulator,
   no total input current and no membrane (before or after reset) leaves the 24-bit signed range.
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from na_deploy.ir import INPUT_NAME, AvgPool2d, Conv2d, Dense, Identity, IntNet, IntReadoutNode
-from na_deploy.target import Violation
+from na_deploy.protocols import Violation
 
 from .limits import (LOIHI2, Loihi2Limits, rule_equal, rule_integer, rule_member, rule_range,
                      rule_step)
@@ -178,14 +178,14 @@ def synapse_rules(node: str, syn, limits: Loihi2Limits) -> list[Violation]:
 
 
 def parameter_rules(node, limits: Loihi2Limits) -> list[Violation]:
-    """Threshold, pre-charge, bias mantissa / exponent and reset rule of one node."""
+    """Threshold, pre-charge, bias mantissa / exponent and neuron model of one node."""
     v = (rule_range(node.name, "bias_mant", node.bias_mant, limits.bias_mant_min, limits.bias_mant_max)
          + rule_range(node.name, "bias_exp", node.bias_exp, limits.bias_exp_min, limits.bias_exp_max))
     if isinstance(node, IntReadoutNode):
         return v
     return (v + rule_range(node.name, "threshold", node.threshold, 1, limits.state_max)
             + rule_range(node.name, "precharge", node.precharge, limits.state_min, limits.state_max)
-            + rule_member(node.name, "reset", node.reset, limits.reset_rules))
+            + rule_member(node.name, "neuron model", node.neuron.name, limits.neuron_models))
 
 
 def bound_rules(node, bound: NodeBound, limits: Loihi2Limits) -> list[Violation]:

@@ -39,6 +39,7 @@ import numpy as np
 
 from na_deploy.delays import balance_delays
 from na_deploy.errors import FitError
+from na_deploy.rounding import round_half_away, round_half_up
 from na_deploy.ir import (INPUT_NAME, AvgPool2d, Conv2d, Dense, FloatNet, Identity, IntNet, IntNeuronNode,
                           IntReadoutNode, NeuronNode, ReadoutNode, Synapse)
 
@@ -52,17 +53,6 @@ ROUNDING = {
     "precharge": "threshold_int // 2 (floor) when precharge = threshold / 2, else round half up",
 }
 _MAX_REFINE = 40
-
-
-def round_half_away(x) -> np.ndarray:
-    """sign(x) * floor(|x| + 1/2): ties away from zero (weights, gains, biases)."""
-    x = np.asarray(x, dtype=np.float64)
-    return np.sign(x) * np.floor(np.abs(x) + 0.5)
-
-
-def round_half_up(x) -> np.ndarray:
-    """floor(x + 1/2): ties up (thresholds; C1)."""
-    return np.floor(np.asarray(x, dtype=np.float64) + 0.5)
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -255,7 +245,7 @@ def _build(node, net: FloatNet, sigma: float, T: int, limits: Loihi2Limits):
             return None, reps, th_int, ratios
         pc = _precharge_int(node, th_int, sigma)
         inode = IntNeuronNode(name=node.name, shape=node.shape, inputs=syns, threshold=th_int, bias_mant=mant,
-                              bias_exp=bexp, precharge=pc, scale=sigma, levels=node.levels, reset=node.reset,
+                              bias_exp=bexp, precharge=pc, scale=sigma, p=node.p, neuron=node.neuron,
                               role=node.role)
     bound = node_bound(inode, T, limits)
     ratios[f"24-bit bound over T={T}"] = _bound_ratio(bound, limits)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from na_deploy.target import Violation
+from na_deploy.protocols import Violation
 
 
 def signed_range(bits: int) -> tuple[int, int]:
@@ -70,8 +70,9 @@ class Loihi2Limits:
     # The number of time steps the static accumulator / membrane bound is proven for unless the caller
     # asks otherwise; stored per net in IntNet.meta["max_timesteps"] [ASSUMPTION: covers T = 1..256].
     max_timesteps: int = 256
-    # Reset rules the Lava process implements [C2; LAVA: no built-in subtractive reset, our own process].
-    reset_rules: tuple[str, ...] = ("subtract",)
+    # Neuron models (na_deploy.ir.neuron) the Lava process implements and the static bound of fit.py covers
+    # [C2; LAVA: no built-in subtractive reset, our own process].
+    neuron_models: tuple[str, ...] = ("subtract",)
 
     @property
     def state_min(self) -> int:

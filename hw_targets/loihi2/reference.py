@@ -5,7 +5,8 @@ exactly (C3: each node's window sees exactly the payloads its sources emitted in
 
     for each node m in topological order (all T steps at once, batched over samples):
         I_m(t) = sum_i shift(op_i(payload_i(t)), e_i) + (bias_mant << bias_exp)      t = 1..T
-        v(0) = precharge;  v <- wrap24(v + I_m(t));  z(t) = [v >= threshold];  v <- v - z(t) * threshold
+        v(0) = precharge;  v <- wrap24(v + I_m(t));  (v, z(t)) = neuron_m.fire_and_reset(v, threshold)
+        (the node's neuron model, na_deploy.ir.neuron; "subtract": z = [v >= th], v <- v - z * th)
         spike count = sum_t z(t);  readout: V = wrap24(sum_t I_R(t))
     shift(y, e) = y << e (e >= 0) or y >> -e (arithmetic, floor; e < 0).
 
@@ -34,11 +35,12 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 import torch
 
+from na_deploy import checks
 from na_deploy.device import resolve_device
 from na_deploy.errors import IRError, SimulationError
 from na_deploy.ir import INPUT_NAME, IntNet, IntReadoutNode
 from na_deploy.ops import compile_op
-from na_deploy.target import Trace
+from na_deploy.protocols import Trace
 
 from .fit import node_bound, op_interval, payload_max
 from .limits import LOIHI2, Loihi2Limits
@@ -55,36 +57,12 @@ def max_timesteps_of(net: IntNet, limits: Loihi2Limits = LOIHI2) -> int:
 
 def check_timesteps(net: IntNet, timesteps: Iterable[int], limits: Loihi2Limits = LOIHI2) -> list[int]:
     """T must be an integer in [1, max_timesteps] (the T the static bound was proven for)."""
-    tmax = max_timesteps_of(net, limits)
-    out = []
-    for t in timesteps:
-        if isinstance(t, bool) or not float(t).is_integer():
-            raise SimulationError(f"timesteps: {t!r} is not an integer; allowed: 1..{tmax}")
-        t = int(t)
-        if not 1 <= t <= tmax:
-            raise SimulationError(f"timesteps: T = {t} outside 1..{tmax} (the static 24-bit bound of this net is "
-                                  f"proven for T <= meta max_timesteps = {tmax})")
-        out.append(t)
-    if not out:
-        raise SimulationError("timesteps: empty list; give at least one T")
-    return out
+    return checks.check_timesteps(list(timesteps), max_timesteps_of(net, limits))
 
 
 def check_inputs(net: IntNet, inputs, limits: Loihi2Limits = LOIHI2) -> np.ndarray:
     """(B, *input_shape) integer pixels in [0, graded_payload_max] -> int64 array."""
-    x = np.asarray(inputs)
-    want = tuple(net.input.shape)
-    if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != want:
-        raise SimulationError(f"inputs: shape {tuple(x.shape)} does not match (B, {', '.join(map(str, want))}) "
-                              "for this net's input")
-    if x.shape[0] < 1:
-        raise SimulationError("inputs: batch is empty; give at least one sample")
-    if not (np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_):
-        raise SimulationError(f"inputs: dtype {x.dtype} is not an integer type; give raw pixels (uint8 0..255, C4)")
-    lo, hi = int(x.min()), int(x.max())
-    if lo < 0 or hi > limits.graded_payload_max:
-        raise SimulationError(f"inputs: pixel values span [{lo}, {hi}]; allowed [0, {limits.graded_payload_max}]")
-    return x.astype(np.int64)
+    return checks.check_pixels(inputs, net.input.shape, limits.graded_payload_max)
 
 
 def _check_net(net) -> None:
@@ -205,8 +183,7 @@ class _NumpyBackend:
             np.add(v, cur[t if cur.shape[0] > 1 else 0], out=v)
             if plan.wrap_needed:
                 v = _wrap(v, bits)
-            np.greater_equal(v, th, out=z_all[t])
-            np.subtract(v, th, out=v, where=z_all[t])
+            node.neuron.fire_and_reset_inplace(v, th, z_all[t])
         return z_all
 
     def cumsum(self, a):
@@ -245,9 +222,7 @@ class _TorchBackend:
             v = v + cur[t if cur.shape[0] > 1 else 0]
             if plan.wrap_needed:
                 v = _wrap(v, bits)
-            z = v >= node.threshold
-            v = torch.where(z, v - node.threshold, v)
-            z_all[t] = z
+            v, z_all[t] = node.neuron.fire_and_reset(v, node.threshold)
         return z_all
 
     def cumsum(self, a):
@@ -370,7 +345,7 @@ def reference_simulate_multi(net: IntNet, inputs, timesteps_list: Iterable[int],
     inputs: (B, *input_shape) integer pixels 0..255. Trace.spike_counts[node]: (B, *shape) int64 spikes over
     the node's window; Trace.readout: (B, classes) int64 final readout potentials."""
     _check_net(net)
-    Ts = sorted(set(check_timesteps(net, list(timesteps_list), limits)))
+    Ts = check_timesteps(net, timesteps_list, limits)
     x_np = check_inputs(net, inputs, limits)
     check_balanced(net)
     dev = resolve_device(device)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from na_deploy.ir import INPUT_NAME, AvgPool2d, Conv2d, Dense, Identity, IntNet, reset_rule
-from na_deploy.target import Trace
+from na_deploy.ir import INPUT_NAME, AvgPool2d, Conv2d, Dense, Identity, IntNet
+from na_deploy.protocols import Trace
 
 
 def shift(y: np.ndarray, e: int) -> np.ndarray:
@@ -95,8 +95,8 @@ def slow_reference_simulate(net: IntNet, inputs: np.ndarray, timesteps: int, mem
                 if t == d + 1:
                     v[n.name][...] = n.precharge
                 vv = wrap(v[n.name] + current + bias, membrane_bits)
-                z = (vv >= n.threshold).astype(np.int64)
-                v[n.name] = reset_rule(n.reset).after_spike(vv, z, n.threshold)
+                v[n.name], z = n.neuron.fire_and_reset(vv, n.threshold)
+                z = np.asarray(z).astype(np.int64)
                 now[n.name] = z
                 counts[n.name][b] += z
             prev = now

@@ -22,7 +22,7 @@ import torch
 
 from na_deploy.ir import INPUT_NAME, AvgPool2d, Conv2d, Dense, Identity, IntNet
 from na_deploy.ops import compile_op
-from na_deploy.target import Trace
+from na_deploy.protocols import Trace
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
-"""`Loihi2Target`: the `na_deploy.target.Target` implementation for Intel Loihi 2 (DESIGN: Targets).
+"""`Loihi2Target`: the `na_deploy.protocols.Target` implementation for Intel Loihi 2 (DESIGN: Targets).
 
-Limits, fixed point, fit check and the bit-exact reference simulator live beside this file; the Lava backend
-(`build` / `run`) lives in `lava_backend.py` and is imported only when used, so importing this target never
-imports Lava (Lava sets the multiprocessing start method at import).
+Limits, fixed point, fit check, the bit-exact reference simulator and the resource model live beside this
+file. Its one backend, Lava (`lava_backend.LavaBackend`), is imported only when asked for, so importing
+this target never imports Lava (Lava sets the multiprocessing start method at import).
 """
 from __future__ import annotations
 
@@ -10,25 +10,21 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
+from na_deploy.errors import NaDeployError
 from na_deploy.ir import FloatNet, IntNet
-from na_deploy.target import Trace, Violation
+from na_deploy.protocols import Trace, Violation
 
 from . import fit, fixed_point, reference
 from .limits import LOIHI2, Loihi2Limits
 
-
-def lava_backend():
-    """Import the Lava backend (and so Lava) on first use; see lava_backend._let_lava_choose_fork for why the
-    multiprocessing start method is handled there."""
-    from . import lava_backend as backend
-
-    return backend
+BACKENDS = ("lava",)
 
 
 class Loihi2Target:
-    """Intel Loihi 2 through Lava (Loihi2SimCfg, fixed_pt)."""
+    """Intel Loihi 2: its numeric limits (`limits`, used by every method and by its backends)."""
 
     name = "loihi2"
+    default_backend = "lava"
 
     def __init__(self, limits: Loihi2Limits = LOIHI2):
         self.limits = limits
@@ -54,25 +50,32 @@ class Loihi2Target:
                                  **kw: Any) -> dict[int, Trace]:
         return reference.reference_simulate_multi(net, inputs, timesteps_list, limits=self.limits, **kw)
 
-    # -- resources / energy (hw_targets/loihi2/resources.py; what `na-deploy report` and the pipeline print)
+    # -- resources / energy (what `na-deploy report` and the pipeline print)
     def resource_report(self, net: IntNet, trace: Optional[Trace] = None, **kw: Any) -> dict:
         from .resources import resource_report
 
         return resource_report(net, trace, **kw)
 
-    # -- Lava backend (lazy: lava is imported only here)
-    def build(self, net: IntNet, **kw: Any):
-        """The Lava process graph (lava_backend.build_lava_graph); imports Lava."""
-        return lava_backend().build_lava_graph(net, **kw)
+    def format_resource_report(self, report: dict) -> str:
+        from .resources import format_resource_report
 
-    def run(self, net: IntNet, inputs: np.ndarray, timesteps: int, **kw: Any) -> Trace:
-        """Run on Lava (Loihi2SimCfg, fixed_pt) -> Trace (lava_backend.run_lava); imports Lava."""
-        return lava_backend().run_lava(net, inputs, timesteps, **kw)
+        return format_resource_report(report)
 
-    def verify(self, net: IntNet, inputs: np.ndarray, timesteps: int, **kw: Any):
-        """Reference vs Lava on the same samples, every node (C6) -> lava_backend.VerifyReport."""
-        return lava_backend().verify_lava(net, inputs, timesteps, **kw)
+    def energy_model(self, **overrides: float):
+        """The per-op energy assumptions of `resource_report` (overrides: synop_pj, neuron_update_pj, spike_pj)."""
+        from dataclasses import replace
 
-    def export(self, net: IntNet, out_dir, **kw: Any):
-        """Write a self-contained Lava bundle (net, runnable script, README) -> its folder."""
-        return lava_backend().export_lava_bundle(net, out_dir, **kw)
+        from .resources import EnergyModel
+
+        model = EnergyModel()
+        return replace(model, source="user-supplied per-op energies", **overrides) if overrides else model
+
+    # -- backends
+    def backend(self, name: Optional[str] = None):
+        """The backend `name` (default "lava") bound to this target; imports Lava."""
+        name = name or self.default_backend
+        if name not in BACKENDS:
+            raise NaDeployError(f"--backend {name!r}: unknown for target {self.name}; known: {', '.join(BACKENDS)}")
+        from .lava_backend import LavaBackend
+
+        return LavaBackend(self)

@@ -8,7 +8,10 @@ Absolute imports only: Lava also executes this file as a stand-alone module name
 Errors: Lava's runtime waits for every process to finish a step, and a process blocked on `recv` from a
 failed upstream process never does (the run hangs). So a model that fails still sends a zero payload
 on its OutPort before re-raising; the runtime then reports the error and the backend reads the real
-exception from the actor that raised (see `lava_backend.run_lava`).
+exception from the actor that raised (see `lava_runtime.run_graph`).
+
+The neuron step comes from the node's neuron model (`na_deploy.ir.neuron`, numpy-only code; `na_deploy.ir`
+never imports torch), named by the population's proc param `neuron`.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from na_deploy.hw_targets.loihi2.lava_proc.process import (MEMBRANE_BITS, Accumulator, GradedSource,
                                                            SubtractiveIF)
+from na_deploy.ir.neuron import neuron_model
 
 
 def wrap_signed(v: np.ndarray, bits: int = MEMBRANE_BITS) -> np.ndarray:
@@ -47,8 +51,9 @@ def live(k: int, tau: int, d: int, T: int, n_samples: int) -> bool:
 @requires(CPU)
 @tag("fixed_pt")
 class PySubtractiveIFModelFixed(PyLoihiProcessModel):
-    """Integer IF with reset by subtraction (C2) in its window (C3):
-    v <- wrap24(v + a_in + bias); z = v >= vth; v <- v - z * vth."""
+    """Integer IF in its window (C3) with the node's neuron model (C2):
+    v <- wrap24(v + a_in + bias); (v, z) <- model.fire_and_reset(v, vth)
+    ("subtract": z = v >= vth; v <- v - z * vth)."""
 
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=1)
@@ -79,9 +84,10 @@ class PySubtractiveIFModelFixed(PyLoihiProcessModel):
         if tau == d + 1:  # re-arm at the window start of every sample
             self.v[...] = int(self.precharge[0])
             self.spike_count[...] = 0
-        v = wrap_signed(self.v + a_in + self.bias)
-        z = (v >= th).astype(np.int64)
-        self.v[...] = v - z * th
+        model = neuron_model(self.proc_params.get("neuron", "subtract"))
+        v, z = model.fire_and_reset(wrap_signed(self.v + a_in + self.bias), th)
+        z = np.asarray(z).astype(np.int64)
+        self.v[...] = v
         self.spike_count += z
         if self.proc_params.get("record_steps", False):
             self.trace_out.send(z.astype(np.int32))

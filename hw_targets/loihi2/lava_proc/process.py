@@ -22,6 +22,9 @@ from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.process.variable import Var
 
 MEMBRANE_BITS = 24  # Loihi 2 membrane width: v wraps (two's complement) like the reference simulator
+# Neuron models (na_deploy.ir.neuron names) the SubtractiveIF process model runs; the Loihi 2 fit check lists the
+# same names (Loihi2Limits.neuron_models). Another model needs its step checked against the reference first.
+NEURON_MODELS = ("subtract",)
 
 
 def _window(depth: int, timesteps: int, slot: int, n_samples: int) -> np.ndarray:
@@ -46,10 +49,12 @@ def _result_ports(proc: AbstractProcess, shape: tuple[int, ...], n_samples: int,
 
 
 class SubtractiveIF(AbstractProcess):
-    """Integrate-and-fire population with reset by subtraction, in integers (C2, C5).
+    """Integer integrate-and-fire population (C2, C5); its neuron model is a proc param, by name.
 
-    In its window, per step:  v <- wrap24(v + a_in + bias);  z = [v >= vth];  v <- v - z * vth;
-    s_out = z. At window start v = precharge and spike_count = 0. Shapes are Lava layouts ((W, H, C) maps).
+    In its window, per step:  v <- wrap24(v + a_in + bias);  (v, z) <- model.fire_and_reset(v, vth);
+    s_out = z, with `model = na_deploy.ir.neuron.neuron_model(neuron)`. For "subtract" (the only model
+    this process runs today, `NEURON_MODELS`): z = [v >= vth], v <- v - z * vth. At window start
+    v = precharge and spike_count = 0. Shapes are Lava layouts ((W, H, C) maps).
 
     Vars: v, vth (1,), bias (per neuron, = bias_mant << bias_exp), precharge (1,), window (4,) =
     (depth, T, slot, n_samples), spike_count (count of the current / latest window).
@@ -58,10 +63,13 @@ class SubtractiveIF(AbstractProcess):
     """
 
     def __init__(self, *, shape: tuple[int, ...], vth: int, bias: np.ndarray, precharge: int, depth: int,
-                 timesteps: int, slot: int, n_samples: int, record_steps: bool = False,
+                 timesteps: int, slot: int, n_samples: int, neuron: str = "subtract", record_steps: bool = False,
                  result_buffer: ty.Optional[int] = None, name: ty.Optional[str] = None) -> None:
         shape = tuple(int(s) for s in shape)
-        super().__init__(shape=shape, record_steps=bool(record_steps), name=name)
+        if neuron not in NEURON_MODELS:
+            raise ValueError(f"{name or 'SubtractiveIF'}: neuron model {neuron!r} has no Lava process model; "
+                             f"allowed: {', '.join(NEURON_MODELS)}")
+        super().__init__(shape=shape, neuron=str(neuron), record_steps=bool(record_steps), name=name)
         self.a_in = InPort(shape=shape)
         self.s_out = OutPort(shape=shape)
         self.v = Var(shape=shape, init=0)

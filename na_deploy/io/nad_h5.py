@@ -10,7 +10,8 @@ Layout (format version 1)::
                            dataset weight (Conv2d / Dense only)
 
 Node and input order are the zero-padded group names. No timestamps are stored, so the same net gives the
-same bytes.
+same bytes. Attribute keys of version 1 that differ from the IR's field names: `levels` holds a neuron
+node's `p`; `reset` holds the name of its neuron model (`na_deploy.ir.neuron`, e.g. "subtract").
 """
 from __future__ import annotations
 
@@ -21,17 +22,33 @@ from typing import Union
 import h5py
 import numpy as np
 
-from .atomic import atomic_path
-from .errors import IRError
-from .ir import (FORMAT_NAME, FORMAT_VERSION, OP_TYPES, AvgPool2d, Conv2d, Dense, FloatNet, Identity, InputNode,
-                 IntNet, IntNeuronNode, IntReadoutNode, NeuronNode, ReadoutNode, Synapse, as_dict_meta)
+from ..atomic import atomic_path
+from ..errors import IRError
+from ..ir import (OP_TYPES, AvgPool2d, Conv2d, Dense, FloatNet, Identity, InputNode, IntNet, IntNeuronNode,
+                  IntReadoutNode, NeuronModel, NeuronNode, ReadoutNode, Synapse)
 
+FORMAT_NAME = "na-deploy-ir"
+FORMAT_VERSION = 1
+
+# (HDF5 attribute key, node field) per node class, in file order
 _NODE_FIELDS = {
-    NeuronNode: ("threshold", "levels", "precharge", "reset", "role"),
+    NeuronNode: (("threshold", "threshold"), ("levels", "p"), ("precharge", "precharge"), ("reset", "neuron"),
+                 ("role", "role")),
     ReadoutNode: (),
-    IntNeuronNode: ("threshold", "bias_exp", "precharge", "scale", "levels", "reset", "role"),
-    IntReadoutNode: ("bias_exp", "scale"),
+    IntNeuronNode: (("threshold", "threshold"), ("bias_exp", "bias_exp"), ("precharge", "precharge"),
+                    ("scale", "scale"), ("levels", "p"), ("reset", "neuron"), ("role", "role")),
+    IntReadoutNode: (("bias_exp", "bias_exp"), ("scale", "scale")),
 }
+
+
+def as_dict_meta(meta: dict) -> str:
+    """The net's meta dict as canonical JSON (sorted keys; arrays as lists)."""
+    return json.dumps(meta, sort_keys=True, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+
+
+def _encode(value):
+    """A node field as an HDF5 attribute value (a neuron model is stored by its name)."""
+    return value.name if isinstance(value, NeuronModel) else value
 _FLAVOURS = {"float": (FloatNet, NeuronNode, ReadoutNode), "int": (IntNet, IntNeuronNode, IntReadoutNode)}
 
 
@@ -63,8 +80,8 @@ def save_net(net: Union[FloatNet, IntNet], path: str | Path) -> None:
                 g.attrs["name"] = node.name
                 g.attrs["kind"] = "readout" if i == len(net.nodes) else "neuron"
                 g.attrs["shape"] = np.asarray(node.shape, dtype=np.int64)
-                for k in _NODE_FIELDS[type(node)]:
-                    g.attrs[k] = getattr(node, k)
+                for key, fld in _NODE_FIELDS[type(node)]:
+                    g.attrs[key] = _encode(getattr(node, fld))
                 if net.flavour == "float":
                     _dataset(g, "bias", node.bias)
                 else:
@@ -163,7 +180,7 @@ def load_net(path: str | Path) -> Union[FloatNet, IntNet]:
                 if kind != want:
                     raise IRError(f"{path}: node {k} is a {kind!r}, expected {want!r} (the readout is last)")
                 cls = readout_t if kind == "readout" else neuron_t
-                kw = {name: _attr(g, name, path) for name in _NODE_FIELDS[cls]}
+                kw = {fld: _attr(g, key, path) for key, fld in _NODE_FIELDS[cls]}
                 kw["bias" if flavour == "float" else "bias_mant"] = _data(g, "bias" if flavour == "float" else "bias_mant", path)
                 if "inputs" not in g:
                     raise IRError(f"{path}: node {k} has no inputs group")

@@ -1,0 +1,7 @@
+"""Files of the IR: `save_net` / `load_net` for `*.nad.h5` (flat, versioned HDF5; see `nad_h5`).
+
+Kept beside the IR, not inside it: `na_deploy.ir` never imports its file format.
+"""
+from .nad_h5 import FORMAT_NAME, FORMAT_VERSION, load_net, save_net
+
+__all__ = ["save_net", "load_net", "FORMAT_NAME", "FORMAT_VERSION"]
