@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from na_deploy.data import load_dataset
+from na_deploy.data import load_dataset, round_half_up_to_uint8
 
 
 def main(path: str, seed: int = 0) -> None:
@@ -16,11 +16,13 @@ def main(path: str, seed: int = 0) -> None:
 
     def up(x: np.ndarray) -> np.ndarray:
         t = F.interpolate(torch.as_tensor(x, dtype=torch.float32), size=(28, 28), mode="bilinear", align_corners=False)
-        return np.clip(np.floor(t.numpy() + 0.5), 0, 255).astype(np.uint8)
+        return round_half_up_to_uint8(t.numpy())
 
     np.savez_compressed(path, x_train=up(ds.x_train), y_train=ds.y_train, x_test=up(ds.x_test), y_test=ds.y_test)
     print(f"wrote {path}: {len(ds.x_train)} train / {len(ds.x_test)} test, 1x28x28 uint8")
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 2 or (len(sys.argv) == 2 and sys.argv[1].startswith("-")):
+        sys.exit(f"usage: {sys.argv[0]} [OUT.npz]   (default digits28.npz)")
     main(sys.argv[1] if len(sys.argv) > 1 else "digits28.npz")

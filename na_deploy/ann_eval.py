@@ -7,7 +7,7 @@
 `n_m` is the integer quantization level of every neuron: the SNN's spike count over T = k*p steps is
 compared against k*n_m by the occasional-noise report.
 
-`compile_net` turns a net's synapses into cached batched torch functions (`na_deploy.ops.compile_op`);
+`compile_net` turns a net's synapses into cached batched torch functions (`na_deploy.torch_ops.compile_op`);
 the float SNN simulator uses the same compiled form, so ANN and SNN compute every op identically.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from .device import resolve_device
 from .errors import SimulationError
 from .ir import INPUT_NAME, SUBTRACT, FloatNet, NeuronModel, NeuronNode
-from .ops import compile_op
+from .torch_ops import compile_op
 from .rounding import round_half_up
 
 

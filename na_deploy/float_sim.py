@@ -4,7 +4,8 @@ Per sample, for t = 1..T (the unpipelined form of C3, which the pipelined hardwa
 
     payload_input(t) = x (raw pixels, every step: analog input coding, C4)
     I_m(t) = sum_i op_i(payload_src_i(t)) + b_m
-    v_m(0) = precharge_m (= th_m / 2);  v_m += I_m(t);  (v_m, z_m) = neuron_m.fire_and_reset(v_m, th_m)
+    v_m(0) = precharge_m (= th_m / 2);  v_m += I_m(t);  z_m = neuron_m.fire_and_reset_inplace(v_m, th_m)
+        (`emit_inplace` also gives the payload z_m * th_m)
         (the node's neuron model, na_deploy.ir.neuron; mode "subtract", C2: z = [v >= th], v -= z * th)
     payload_m(t) = z_m * th_m        (a spike carries the value of the source's threshold)
     readout: V(T) = sum_{t<=T} I_R(t);   class = argmax V(T), ties -> lowest index (C7)
@@ -88,9 +89,8 @@ def _run_batch(nodes: list[CompiledNode], x: torch.Tensor, ts: list[int], keep: 
         for nd in neurons:
             vm = v[nd.name]
             vm += const[nd.name] if nd.name in const else nd.current(payload)
-            v[nd.name], z = nd.neuron.fire_and_reset(vm, nd.threshold)
+            z, payload[nd.name] = nd.neuron.emit_inplace(vm, nd.threshold)
             cnt[nd.name] += z
-            payload[nd.name] = z.to(dtype).mul_(nd.threshold)
         pot += const[readout.name] if readout.name in const else readout.current(payload)
         if t in want:
             out["pred"][t].append(argmax_lowest(pot).cpu())

@@ -20,7 +20,7 @@ from na_deploy.hw_targets.loihi2.fixed_point import (round_half_away, round_half
                                                       to_fixed_point_with_report)
 from na_deploy.hw_targets.loihi2.limits import LOIHI2, Loihi2Limits
 from na_deploy.hw_targets.loihi2.reference import reference_simulate
-from na_deploy.ops import compile_op
+from na_deploy.torch_ops import compile_op
 from na_deploy.testing import random_intnet
 
 FLOAT_TOPOLOGIES = ("dense_chain", "conv_chain", "conv_pool_dense", "residual_identity", "residual_conv")

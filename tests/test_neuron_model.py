@@ -35,6 +35,20 @@ def test_step_is_the_same_on_numpy_torch_and_scalars(name):
     v_in, z_in = v.copy(), np.empty(v.shape, dtype=bool)
     model.fire_and_reset_inplace(v_in, th, z_in)
     assert np.array_equal(v_in, v_np) and np.array_equal(z_in, z_np)
+    for dtype in (torch.int64, torch.float32, torch.float64):  # the in-place form on tensors (float SNN, CUDA)
+        v_t = torch.from_numpy(v.copy()).to(dtype)
+        z_t = model.fire_and_reset_inplace(v_t, th if dtype == torch.int64 else float(th))
+        assert np.array_equal(v_t.numpy(), v_np.astype(v_t.numpy().dtype)) and np.array_equal(z_t.numpy(), z_np)
+    for dtype in (torch.float32, torch.float64):  # the float SNN's step: spikes carry th (C2)
+        v_t = torch.from_numpy(v.copy()).to(dtype)
+        z_t, pay = model.emit_inplace(v_t, 7.0)
+        assert np.array_equal(v_t.numpy(), v_np.astype(v_t.numpy().dtype)) and np.array_equal(z_t.numpy(), z_np)
+        assert pay.dtype == dtype and np.array_equal(pay.numpy(), 7.0 * z_np.astype(np.float64))
+    v_f = v.astype(np.float64)
+    z_f, pay = model.emit_inplace(v_f, 7.0)
+    assert np.array_equal(v_f, v_np) and np.array_equal(pay, 7.0 * z_np)
+    v_t, z_out = torch.from_numpy(v.copy()), torch.empty(v.shape, dtype=torch.bool)
+    assert model.fire_and_reset_inplace(v_t, th, z_out) is z_out and np.array_equal(z_out.numpy(), z_np)
     assert bool(np.any(z_np)) and not bool(np.all(z_np))  # the sample exercises both branches
 
 

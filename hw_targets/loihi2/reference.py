@@ -10,7 +10,7 @@ exactly (C3: each node's window sees exactly the payloads its sources emitted in
         spike count = sum_t z(t);  readout: V = wrap24(sum_t I_R(t))
     shift(y, e) = y << e (e >= 0) or y >> -e (arithmetic, floor; e < 0).
 
-How it stays exact: op_i runs on (T * B, ...) tensors through `na_deploy.ops.compile_op` in floating point,
+How it stays exact: op_i runs on (T * B, ...) tensors through `na_deploy.torch_ops.compile_op` in floating point,
 with integer weights and integer payloads, so every product and every partial sum is an integer. float32 is
 used for a synapse only when fit.py's static bound proves |every partial sum| <= 2**24 (float32 holds every
 integer up to 2**24), else float64 (exact up to 2**53; beyond that the simulator refuses). The result is
@@ -39,7 +39,7 @@ from na_deploy import checks
 from na_deploy.device import resolve_device
 from na_deploy.errors import IRError, SimulationError
 from na_deploy.ir import INPUT_NAME, IntNet, IntReadoutNode
-from na_deploy.ops import compile_op
+from na_deploy.torch_ops import compile_op
 from na_deploy.protocols import Trace
 
 from .fit import node_bound, op_interval, payload_max
@@ -222,7 +222,7 @@ class _TorchBackend:
             v = v + cur[t if cur.shape[0] > 1 else 0]
             if plan.wrap_needed:
                 v = _wrap(v, bits)
-            v, z_all[t] = node.neuron.fire_and_reset(v, node.threshold)
+            node.neuron.fire_and_reset_inplace(v, node.threshold, z_all[t])
         return z_all
 
     def cumsum(self, a):

@@ -26,7 +26,7 @@ from torch import nn
 
 from ..errors import ConversionError, NaDeployError
 from ..ir import INPUT_NAME, AvgPool2d, Conv2d, Dense, Identity
-from ..ops import compile_op
+from ..torch_ops import compile_op
 
 Shape = tuple[int, ...]
 

@@ -32,11 +32,16 @@ import numpy as np
 from ..errors import IRError
 
 
+def is_tensor(x: Any) -> bool:
+    """True for a torch tensor (without importing torch: it is loaded already if x is one)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
 def where(cond: Any, a: Any, b: Any) -> Any:
     """Elementwise `a if cond else b` for numpy arrays, torch tensors or Python numbers."""
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(cond, torch.Tensor):
-        return torch.where(cond, a, b)
+    if is_tensor(cond):
+        return sys.modules["torch"].where(cond, a, b)
     out = np.where(cond, a, b)
     return out if np.ndim(out) else out.item()
 
@@ -62,11 +67,22 @@ class NeuronModel:
         z = self.fire(v, threshold)
         return self.reset(v, z, threshold), z
 
-    def fire_and_reset_inplace(self, v: np.ndarray, threshold: Any, z_out: np.ndarray) -> None:
-        """numpy in place: z_out <- fire(v, th); v <- reset(v, z_out, th) (the hot loop of the fast reference)."""
+    def fire_and_reset_inplace(self, v: Any, threshold: Any, z_out: Any = None) -> Any:
+        """In place on a numpy array or torch tensor v (the simulators' hot loops): v <- reset(v, z, th) with
+        z = fire(v, th), written into `z_out` when given; returns z. Same values as `fire_and_reset`."""
         new_v, z = self.fire_and_reset(v, threshold)
-        z_out[...] = z
         v[...] = new_v
+        if z_out is None:
+            return z
+        z_out[...] = z
+        return z_out
+
+    def emit_inplace(self, v: Any, threshold: Any) -> tuple[Any, Any]:
+        """`fire_and_reset_inplace` plus the value the spikes carry in the float SNN, z * th in v's dtype (C2):
+        returns (z, payload)."""
+        z = self.fire_and_reset_inplace(v, threshold)
+        payload = z.to(v.dtype) if is_tensor(z) else np.asarray(z).astype(v.dtype)
+        return z, payload * threshold
 
     def default_precharge(self, threshold: float) -> float:
         """Pre-charge of the membrane at each window start when the converter gives none."""
@@ -87,9 +103,25 @@ class SubtractIF(NeuronModel):
     def reset(self, v: Any, z: Any, threshold: Any) -> Any:
         return where(z, v - threshold, v)
 
-    def fire_and_reset_inplace(self, v: np.ndarray, threshold: Any, z_out: np.ndarray) -> None:
-        np.greater_equal(v, threshold, out=z_out)
-        np.subtract(v, threshold, out=v, where=z_out)
+    def fire_and_reset_inplace(self, v: Any, threshold: Any, z_out: Any = None) -> Any:
+        if is_tensor(v):
+            z = v >= threshold
+            v.sub_(z.to(v.dtype), alpha=threshold)  # v - th where z (exact: th * 1 and v - 0 are exact)
+            if z_out is None:
+                return z
+            z_out.copy_(z)
+            return z_out
+        z = np.greater_equal(v, threshold, out=z_out)
+        np.subtract(v, threshold, out=v, where=z)
+        return z
+
+    def emit_inplace(self, v: Any, threshold: Any) -> tuple[Any, Any]:
+        if not is_tensor(v):
+            return super().emit_inplace(v, threshold)
+        z = v >= threshold
+        payload = z.to(v.dtype).mul_(threshold)  # the reset amount is the payload: one product for both
+        v.sub_(payload)
+        return z, payload
 
 
 SUBTRACT = SubtractIF()
@@ -107,4 +139,4 @@ def neuron_model(model: "str | NeuronModel") -> NeuronModel:
         raise IRError(f"unknown neuron model {model!r}; known: {', '.join(sorted(NEURON_MODELS))}") from None
 
 
-__all__ = ["NeuronModel", "SubtractIF", "SUBTRACT", "NEURON_MODELS", "neuron_model", "where"]
+__all__ = ["NeuronModel", "SubtractIF", "SUBTRACT", "NEURON_MODELS", "neuron_model", "where", "is_tensor"]
