@@ -5,13 +5,14 @@ Files: `convert` writes TWO `.nad.h5` files, both atomically, the FloatNet first
     OUT                      the IntNet (fixed point for the target): what export / verify / report / Lava read;
     OUT with .nad.h5 -> .float.nad.h5 (or --float-out)   the FloatNet it came from (BN folded, real weights):
                              what the ANN and float-SNN columns of `simulate` need.
-(the same layout `na-deploy pipeline` writes). The IntNet's meta records the FloatNet's file name and SHA-256,
-so `simulate` finds the sibling by itself and refuses a FloatNet that is not the one the IntNet came from.
+(the same layout `na-deploy pipeline` writes, through the same `na_deploy.provenance.save_net_pair`). The chain is
+recorded (C8): the FloatNet's meta `made_from` names the checkpoint (base name + SHA-256), the IntNet's names the
+FloatNet, so `simulate` finds the sibling by itself and refuses a FloatNet that is not the one the IntNet came
+from (files written before issue 11 record the FloatNet under the legacy key `float_net`; both are read).
 Nothing is written when conversion or the fit check fails (exit 2, one line naming node, quantity and limit).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Optional
@@ -19,24 +20,9 @@ from typing import Optional
 import click
 
 from na_deploy.errors import NaDeployError, SimulationError
+from na_deploy.provenance_records import FLOAT_SUFFIX, float_net_record, float_path_for, sha256_file
 
 from .main import one_line_errors, parse_timesteps
-
-FLOAT_SUFFIX = ".float.nad.h5"
-NET_SUFFIX = ".nad.h5"
-
-
-def float_path_for(net_path: str | Path) -> Path:
-    """net.nad.h5 -> net.float.nad.h5 (any other name: name + .float.nad.h5)."""
-    p = Path(net_path)
-    base = p.name[: -len(NET_SUFFIX)] if p.name.endswith(NET_SUFFIX) else p.name
-    return p.with_name(base + FLOAT_SUFFIX)
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 (hex) of a file's bytes: the FloatNet's, recorded in the IntNet's meta (C8)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
 
 def _check_out(out: str, option: str) -> Path:
     """An output file option as a Path; refuses a directory (before anything is computed)."""
@@ -73,8 +59,8 @@ def convert(checkpoint: str, out: str, float_out: Optional[str], target_name: st
     """
     from na_deploy.convert import convert_checkpoint
     from na_deploy.hw_targets import get_target
-    from na_deploy.io import save_net
     from na_deploy.protocols import require_fit
+    from na_deploy.provenance import save_net_pair
 
     target = get_target(target_name)
     out_p = _check_out(out, "--out")
@@ -90,9 +76,7 @@ def convert(checkpoint: str, out: str, float_out: Optional[str], target_name: st
     for v in target.check_fit(inet):
         click.echo(f"  {v}", err=True)
     require_fit(target, inet, suffix="; nothing written")
-    save_net(fnet, fout_p)
-    inet.meta["float_net"] = {"file": fout_p.name, "sha256": file_sha256(fout_p)}
-    save_net(inet, out_p)
+    save_net_pair(fnet, inet, fout_p, out_p)
     relays = sum(n.role == "relay" for n in inet.nodes)
     if not quiet:
         click.echo(f"fit check ({target.name}): no violations; static bound proven for "
@@ -111,7 +95,7 @@ def load_net_pair(net_path: str, float_net: Optional[str]):
     if not isinstance(inet, IntNet):
         raise NaDeployError(f"{net_path}: is a FloatNet; pass the fixed-point net written by `na-deploy convert` "
                             f"(e.g. net.nad.h5, not net{FLOAT_SUFFIX})")
-    recorded = inet.meta.get("float_net") or {}
+    recorded = float_net_record(inet.meta) or {}
     if float_net is None:
         cand = Path(net_path).with_name(recorded["file"]) if recorded.get("file") else float_path_for(net_path)
         if not cand.is_file():
@@ -122,7 +106,7 @@ def load_net_pair(net_path: str, float_net: Optional[str]):
     if not isinstance(fnet, FloatNet):
         raise NaDeployError(f"--float-net {float_net}: is a fixed-point IntNet; expected the FloatNet "
                             f"({FLOAT_SUFFIX}) written by `na-deploy convert`")
-    if recorded.get("sha256") and recorded["sha256"] != file_sha256(float_net):
+    if recorded.get("sha256") and recorded["sha256"] != sha256_file(float_net):
         raise NaDeployError(f"{float_net}: is not the FloatNet {net_path} was converted from (SHA-256 differs from "
                             "the one recorded at conversion)")
     fi = [(n.name, tuple(n.shape)) for n in inet.all_nodes()]

@@ -19,7 +19,8 @@ COMMANDS = {
     "convert": "na_deploy.cli.convert_cmds:convert",
     "simulate": "na_deploy.cli.convert_cmds:simulate",
     "export": "na_deploy.cli.lava_cmds:export",
-    "verify": "na_deploy.cli.lava_cmds:verify",
+    "verify": "na_deploy.cli.verify_cmds:verify",
+    "verify-merge": "na_deploy.cli.verify_jobs:verify_merge",
     "pipeline": "na_deploy.cli.pipeline_cmds:pipeline",
     "report": "na_deploy.cli.pipeline_cmds:report",
 }
@@ -31,6 +32,7 @@ SHORT_HELP = {
     "simulate": "Accuracy vs T: ANN, float SNN, integer SNN; occasional noise.",
     "export": "Export a .nad.h5 as a runnable Lava graph (step 4).",
     "verify": "Reference simulator vs Lava, per layer, every sample (step 5).",
+    "verify-merge": "Merge verify --shard JSON reports into one verdict.",
     "pipeline": "The whole job: train -> quantize -> convert -> export -> verify.",
     "report": "Loihi 2 resources, synaptic ops, spikes and energy estimate.",
 }

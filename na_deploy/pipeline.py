@@ -22,10 +22,10 @@ from .accuracy import AccuracyResult, accuracy_vs_timesteps
 from .atomic import atomic_write_text
 from .checks import check_p, check_timesteps
 from .errors import NaDeployError
-from .io import save_net
 from .ir import FloatNet, IntNet
 from .noise_report import NoiseReport
 from .protocols import Backend, Target, Trace, require_fit
+from .provenance import save_net_pair
 
 DEFAULT_TIMESTEPS = (1, 2, 4, 8, 16, 32)
 
@@ -137,7 +137,8 @@ def _train_qat(cfg: PipelineConfig, data, run_dir: Path, noise_adaptor: bool, ou
 
 def _accuracy_arm(qat_ckpt: Path, data, cfg: PipelineConfig, target: Target, run_dir: Path, tag: str,
                   timer: _Timer, log: Callable) -> ArmResult:
-    """Convert one QAT checkpoint, write its nets, and measure ANN / float SNN / integer SNN accuracy vs T."""
+    """Convert one QAT checkpoint, write its nets (with their provenance records, exactly as `na-deploy convert`
+    does), and measure ANN / float SNN / integer SNN accuracy vs T."""
     from .convert import convert_checkpoint
 
     x, y = data.x_test, data.y_test
@@ -147,8 +148,7 @@ def _accuracy_arm(qat_ckpt: Path, data, cfg: PipelineConfig, target: Target, run
         fnet = convert_checkpoint(qat_ckpt)
         inet = target.to_fixed_point(fnet, max_timesteps=max(*cfg.timesteps, cfg.verify_timesteps))
         require_fit(target, inet)
-        save_net(fnet, run_dir / f"net{tag}.float.nad.h5")
-        save_net(inet, run_dir / f"net{tag}.nad.h5")
+        save_net_pair(fnet, inet, run_dir / f"net{tag}.float.nad.h5", run_dir / f"net{tag}.nad.h5")  # as convert
     timesteps = check_timesteps(cfg.timesteps)
     with timer(f"evaluate{tag}"):
         acc = accuracy_vs_timesteps(fnet, inet, target, x, y, timesteps, device=cfg.device, progress=False)

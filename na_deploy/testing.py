@@ -1,4 +1,12 @@
-"""Random IR networks for property tests (fast reference vs slow reference vs Lava, round trips).
+"""Helpers for tests, ours and users': random IR networks, and `assert_bit_exact` for a user's own suite.
+
+`assert_bit_exact(net, inputs, T, target)` runs `na_deploy.verify.verify` (the target's reference vs its
+default backend, or the one given) and raises AssertionError naming the first mismatch (sample, node,
+neuron, both values, step); it returns the VerifyReport. The core never imports a target: pass one, e.g.
+`na_deploy.hw_targets.loihi2.TARGET` (the pytest fixture `na_bit_exact` in
+`na_deploy.hw_targets.pytest_plugin` resolves target names for you).
+
+Random IR networks for property tests (fast reference vs slow reference vs Lava, round trips):
 
 `random_intnet(rng)` draws a small IntNet from several topologies (dense chain, conv chain, conv+avgpool
 +dense, residual with identity shortcut and delay relay, residual with a strided 1x1 conv shortcut), with
@@ -8,10 +16,13 @@ Lava's Conv ignores weight_exp), dense weights even in [-256, 254] (what Lava's 
 """
 from __future__ import annotations
 
+from typing import Any, Optional
+
 import numpy as np
 
 from .ir import (INPUT_NAME, AvgPool2d, Conv2d, Dense, Identity, InputNode, IntNet, IntNeuronNode, IntReadoutNode,
                  Synapse)
+from .verify import verify
 
 TOPOLOGIES = ("dense_chain", "conv_chain", "conv_pool_dense", "residual_identity", "residual_conv")
 
@@ -123,3 +134,30 @@ def random_intnet(rng: np.random.Generator, topology: str | None = None, size: i
 def random_inputs(rng: np.random.Generator, net: IntNet, batch: int) -> np.ndarray:
     """uint8-range integer images for `net`'s input shape."""
     return rng.integers(0, 256, size=(batch, *net.input.shape)).astype(np.int64)
+
+
+def mismatch_message(report: Any) -> str:
+    """One line naming what differs in a VerifyReport (or its dict): counts, first sample / node / neuron / step."""
+    rep = report if isinstance(report, dict) else report.to_dict()
+    m = rep["first_mismatch"]
+    if m is None:
+        return f"bit-exact: {rep['samples']} samples at T={rep['timesteps']} on {rep['backend']}"
+    step = f", window step {m['step']}" if m.get("step") else ""
+    neuron = tuple(m["neuron"]) if m.get("neuron") is not None else ()
+    return (f"not bit-exact on {rep['backend']} at T={rep['timesteps']}: {rep['mismatching_samples']} of "
+            f"{rep['samples']} samples differ; first at sample {m['sample']}, node {m['node']}, neuron {neuron}: "
+            f"reference {m['reference']}, backend {m['lava']}{step}")
+
+
+def assert_bit_exact(net: IntNet, inputs: np.ndarray, timesteps: int, target: Any, backend: Optional[Any] = None,
+                     **verify_kwargs: Any):
+    """Assert that `backend` (default: `target.backend()`) reproduces `target`'s reference simulation of `net`
+    on `inputs` at T = `timesteps` exactly (every node's spike counts and the readout potentials of every
+    sample, contract C6); return the VerifyReport. Raises AssertionError with `mismatch_message` otherwise.
+    `verify_kwargs` go to `na_deploy.verify.verify` (locate, sample_ids, and the backend's run options such as
+    timeout_s). Nets failing the target's fit check raise FitError, as in verify."""
+    backend = target.backend() if backend is None else backend
+    report = verify(net, inputs, timesteps, target, backend, **verify_kwargs)
+    if not report.equal:
+        raise AssertionError(mismatch_message(report))
+    return report

@@ -13,12 +13,13 @@ the names of report.json from before backends were pluggable, kept so reports st
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any, Optional
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from .checks import check_pixels, check_timestep
+from .errors import SimulationError
 from .ir import IntNet
 from .protocols import Backend, Target, Trace, require_fit
 
@@ -35,6 +36,10 @@ class VerifyReport:
     first_mismatch: Optional[dict]
     seconds: dict
     backend: str  # the backend's label (what ran)
+    sample_ids: list[int] = field(default_factory=list)  # which samples (e.g. test-set indices) were verified
+    per_sample: list[dict] = field(default_factory=list)  # {sample, equal, first} for every sample
+    reference_trace: Optional[Trace] = field(default=None, repr=False)  # what each side produced (not in JSON)
+    backend_trace: Optional[Trace] = field(default=None, repr=False)
 
     @property
     def equal(self) -> bool:
@@ -43,7 +48,8 @@ class VerifyReport:
     def to_dict(self) -> dict:
         return {"equal": self.equal, "samples": self.samples, "timesteps": self.timesteps, "layers": self.layers,
                 "readout_equal": self.readout_equal, "mismatching_samples": self.mismatching_samples,
-                "first_mismatch": self.first_mismatch, "seconds": self.seconds, "backend": self.backend}
+                "first_mismatch": self.first_mismatch, "seconds": self.seconds, "backend": self.backend,
+                "sample_ids": self.sample_ids, "per_sample": self.per_sample}
 
 
 def first_difference(a: Trace, b: Trace) -> Optional[dict]:
@@ -144,30 +150,39 @@ def _layers(ref: Trace, hw: Trace) -> list[dict]:
              "equal": bool(np.array_equal(ref.spike_counts[k], hw.spike_counts[k]))} for k in ref.spike_counts]
 
 
-def _mismatching_samples(ref: Trace, hw: Trace) -> int:
-    """How many samples differ anywhere (any node's counts or the readout)."""
-    bad = 0
-    for s in range(ref.batch):
-        same = all(np.array_equal(ref.spike_counts[k][s], hw.spike_counts[k][s]) for k in ref.spike_counts)
-        bad += int(not (same and np.array_equal(ref.readout[s], hw.readout[s])))
-    return bad
+def _sample_slice(tr: Trace, s: int) -> Trace:
+    """Sample s of a trace as a one-sample trace."""
+    return Trace(tr.timesteps, {k: v[s:s + 1] for k, v in tr.spike_counts.items()}, tr.readout[s:s + 1])
 
 
-def _first_mismatch(net: IntNet, ref: Trace, hw: Trace) -> Optional[dict]:
-    """`first_difference` as a report record: {sample, node (the readout by its name), neuron, reference, lava}."""
+def _first_mismatch(net: IntNet, ref: Trace, hw: Trace, sample_ids: Sequence[int]) -> Optional[dict]:
+    """`first_difference` as a report record: {sample (its id), node (the readout by its name), neuron,
+    reference, lava}."""
     first = first_difference(ref, hw)
     if first is None:
         return None
     a, b = first.pop("a"), first.pop("b")
     if first["node"] not in ref.spike_counts:  # first_difference labels the readout "readout"
         first["node"] = net.readout.name
+    first["sample"] = int(sample_ids[first["sample"]])
     return _jsonable({**first, "reference": a, "lava": b})
 
 
+def _per_sample(net: IntNet, ref: Trace, hw: Trace, sample_ids: Sequence[int]) -> list[dict]:
+    """{sample id, equal, first difference in that sample (without step location) or None} per sample."""
+    out = []
+    for s, sid in enumerate(sample_ids):
+        first = _first_mismatch(net, _sample_slice(ref, s), _sample_slice(hw, s), [sid])
+        out.append({"sample": int(sid), "equal": first is None, "first": first})
+    return out
+
+
 def verify(net: IntNet, inputs: np.ndarray, timesteps: int, target: Target, backend: Backend, *,
-           locate: bool = True, progress: bool = False, **run_kwargs: Any) -> VerifyReport:
+           locate: bool = True, progress: bool = False, sample_ids: Optional[Sequence[int]] = None,
+           **run_kwargs: Any) -> VerifyReport:
     """`target`'s reference simulator vs `backend` on the same samples, every node, every sample (C6).
 
+    sample_ids: what to call the samples in the report (e.g. their test-set indices; default 0..N-1).
     Refuses (FitError) a net failing the target's fit check before anything runs. On a mismatch,
     `first_mismatch` names the sample, node, neuron, both values and (locate=True) the step, found by
     re-running that sample with per-step recording. `run_kwargs` go to `backend.run` (for Lava: on_build,
@@ -175,25 +190,30 @@ def verify(net: IntNet, inputs: np.ndarray, timesteps: int, target: Target, back
     T = check_timestep(timesteps)
     require_fit(target, net, T, suffix=f"; refusing to run it on {backend.name}")
     x = check_pixels(inputs, net.input.shape)
+    ids = [int(i) for i in (range(len(x)) if sample_ids is None else sample_ids)]
+    if len(ids) != len(x):
+        raise SimulationError(f"sample_ids: {len(ids)} ids for {len(x)} samples; give one id per sample")
     t0 = time.perf_counter()
     ref = target.reference_simulate(net, x, T)
     t_ref = time.perf_counter() - t0
     t0 = time.perf_counter()
     hw = backend.run(net, x, T, progress=progress, **run_kwargs)
     t_hw = time.perf_counter() - t0
-    first = _first_mismatch(net, ref, hw)
+    first = _first_mismatch(net, ref, hw, ids)
     if first is not None and locate:
-        s = first["sample"]
+        s = ids.index(first["sample"])
         first.update(_jsonable(locate_step(net, x[s:s + 1], T, first["node"], first["neuron"], target, backend,
                                            **run_kwargs)))
+    per_sample = _per_sample(net, ref, hw, ids)
     n = len(x)
     seconds = {"reference": t_ref, "lava": t_hw, "reference_per_sample": t_ref / n, "lava_per_sample": t_hw / n,
                "lava_over_reference": t_hw / max(t_ref, 1e-12),
                "lava_run": hw.extra.get("seconds_run"), "lava_build": hw.extra.get("seconds_build")}
     return VerifyReport(samples=n, timesteps=T, layers=_layers(ref, hw),
                         readout_equal=bool(np.array_equal(ref.readout, hw.readout)),
-                        mismatching_samples=_mismatching_samples(ref, hw), first_mismatch=first, seconds=seconds,
-                        backend=backend.label)
+                        mismatching_samples=sum(not r["equal"] for r in per_sample), first_mismatch=first,
+                        seconds=seconds, backend=backend.label, sample_ids=ids, per_sample=per_sample,
+                        reference_trace=ref, backend_trace=hw)
 
 
 __all__ = ["VerifyReport", "verify", "first_difference", "step_of_difference", "reference_step_records",

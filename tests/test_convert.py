@@ -15,6 +15,7 @@ from na_deploy.errors import ConversionError
 from na_deploy.io import load_net, save_net
 from na_deploy.ir import AvgPool2d, Conv2d, Dense
 from na_deploy.models import MODEL_NAMES, build_model
+from na_deploy.provenance import made_from
 from na_deploy.quant import QuantReLU
 from na_deploy.surgery import quantize_model
 
@@ -336,7 +337,8 @@ def test_convert_checkpoint_uses_model_and_normalisation(tmp_path):
     path = save_checkpoint(_checkpoint(model, "qat", p=2, noise_adaptor=False), tmp_path / "q.pt")
     net = convert_checkpoint(path)
     assert net.meta["model"] == "digits_cnn" and net.meta["p"] == 2 and net.meta["noise_adaptor"] is False
-    assert str(path) in net.meta["source"]
+    assert net.meta["made_from"] == made_from("checkpoint", path)  # C8: base name + SHA-256, no path, no time
+    assert not {"source", "convert_s"} & set(net.meta)
     x = images((1, 8, 8), n=4)
     assert torch.allclose(ann_forward(net, x, "cpu")[0], torch_logits(model, x, [0.0123]), rtol=1e-9, atol=1e-12)
 

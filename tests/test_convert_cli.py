@@ -78,7 +78,7 @@ def test_convert_writes_intnet_and_floatnet_and_prints_reports(converted):
     assert "quantization report" in out and "fit check (loihi2): no violations" in out
     inet, fnet = load_net(d / "net.nad.h5"), load_net(d / "net.float.nad.h5")
     assert isinstance(inet, IntNet) and isinstance(fnet, FloatNet)
-    assert inet.meta["max_timesteps"] == 64 and inet.meta["float_net"]["file"] == "net.float.nad.h5"
+    assert inet.meta["max_timesteps"] == 64 and inet.meta["made_from"]["file"] == "net.float.nad.h5"
     assert TARGET.check_fit(inet) == []
     for n in fnet.nodes:  # every node row is in the printed quantization report
         assert n.name in out

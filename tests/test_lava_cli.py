@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from na_deploy.cli.main import cli
 from na_deploy.hw_targets.loihi2.reference_slow import slow_reference_simulate
 from na_deploy.io import save_net
+from na_deploy.provenance import sha256_file
 from na_deploy.testing import random_intnet
 
 lb = pytest.importorskip("na_deploy.hw_targets.loihi2.lava_backend")
@@ -135,6 +136,9 @@ def test_export_bundle_is_atomic_and_its_script_runs(net_file, tmp_path):
     assert "microcode" in (out / "README.txt").read_text()
     man = json.loads((out / "manifest.json").read_text())
     assert [n["name"] for n in man["nodes"]] == ["conv0", "pool", "fc", "readout"]
+    # C8: the bundle's net is a byte copy of the IntNet, and the manifest records that file and its SHA-256
+    assert (out / "net.nad.h5").read_bytes() == net_file.read_bytes()
+    assert man["made_from"] == {"kind": "int_net", "file": "net.nad.h5", "sha256": sha256_file(net_file)}
     data, x = _npz(tmp_path, n=3)
     p = subprocess.run([sys.executable, str(out / "run_lava_graph.py"), "--inputs", str(data), "--timesteps", "2"],
                        capture_output=True, text=True, timeout=300)

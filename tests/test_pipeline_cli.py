@@ -8,9 +8,12 @@ from click.testing import CliRunner
 
 from na_deploy.cli.main import cli
 from na_deploy.errors import NaDeployError
+from na_deploy.hw_targets.loihi2 import TARGET
 from na_deploy.hw_targets.loihi2.limits import LOIHI2
 from na_deploy.hw_targets.loihi2.target import Loihi2Target
+from na_deploy.io import load_net
 from na_deploy.pipeline import PipelineConfig, run_pipeline
+from na_deploy.provenance import check_chain, made_from, sha256_file
 
 SMALL = ["--epochs-fp", "2", "--epochs-qat", "2", "--timesteps", "1,2,4", "--eval-samples", "60"]
 
@@ -41,6 +44,16 @@ def test_pipeline_runs_every_stage_and_marks_complete_C6(tmp_path):
     nna = rep["no_noise_adaptor"]
     assert {"ann_accuracy", "snn_accuracy"} <= set(nna)
     assert {"train_fp", "train_qat", "verify_lava", "total"} <= set(rep["timings_s"])
+    # C8: recorded exactly as `convert` records (base names + SHA-256, never the .partial folder), chain intact
+    for tag, ckpt in (("", "qat.ckpt"), ("_no_na", "qat_no_na.ckpt")):
+        fnet, inet = load_net(out / f"net{tag}.float.nad.h5"), load_net(out / f"net{tag}.nad.h5")
+        assert fnet.meta["made_from"] == made_from("checkpoint", out / ckpt)
+        assert inet.meta["made_from"] == made_from("float_net", out / f"net{tag}.float.nad.h5")
+        assert ".partial" not in json.dumps(fnet.meta) + json.dumps(inet.meta) and "convert_s" not in fnet.meta
+        assert check_chain(out / f"net{tag}.nad.h5", out / ckpt, TARGET).ok
+    man = json.loads((out / "lava" / "manifest.json").read_text())
+    assert man["made_from"] == {"kind": "int_net", "file": "net.nad.h5", "sha256": sha256_file(out / "net.nad.h5")}
+    assert (out / "lava" / "net.nad.h5").read_bytes() == (out / "net.nad.h5").read_bytes()
 
 
 def test_pipeline_refuses_bad_input_with_exit_2_and_no_complete_folder(tmp_path):

@@ -1,10 +1,12 @@
 """Export an IntNet as a self-contained Lava bundle (DESIGN step 4): a folder with the net, a runnable script
 that rebuilds the process graph, a README and a manifest, written atomically.
 
-    OUT/net.nad.h5         the IntNet (na_deploy.io.save_net)
+    OUT/net.nad.h5         the IntNet (na_deploy.io.save_net: byte-deterministic, so a net loaded from a file
+                           is written back with that file's bytes and SHA-256)
     OUT/run_lava_graph.py  from templates/run_lava_graph.py.tmpl (str.format fields: shape, timesteps, net_file)
     OUT/README.txt         from templates/README.txt.tmpl (source, rule, net_file, shape, depth)
-    OUT/manifest.json      nodes, depths, Lava layouts and processes, format version
+    OUT/manifest.json      nodes, depths, Lava layouts and processes, format version, and (C8) `made_from`:
+                           {"kind": "int_net", "file": the IntNet's file name, "sha256": of OUT/net.nad.h5}
 
 The templates are package data of `na_deploy.hw_targets.loihi2`, read with importlib.resources.
 """
@@ -16,12 +18,14 @@ import shutil
 import tempfile
 from importlib import resources
 from pathlib import Path
+from typing import Optional
 
 from na_deploy.checks import check_timestep
 from na_deploy.errors import NaDeployError
 from na_deploy.io import save_net
 from na_deploy.ir import IntNet
 from na_deploy.protocols import require_fit
+from na_deploy.provenance_records import NET_SUFFIX, sha256_file
 
 from .lava_graph import BACKEND_LABEL, LavaGraph, build_lava_graph
 from .lava_layout import lava_shape
@@ -45,11 +49,13 @@ def check_out_dir(out: Path, force: bool) -> None:
                             "(or --force to replace it)")
 
 
-def manifest(net: IntNet, graph: LavaGraph, timesteps: int) -> dict:
-    """What the bundle holds: nodes (shape, depth, Lava layout, connection processes) and format versions."""
+def manifest(net: IntNet, graph: LavaGraph, timesteps: int, made_from: Optional[dict] = None) -> dict:
+    """What the bundle holds: nodes (shape, depth, Lava layout, connection processes), format versions and the
+    IntNet it was made from (`made_from`, C8)."""
     depth = net.depths()
     return {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "backend": BACKEND_LABEL, "net": NET_FILE,
-            "timesteps_default": timesteps, "input_shape": list(net.input.shape), "readout": net.readout.name,
+            "made_from": made_from, "timesteps_default": timesteps, "input_shape": list(net.input.shape),
+            "readout": net.readout.name,
             "nodes": [{"name": n.name, "shape": list(n.shape), "depth": depth[n.name],
                        "lava_shape": list(lava_shape(n.shape)),
                        "synapses": [type(p).__name__ for p in graph.synapses[n.name]]} for n in net.all_nodes()],
@@ -60,13 +66,16 @@ def write_bundle(folder: Path, net: IntNet, graph: LavaGraph, timesteps: int, so
     """The four files of the bundle into `folder` (an empty temporary folder)."""
     shape = ", ".join(map(str, net.input.shape))
     save_net(net, folder / NET_FILE)
+    # the IntNet's own file name when `source` names one (`na-deploy export` passes it), else the bundle's copy
+    name = Path(source).name if source.endswith(NET_SUFFIX) else NET_FILE
+    made_from = {"kind": "int_net", "file": name, "sha256": sha256_file(folder / NET_FILE)}
     (folder / "run_lava_graph.py").write_text(read_template("run_lava_graph.py.tmpl").format(
         shape=shape, timesteps=timesteps, net_file=NET_FILE))
     title = f"na-deploy Lava export of {source or 'an IntNet'}"
     (folder / "README.txt").write_text(read_template("README.txt.tmpl").format(
         source=source or "an IntNet", rule="=" * len(title), net_file=NET_FILE, shape=shape,
         depth=net.depths()[net.readout.name]))
-    (folder / "manifest.json").write_text(json.dumps(manifest(net, graph, timesteps), indent=2) + "\n")
+    (folder / "manifest.json").write_text(json.dumps(manifest(net, graph, timesteps, made_from), indent=2) + "\n")
 
 
 def replace_folder(tmp: Path, out: Path) -> None:

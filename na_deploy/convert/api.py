@@ -1,10 +1,11 @@
 """Public entry points: `to_floatnet` (torch model -> FloatNet), `check_against_torch` (the self-check) and
-`convert_checkpoint` (a QAT checkpoint file -> FloatNet with its provenance)."""
+`convert_checkpoint` (a QAT checkpoint file -> FloatNet with its provenance: meta `made_from` = the checkpoint's
+base name and SHA-256, C8). The FloatNet's meta holds no path and no wall time, so the same checkpoint gives the
+same bytes wherever it is converted."""
 from __future__ import annotations
 
 import copy
 import os
-import time
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -16,6 +17,7 @@ from .. import __version__
 from ..delays import balance_delays
 from ..errors import ConversionError, NaDeployError
 from ..ir import FloatNet, InputNode
+from ..provenance_records import made_from
 from ..quant import QuantReLU
 from .affine import Shape
 from .fx_walk import _MAXPOOL_MODULES, _Converter, trace_model
@@ -69,19 +71,19 @@ def _walk(model: nn.Module, input_shape: Shape, scale: np.ndarray, name: Optiona
 
 
 def to_floatnet(model: nn.Module, input_shape: Sequence[int], channel_scale: Any = None, *,
-                name: Optional[str] = None, source: Optional[str] = None, self_check: bool = True,
+                name: Optional[str] = None, made_from_record: Optional[dict] = None, self_check: bool = True,
                 seed: int = 0) -> FloatNet:
     """Convert an eval-mode QAT torch model to a delay-balanced FloatNet (C2-C4, C7; rules in the package doc).
 
     input_shape: (C, H, W) of one image; channel_scale: per-channel normalisation x_norm = x_uint8 * scale_c,
     folded into the first layer so the FloatNet consumes raw uint8 pixels. `self_check` runs the FloatNet as a
     quantized ANN against the torch model (float64, 2 random images, seeded) and raises ConversionError when
-    the logits differ (a misread op can never pass silently).
+    the logits differ (a misread op can never pass silently). `made_from_record`: the record of the file
+    the model came from (`provenance_records.made_from`), stored as meta["made_from"] (C8).
     """
     input_shape = tuple(int(d) for d in input_shape)
     _check_convertible(model, input_shape, name)
     scale = _check_channel_scale(channel_scale, input_shape)
-    t0 = time.perf_counter()
     was_training = model.training
     model.eval()
     try:
@@ -90,15 +92,16 @@ def to_floatnet(model: nn.Module, input_shape: Sequence[int], channel_scale: Any
         model.train(was_training)
     ps = sorted(set(conv.p_by_node.values()))
     meta = {
-        "source": source or "torch", "model": name or type(model).__name__,
+        "model": name or type(model).__name__,
         "p": ps[0] if len(ps) == 1 else None, "p_by_node": dict(conv.p_by_node),
         "noise_adaptor": next(iter(conv.noise_flags)) if len(conv.noise_flags) == 1 else None,
         "input_form": "uint8 pixels; channel scale folded into the first layer (C4)",
         "na_deploy_version": __version__,
     }
+    if made_from_record is not None:
+        meta["made_from"] = dict(made_from_record)
     net = FloatNet(InputNode(input_shape, scale), conv.nodes, conv.readout, meta)
     net = balance_delays(net)
-    net.meta["convert_s"] = round(time.perf_counter() - t0, 4)
     if self_check:
         check_against_torch(net, model, seed=seed)
     return net
@@ -128,18 +131,20 @@ def check_against_torch(net: FloatNet, model: nn.Module, n_images: int = 2, seed
 
 
 def convert_checkpoint(ckpt: Any, self_check: bool = True) -> FloatNet:
-    """FloatNet of a QAT checkpoint (`na_deploy.checkpoint.Checkpoint` or a path to one)."""
+    """FloatNet of a QAT checkpoint (`na_deploy.checkpoint.Checkpoint` or a path to one); meta["made_from"]
+    records the checkpoint file (base name + SHA-256) when it was loaded from one."""
     from ..checkpoint import load_checkpoint
 
     if isinstance(ckpt, (str, os.PathLike)):
         ckpt = load_checkpoint(ckpt)
     where = ckpt.path or "checkpoint"
+    record = made_from("checkpoint", ckpt.path) if ckpt.path else None
     if ckpt.kind != "qat":
         raise ConversionError(f"{where}: not a QAT model (checkpoint kind {ckpt.kind!r}); quantize it first "
                               "(`na-deploy quantize`)")
     model = ckpt.build_model()
     net = to_floatnet(model, ckpt.input_shape, ckpt.normalization.channel_scale, name=ckpt.model_name,
-                      source=str(where), self_check=self_check)
+                      made_from_record=record, self_check=self_check)
     net.meta.update({"data_name": ckpt.data_name, "data_fingerprint": ckpt.data_fingerprint,
                      "checkpoint_epoch": int(ckpt.epoch)})
     if ckpt.p is not None:

@@ -1,0 +1,203 @@
+"""`na-deploy verify --jobs J` (J verify processes in parallel, one shard each, merged) and `na-deploy
+verify-merge` (shard reports -> one verdict).
+
+`run_verify_jobs(argv, J)` starts J processes `python -m na_deploy.cli.main verify ARGV --shard k/J --json
+TMP_k --quiet` at once, waits for all of them, and merges their JSON reports with
+`na_deploy.shards.merge_reports`. Each process is a whole verify run (its own Lava runtime, and Lava runs
+each of its processes as an OS process), so J jobs use J runtimes side by side; each child's BLAS / OpenMP
+threads are capped at cores // J unless the caller's environment sets them. A child that exits with 2 (a bad
+request) or dies is reported as a one-line error carrying the child's last stderr line; the other children
+are then stopped. Exit 1 of a child (a failed check) is a normal result: the merged report says what failed.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import click
+
+from na_deploy.shards import ShardError, load_report, merge_reports
+
+from .main import one_line_errors
+from .verify_report import layer_table
+
+# options that name one output (or one golden file) of a whole run: a child of --jobs must not get them
+PER_RUN_OPTIONS = ("--shard", "--jobs", "--json", "--junit", "--write-golden", "--golden")
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def verify_command() -> list[str]:
+    """The command line of one `na-deploy verify` child (this interpreter, so the same environment)."""
+    return [sys.executable, "-m", "na_deploy.cli.main", "verify"]
+
+
+def _check_request(argv: Sequence[str], jobs: int) -> None:
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ShardError(f"--jobs {jobs}: allowed: an integer >= 1")
+    for a in argv:
+        opt = str(a).split("=", 1)[0]
+        if opt in PER_RUN_OPTIONS:
+            raise ShardError(f"{opt}: not allowed in the arguments of --jobs children (each child gets its own "
+                             "--shard and --json; whole-run outputs are written from the merged report)")
+
+
+def _child_env(jobs: int) -> dict:
+    env = dict(os.environ)
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    for var in THREAD_VARS:
+        env.setdefault(var, threads)
+    return env
+
+
+class _Child:
+    """One verify process: shard k of J, its JSON report path and its stdout / stderr log files."""
+
+    def __init__(self, cmd: list[str], argv: Sequence[str], k: int, jobs: int, tmp: Path, env: dict):
+        self.k, self.jobs = k, jobs
+        self.shard = f"{k}/{jobs}"
+        self.json = tmp / f"shard{k}.json"
+        self.stderr_path = tmp / f"shard{k}.stderr"
+        with open(tmp / f"shard{k}.stdout", "wb") as out, open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen([*cmd, *map(str, argv), "--shard", self.shard, "--json", str(self.json),
+                                          "--quiet"], stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,
+                                         start_new_session=True)  # its own process group: it and its Lava processes
+
+    def last_error_line(self) -> str:
+        lines = [ln.strip() for ln in self.stderr_path.read_text(errors="replace").splitlines() if ln.strip()]
+        line = lines[-1] if lines else ""
+        return line[len("error: "):] if line.startswith("error: ") else line
+
+    def failure(self, rc: int) -> ShardError:
+        """The one-line error for a child that did not produce a report (rc 2: a bad request; else it died)."""
+        line = self.last_error_line()
+        if rc == 2 and line:
+            return ShardError(f"verify --shard {self.shard}: {line}")
+        how = f"killed by signal {-rc}" if rc < 0 else f"exited with code {rc}"
+        return ShardError(f"verify --shard {self.shard}: {how}: {line or 'no message on stderr'}")
+
+    def stop(self) -> None:
+        """Stop a child still running, with the Lava processes it started (its process group): SIGTERM, then
+        SIGKILL after 10 s."""
+        if self.proc.poll() is not None:
+            return
+        for sig, wait_s in ((signal.SIGTERM, 10), (signal.SIGKILL, None)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout=wait_s)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+
+def _wait_all(children: list[_Child], echo: Optional[Callable[[str], None]], poll_s: float = 0.1) -> list[int]:
+    """Exit codes of all children; raises on the first child that exits with neither 0 nor 1 (or leaves no
+    report), the caller then stops the rest."""
+    codes: dict[int, int] = {}
+    while len(codes) < len(children):
+        for c in children:
+            if c.k in codes:
+                continue
+            rc = c.proc.poll()
+            if rc is None:
+                continue
+            if rc not in (0, 1) or not c.json.is_file():
+                raise c.failure(rc)
+            codes[c.k] = rc
+            if echo is not None:
+                rep = load_report(c.json)
+                echo(f"shard {c.shard}: {rep['samples']} samples, "
+                     f"{'equal' if rep['equal'] else str(rep['mismatching_samples']) + ' mismatching'} (exit {rc})")
+        time.sleep(poll_s)
+    return [codes[c.k] for c in children]
+
+
+def run_verify_jobs(argv: Sequence[str], jobs: int, out_json: Optional[str] = None, *,
+                    command: Optional[Sequence[str]] = None,
+                    echo: Optional[Callable[[str], None]] = None) -> dict:
+    """Run `verify ARGV --shard k/J` for k = 1..J as J parallel processes and merge their reports.
+
+    argv: the verify arguments every child repeats (NET and options) without --shard/--jobs/--json/--junit/
+    --golden/--write-golden. command: the child's command line before argv (default `verify_command()`).
+    Returns the merged report (`merge_reports`) plus "exit_codes" (per shard) and seconds["wall"] (the whole
+    run, start-up included); writes it to out_json (atomically) when given. ShardError on a bad request or a
+    child that exits with 2 or dies (its last stderr line in the message)."""
+    _check_request(argv, jobs)
+    cmd = list(command) if command is not None else verify_command()
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="na-deploy-jobs-") as tmp:
+        env = _child_env(jobs)
+        children: list[_Child] = []
+        try:
+            for k in range(1, jobs + 1):
+                children.append(_Child(cmd, argv, k, jobs, Path(tmp), env))
+            codes = _wait_all(children, echo)
+        finally:
+            for c in children:
+                c.stop()
+        reports = [load_report(c.json) for c in children]
+    merged = merge_reports(reports, names=[f"shard {c.shard}" for c in children])
+    merged["exit_codes"] = codes
+    merged["seconds"]["wall"] = time.perf_counter() - t0
+    merged["seconds"]["jobs"] = jobs
+    if out_json:
+        from na_deploy.atomic import atomic_write_text
+
+        atomic_write_text(out_json, json.dumps(merged, indent=2) + "\n")
+    return merged
+
+
+def format_merged(merged: dict) -> list[str]:
+    """The per-layer table and verdict of a merged report, with the shards it covers and what is missing."""
+    lines = layer_table(merged)
+    sh, s, m = merged["shards"], merged["seconds"], merged["first_mismatch"]
+    lines.append(f"shards: {len(sh['present'])} of {sh['n']} merged, {merged['samples']} samples at "
+                 f"T={merged['timesteps']}; seconds: slowest shard {s['shard_max']:.1f}, "
+                 f"all shards {s['reference'] + s['lava']:.1f}")
+    if m is None:
+        lines.append(f"BIT-EXACT: the {merged['samples']} samples verified: every node's spike counts and the "
+                     "readout potentials are identical (C6)")
+    else:
+        step = f", window step {m['step']}" if m.get("step") else ""
+        lines.append(f"MISMATCH: {merged['mismatching_samples']} of {merged['samples']} samples differ; first at "
+                     f"sample {m['sample']}, node {m['node']}, neuron {tuple(m.get('neuron') or ())}: reference "
+                     f"{m['reference']}, Lava {m['lava']}{step}")
+    if sh["missing"]:
+        missing = ", ".join(f"{i}/{sh['n']}" for i in sh["missing"])
+        lines.append(f"INCOMPLETE: shard(s) {missing} missing: their samples were not verified")
+    for key, res in sorted(merged.items()):
+        if isinstance(res, dict) and isinstance(res.get("ok"), bool):
+            lines.append(f"{key}: {'PASS' if res['ok'] else 'FAIL'}: {res.get('message', '')}")
+    if merged.get("not_merged"):
+        lines.append(f"not merged (they differ between shards): {', '.join(merged['not_merged'])}")
+    lines.append("PASS" if merged["passed"] else "FAIL" + ("" if merged["complete"] else " (shards missing)"))
+    return lines
+
+
+@click.command("verify-merge")
+@click.argument("files", nargs=-1, required=True, metavar="SHARD.json...")
+@click.option("--json", "json_out", default=None, metavar="FILE", help="Also write the merged report (atomically).")
+@one_line_errors
+def verify_merge(files: tuple[str, ...], json_out: Optional[str]) -> None:
+    """Merge the JSON reports of `na-deploy verify --shard i/n --json FILE` runs into one verdict: per-layer
+    totals, first mismatch (lowest sample id), shards missing. Refuses reports of different nets, data, T or
+    backends, and overlapping samples. Exit 0 when every shard is present and passed, 1 otherwise, 2 on a
+    bad request."""
+    reports = [load_report(f) for f in files]
+    merged = merge_reports(reports, names=list(files))
+    for line in format_merged(merged):
+        click.echo(line)
+    if json_out:
+        from na_deploy.atomic import atomic_write_text
+
+        atomic_write_text(json_out, json.dumps(merged, indent=2) + "\n")
+    if not merged["passed"]:
+        click.get_current_context().exit(1)
