@@ -66,13 +66,14 @@ def _check_provenance(net_path: str, against: str, target) -> dict:
             **chain.to_dict()}
 
 
-def _check_fidelity(fnet, net, target, x, T: int, min_agreement: Optional[float], trace=None) -> dict:
+def _check_fidelity(fnet, net, target, x, T: int, min_agreement: Optional[float], max_node_change: Optional[float],
+                    trace=None) -> dict:
     from na_deploy.fidelity import DEFAULT_MIN_AGREEMENT, fidelity
 
     m = DEFAULT_MIN_AGREEMENT if min_agreement is None else float(min_agreement)
     rep = fidelity(fnet, net, target, x, T, trace=trace)
-    failures = rep.failures(m)
-    return {"ok": not failures, "min_agreement": m,
+    failures = rep.failures(m, max_node_change)
+    return {"ok": not failures, "min_agreement": m, "max_node_change": max_node_change,
             "message": "; ".join(failures) if failures else
             f"fidelity: the integer SNN agrees with the float SNN on {100 * rep.agreement_float_snn:.1f}% "
             f"(minimum {100 * m:.1f}%)", **rep.to_dict()}
@@ -133,8 +134,9 @@ def _run_checks(o: dict, net, target, backend) -> dict:
     payload: dict = {"net": str(o["net_path"]), "data": o["data"] or "digits"}
     provenance = _check_provenance(o["net_path"], o["against"], target) if o["against"] else None
     fnet = None if o["skip_fidelity"] else _float_net_for(net, o["net_path"], o["float_net"])
-    if fnet is None and o["min_agreement"] is not None:
-        raise NaDeployError(f"--min-agreement: {o['net_path']} records no FloatNet beside it; pass --float-net")
+    if fnet is None and (o["min_agreement"] is not None or o["max_node_change"] is not None):
+        raise NaDeployError(f"--min-agreement / --max-node-change: {o['net_path']} records no FloatNet beside it; "
+                            "pass --float-net")
     if fnet is not None and [n.name for n in fnet.all_nodes()] != [n.name for n in net.all_nodes()]:
         raise NaDeployError(f"--float-net: its nodes differ from {o['net_path']}'s; pass the FloatNet written with it")
     ref_trace = None
@@ -158,7 +160,7 @@ def _run_checks(o: dict, net, target, backend) -> dict:
 
             write_golden(o["write_golden"], net, x, report.reference_trace, ids, report.timesteps)
     fid = None if fnet is None else _check_fidelity(fnet, net, target, x, o["timesteps"], o["min_agreement"],
-                                                    trace=ref_trace)
+                                                    o["max_node_change"], trace=ref_trace)
     payload.update(shard=o["shard"], net_digest=net_digest(net), provenance=provenance, fidelity=fid, golden=golden)
     payload["passed"] = verdict(payload)
     return payload
@@ -177,10 +179,12 @@ def _check_options(o: dict) -> None:
         raise NaDeployError("--golden and --write-golden: give one (check against a golden file, or write one)")
     if o["write_golden"] and o["shard"]:
         raise NaDeployError("--write-golden with --shard: a golden file holds every sample; drop --shard")
-    if o["skip_fidelity"] and (o["min_agreement"] is not None or o["float_net"]):
-        raise NaDeployError("--skip-fidelity with --min-agreement / --float-net: the fidelity check is off")
-    if o["min_agreement"] is not None and not 0.0 <= o["min_agreement"] <= 1.0:
-        raise NaDeployError(f"--min-agreement {o['min_agreement']}: allowed: a share in [0, 1]")
+    if o["skip_fidelity"] and (o["min_agreement"] is not None or o["float_net"] or o["max_node_change"] is not None):
+        raise NaDeployError("--skip-fidelity with --min-agreement / --max-node-change / --float-net: the fidelity "
+                            "check is off")
+    for opt in ("min_agreement", "max_node_change"):
+        if o[opt] is not None and not 0.0 <= o[opt] <= 1.0:
+            raise NaDeployError(f"--{opt.replace('_', '-')} {o[opt]}: allowed: a share in [0, 1]")
 
 
 @click.command("verify")
@@ -199,6 +203,10 @@ def _check_options(o: dict) -> None:
 @click.option("--min-agreement", default=None, type=float,
               help="Fail when the integer SNN agrees with the float SNN on fewer samples than this share "
                    "[default: na_deploy.fidelity.DEFAULT_MIN_AGREEMENT].")
+@click.option("--max-node-change", default=None, type=float,
+              help="Also fail when a node's share of neurons whose spike count differs from the float SNN's exceeds "
+                   "its inputs' by more than this (catches an IntNet of another training run; off by default, "
+                   "see na_deploy.fidelity).")
 @click.option("--skip-fidelity", is_flag=True, help="Do not run the fidelity check even where a FloatNet is found.")
 @click.option("--write-golden", default=None, metavar="FILE", help="Store these samples' reference traces.")
 @click.option("--golden", default=None, metavar="FILE", help="Check the traces against a golden file.")

@@ -111,6 +111,8 @@ def test_four_shards_merge_to_the_unsharded_run_and_jobs_agree(run_dir, tmp_path
     (("--golden", "a.npz", "--write-golden", "b.npz"), "--golden and --write-golden"),
     (("--jobs", 2, "--shard", "1/2"), "--jobs and --shard"),
     (("--min-agreement", 1.5), "--min-agreement 1.5"),
+    (("--max-node-change", -0.1), "--max-node-change -0.1"),
+    (("--skip-fidelity", "--min-agreement", 0.5), "--skip-fidelity with"),
 ])
 def test_bad_requests_exit_2_with_one_line_and_write_nothing(run_dir, tmp_path, args, msg):
     j = tmp_path / "never.json"
