@@ -35,13 +35,13 @@ Modules: `ops` (synaptic ops, `Synapse`), `neuron` (neuron models), `nodes`, `gr
 Files: `na_deploy.io.save_net` / `load_net` (the IR never imports its file format).
 """
 from .graph import FloatNet, IntNet, replace_nodes
-from .neuron import NEURON_MODELS, SUBTRACT, NeuronModel, SubtractIF, neuron_model
+from .neuron import NEURON_MODELS, SUBTRACT, ZERO, NeuronModel, ResetToZeroIF, SubtractIF, neuron_model
 from .nodes import INPUT_NAME, ROLES, InputNode, IntNeuronNode, IntReadoutNode, NeuronNode, ReadoutNode, node_kind
 from .ops import OP_TYPES, AvgPool2d, Conv2d, Dense, Identity, Op, Shape, Synapse
 
 __all__ = [
     "Conv2d", "Dense", "AvgPool2d", "Identity", "Op", "OP_TYPES", "Shape", "Synapse",
-    "NeuronModel", "SubtractIF", "SUBTRACT", "NEURON_MODELS", "neuron_model",
+    "NeuronModel", "SubtractIF", "SUBTRACT", "ResetToZeroIF", "ZERO", "NEURON_MODELS", "neuron_model",
     "INPUT_NAME", "ROLES", "InputNode", "NeuronNode", "ReadoutNode", "IntNeuronNode", "IntReadoutNode", "node_kind",
     "FloatNet", "IntNet", "replace_nodes",
 ]

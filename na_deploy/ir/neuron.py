@@ -124,9 +124,27 @@ class SubtractIF(NeuronModel):
         return z, payload
 
 
-SUBTRACT = SubtractIF()
+@dataclass(frozen=True)
+class ResetToZeroIF(NeuronModel):
+    """Lava's stock LIF rule as an IF neuron (mode "zero", DESIGN C2): fire when v > th (strict), then v <- 0.
+    What `lava.proc.lif` (`PyLifModelBitAcc`, du = 4095, dv = 0) and lava-dl's netx run; the residue above
+    the threshold is lost at each spike, so the subtract conversion (th = p*s, pre-charge th/2) needs its own
+    choice of threshold, pre-charge and bias (the converter's `neuron` option)."""
 
-NEURON_MODELS: dict[str, NeuronModel] = {m.name: m for m in (SUBTRACT,)}
+    name: ClassVar[str] = "zero"
+    compare: ClassVar[str] = ">"
+
+    def fire(self, v: Any, threshold: Any) -> Any:
+        return v > threshold
+
+    def reset(self, v: Any, z: Any, threshold: Any) -> Any:
+        return where(z, v * 0, v)
+
+
+SUBTRACT = SubtractIF()
+ZERO = ResetToZeroIF()
+
+NEURON_MODELS: dict[str, NeuronModel] = {m.name: m for m in (SUBTRACT, ZERO)}
 
 
 def neuron_model(model: "str | NeuronModel") -> NeuronModel:
@@ -139,4 +157,4 @@ def neuron_model(model: "str | NeuronModel") -> NeuronModel:
         raise IRError(f"unknown neuron model {model!r}; known: {', '.join(sorted(NEURON_MODELS))}") from None
 
 
-__all__ = ["NeuronModel", "SubtractIF", "SUBTRACT", "NEURON_MODELS", "neuron_model", "where", "is_tensor"]
+__all__ = ["NeuronModel", "SubtractIF", "SUBTRACT", "ResetToZeroIF", "ZERO", "NEURON_MODELS", "neuron_model", "where", "is_tensor"]
