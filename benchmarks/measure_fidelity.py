@@ -22,7 +22,6 @@ import dataclasses
 import time
 from pathlib import Path
 
-import numpy as np
 
 
 def tampered(inet, node_name: str, threshold: int = 3):

@@ -45,10 +45,13 @@ def _check_out(out: str, option: str) -> Path:
                    "larger T) [default: the target's, 256 for loihi2]. Smaller values can allow finer scales.")
 @click.option("--no-self-check", is_flag=True,
               help="Skip comparing the FloatNet (as a quantized ANN) with the torch model on random images.")
+@click.option("--neuron", "neuron", default="subtract", show_default=True, metavar="[subtract|zero]",
+              help="Neuron mode: subtract (the paper's IF: v >= th, v <- v - th) or zero (Lava's stock LIF rule: "
+                   "v > th, v <- 0; threshold, pre-charge and relays re-parametrised, see convert.neuron_modes).")
 @click.option("--quiet", is_flag=True, help="Print only the summary line.")
 @one_line_errors
 def convert(checkpoint: str, out: str, float_out: Optional[str], target_name: str, max_timesteps: Optional[int],
-            no_self_check: bool, quiet: bool) -> None:
+            no_self_check: bool, neuron: str, quiet: bool) -> None:
     """QAT checkpoint -> integrate-and-fire SNN (FloatNet) -> target fixed point (IntNet), steps 2-3.
 
     BN is folded, each quantized ReLU becomes an IF population with threshold p*s, pre-charge th/2 and reset
@@ -58,10 +61,13 @@ def convert(checkpoint: str, out: str, float_out: Optional[str], target_name: st
     reports; a net that does not fit is refused (exit 2) and nothing is written.
     """
     from na_deploy.convert import convert_checkpoint
+    from na_deploy.convert.neuron_modes import NEURON_MODES
     from na_deploy.hw_targets import get_target
     from na_deploy.protocols import require_fit
     from na_deploy.provenance import save_net_pair
 
+    if neuron not in NEURON_MODES:
+        raise NaDeployError(f"--neuron {neuron}: unknown neuron mode; allowed: {', '.join(NEURON_MODES)}")
     target = get_target(target_name)
     out_p = _check_out(out, "--out")
     fout_p = _check_out(float_out, "--float-out") if float_out else float_path_for(out_p)
@@ -69,7 +75,7 @@ def convert(checkpoint: str, out: str, float_out: Optional[str], target_name: st
         raise NaDeployError(f"--float-out {fout_p}: must differ from --out")
     if max_timesteps is not None and max_timesteps < 1:
         raise NaDeployError(f"--max-timesteps {max_timesteps}: allowed: a positive integer")
-    fnet = convert_checkpoint(checkpoint, self_check=not no_self_check)
+    fnet = convert_checkpoint(checkpoint, self_check=not no_self_check, neuron=neuron)
     inet, qrep = target.to_fixed_point_with_report(fnet, max_timesteps=max_timesteps)
     if not quiet:
         click.echo(qrep.format())

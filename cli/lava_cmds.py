@@ -28,12 +28,12 @@ def _load_intnet(path: str):
     return net
 
 
-def _target_and_backend(target_name: str, backend_name: Optional[str]):
+def _target_and_backend(target_name: str, backend_name: Optional[str], net=None):
     """(target, backend) for `--target` / `--backend` (default: the target's default backend)."""
     from na_deploy.hw_targets import get_backend, get_target
 
     target = get_target(target_name)
-    return target, get_backend(backend_name, target)
+    return target, get_backend(backend_name, target, net)
 
 
 TARGET_OPTION = click.option("--target", "target_name", default="loihi2", show_default=True,
@@ -59,7 +59,7 @@ def export(net_path: str, fmt: str, out: str, timesteps: int, force: bool, targe
     """Export an IntNet as a Lava process graph bundle (step 4): rebuild and run it in your own Lava session
     with `build_lava_graph` (see the bundle's README.txt). Refuses a net failing the Loihi 2 fit check."""
     net = _load_intnet(net_path)
-    _, backend = _target_and_backend(target_name, backend_name)
+    _, backend = _target_and_backend(target_name, backend_name, net)
     path = backend.export(net, out, timesteps=timesteps, force=force, source=Path(net_path).name)
     click.echo(f"exported {net_path} as a Lava graph ({len(net.all_nodes())} nodes) -> {path}/ "
                "(net.nad.h5, run_lava_graph.py, README.txt, manifest.json)")

@@ -35,8 +35,12 @@ from .main import parse_timesteps
 @click.option("--out", type=click.Path(file_okay=False), default="runs/pipeline", show_default=True,
               help="Run folder; written as <out>.partial and renamed when every stage has finished.")
 @click.option("--force", is_flag=True, help="Replace an existing non-empty --out.")
+@click.option("--neuron", default=None, metavar="[subtract|zero]",
+              help="Neuron mode of the exported and verified net (default: subtract, report as before). Given, "
+                   "the noise-adaptor checkpoint is converted in BOTH modes and report.json / report.md show "
+                   "them side by side (report['neuron_modes']); the other mode's nets go to net_<mode>.*.")
 def pipeline(data, model, p, epochs_fp, epochs_qat, timesteps, verify_samples, verify_timesteps,
-             compare_no_noise_adaptor, eval_samples, seed, device, target_name, out, force):
+             compare_no_noise_adaptor, eval_samples, seed, device, target_name, out, force, neuron):
     """Train -> quantize (noise adaptor) -> convert -> fixed point -> Lava export -> verify -> accuracy vs T.
 
     Writes OUT/{fp.ckpt, qat.ckpt, net.nad.h5, net.float.nad.h5, lava/, report.json, report.md, *.png,
@@ -50,7 +54,7 @@ def pipeline(data, model, p, epochs_fp, epochs_qat, timesteps, verify_samples, v
     cfg = PipelineConfig(data=data, model=model, p=p, epochs_fp=epochs_fp, epochs_qat=epochs_qat,
                          timesteps=tuple(parse_timesteps(timesteps)), verify_samples=verify_samples,
                          verify_timesteps=verify_timesteps, compare_no_noise_adaptor=compare_no_noise_adaptor,
-                         seed=seed, device=device, eval_samples=eval_samples)
+                         seed=seed, device=device, eval_samples=eval_samples, neuron=neuron)
     cfg.validate()
     target = get_target(target_name)
     report = run_pipeline(cfg, target, out, force=force, log=lambda m: click.echo(m, err=True))

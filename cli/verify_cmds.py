@@ -14,7 +14,6 @@ the samples; `--jobs J` runs J shards as parallel processes and merges them (cli
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Optional
 
 import click
@@ -225,7 +224,7 @@ def verify(**o) -> None:
     when every check passed, 1 when one failed, 2 on a bad request (including a net failing the fit check)."""
     _check_options(o)
     net = _load_intnet(o["net_path"])
-    target, backend = _target_and_backend(o["target_name"], o["backend_name"])
+    target, backend = _target_and_backend(o["target_name"], o["backend_name"], net)
     o["child_args"] = _child_args(o)
     payload = _run_checks(o, net, target, backend)
     for line in format_report(payload):

@@ -21,10 +21,10 @@ def get_target(name: str):
     return importlib.import_module(f"na_deploy.hw_targets.{name}").TARGET
 
 
-def get_backend(name: Optional[str] = None, target="loihi2"):
-    """The backend `name` (default: the target's default backend) of `target` (a name or a Target object)."""
+def get_backend(name: Optional[str] = None, target="loihi2", net=None):
+    """The backend `name` of `target` (a name or a Target object); default: the target's choice for `net`."""
     tgt = get_target(target) if isinstance(target, str) else target
-    return tgt.backend(name)
+    return tgt.backend(name, net)
 
 
 __all__ = ["KNOWN_TARGETS", "get_target", "get_backend"]

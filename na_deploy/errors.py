@@ -32,5 +32,9 @@ class FitError(NaDeployError):
     """A network that does not fit the target's limits (node, quantity, value, limit)."""
 
 
+class ExportNotSupported(NaDeployError):
+    """A backend that has no export format for this net (the pipeline records it and goes on)."""
+
+
 class SimulationError(NaDeployError):
     """Bad simulation request (time steps, input shape) or a backend failure."""

@@ -21,7 +21,7 @@ import numpy as np
 from .accuracy import AccuracyResult, accuracy_vs_timesteps
 from .atomic import atomic_write_text
 from .checks import check_p, check_timesteps
-from .errors import NaDeployError
+from .errors import ExportNotSupported, NaDeployError
 from .ir import FloatNet, IntNet
 from .noise_report import NoiseReport
 from .protocols import Backend, Target, Trace, require_fit
@@ -49,6 +49,7 @@ class PipelineConfig:
     seed: int = 0
     device: Optional[str] = None
     eval_samples: Optional[int] = None  # None: the whole test split
+    neuron: Optional[str] = None  # None: subtract, report as before; a mode: that mode + both modes side by side
 
     def validate(self) -> None:
         """One-line NaDeployError naming the option for any value no stage can use (p and T: `checks`' rules)."""
@@ -68,6 +69,8 @@ class PipelineConfig:
             raise NaDeployError(f"--eval-samples must be >= 1, got {self.eval_samples}")
         if self.verify_timesteps < 1:
             raise NaDeployError(f"--verify-timesteps must be >= 1, got {self.verify_timesteps}")
+        if self.neuron is not None and self.neuron not in ("subtract", "zero"):  # convert.neuron_modes.NEURON_MODES
+            raise NaDeployError(f"--neuron {self.neuron}: unknown neuron mode; allowed: subtract, zero")
 
 
 class _Timer:
@@ -136,23 +139,26 @@ def _train_qat(cfg: PipelineConfig, data, run_dir: Path, noise_adaptor: bool, ou
 
 
 def _accuracy_arm(qat_ckpt: Path, data, cfg: PipelineConfig, target: Target, run_dir: Path, tag: str,
-                  timer: _Timer, log: Callable) -> ArmResult:
-    """Convert one QAT checkpoint, write its nets (with their provenance records, exactly as `na-deploy convert`
-    does), and measure ANN / float SNN / integer SNN accuracy vs T."""
+                  timer: _Timer, log: Callable, neuron: str = "subtract") -> ArmResult:
+    """Convert one QAT checkpoint in mode `neuron`, write its nets (with their provenance records, exactly as
+    `na-deploy convert` does), and measure ANN / float SNN / integer SNN accuracy vs T."""
     from .convert import convert_checkpoint
 
     x, y = data.x_test, data.y_test
     if cfg.eval_samples:
         x, y = x[: cfg.eval_samples], y[: cfg.eval_samples]
     with timer(f"convert{tag}"):
-        fnet = convert_checkpoint(qat_ckpt)
+        fnet = convert_checkpoint(qat_ckpt, neuron=neuron)
         inet = target.to_fixed_point(fnet, max_timesteps=max(*cfg.timesteps, cfg.verify_timesteps))
         require_fit(target, inet)
         save_net_pair(fnet, inet, run_dir / f"net{tag}.float.nad.h5", run_dir / f"net{tag}.nad.h5")  # as convert
     timesteps = check_timesteps(cfg.timesteps)
     with timer(f"evaluate{tag}"):
         acc = accuracy_vs_timesteps(fnet, inet, target, x, y, timesteps, device=cfg.device, progress=False)
-    log(f"[{'no noise adaptor' if tag else 'noise adaptor'}] ANN {acc.ann_accuracy:.4f} | "
+        if neuron != "subtract":
+            _ann_of_subtract(acc, qat_ckpt, x, y, cfg.device)
+    log(f"[{'no noise adaptor' if tag.startswith('_no_na') else 'noise adaptor'}"
+        f"{'' if cfg.neuron is None else ', ' + neuron}] ANN {acc.ann_accuracy:.4f} | "
         + " ".join(f"T={T}: float {acc.float_accuracy[T]:.4f} int {acc.integer_accuracy[T]:.4f}"
                    for T in timesteps))
     return ArmResult(fnet=fnet, inet=inet, x=x, accuracy=acc)
@@ -194,6 +200,38 @@ def _write_plots(cfg: PipelineConfig, data_name: str, report: dict, arm: ArmResu
                                for k, rows in arm.noise.rows.items()}, run_dir / "occasional_noise.png")
 
 
+def _ann_of_subtract(acc: AccuracyResult, qat_ckpt: Path, x: np.ndarray, y: np.ndarray, device) -> None:
+    """Zero mode: thresholds alpha*p*s make `ann_forward` differ from the QAT model, so the ANN column is the
+    subtract conversion's, and occasional noise (counts vs k x ANN level, a subtract identity) is left out."""
+    from .ann_eval import ann_forward, argmax_lowest
+    from .convert import convert_checkpoint
+
+    logits, _ = ann_forward(convert_checkpoint(qat_ckpt), x, device=device, progress=False)
+    acc.ann_accuracy = float((argmax_lowest(logits).numpy() == y).mean())
+    acc.noise = {}
+
+
+def _mode_summary(arm: ArmResult) -> dict:
+    """One mode's column of report["neuron_modes"]: accuracies vs T, agreement and the conversion parameters."""
+    d = arm.accuracy.to_dict()
+    keys = ("snn_accuracy", "ann_accuracy", "prediction_agreement_float_vs_integer")
+    return {**{k: d[k] for k in keys}, "params": arm.fnet.meta.get("neuron_mode", {"mode": "subtract"})}
+
+
+def _main_arm(cfg: PipelineConfig, data, target: Target, run_dir: Path, timer: _Timer, log: Callable):
+    """The noise-adaptor arm in the chosen mode (net.nad.h5: exported and verified) and, with --neuron,
+    report["neuron_modes"]: both modes of the same checkpoint side by side (the other's nets: net_<mode>.*)."""
+    chosen = cfg.neuron or "subtract"
+    arm = _accuracy_arm(run_dir / "qat.ckpt", data, cfg, target, run_dir, "", timer, log, neuron=chosen)
+    if cfg.neuron is None:
+        return arm, None
+    other = "zero" if chosen == "subtract" else "subtract"
+    alt = _accuracy_arm(run_dir / "qat.ckpt", data, cfg, target, run_dir, f"_{other}", timer, log, neuron=other)
+    modes = {m: _mode_summary(a) for m, a in sorted({chosen: arm, other: alt}.items())}
+    modes.update(chosen=chosen, verified=chosen)
+    return arm, modes
+
+
 def _run_stages(cfg: PipelineConfig, target: Target, backend: Optional[Backend], data, run_dir: Path,
                 timer: _Timer, log: Callable) -> dict:
     """Train, convert, export, verify, resources, (the arm without noise adaptor), plots -> the report dict."""
@@ -204,23 +242,31 @@ def _run_stages(cfg: PipelineConfig, target: Target, backend: Optional[Backend],
                              device=cfg.device, batch_size=cfg.batch_size, out=run_dir / "fp.ckpt")
     with timer("train_qat"):
         _train_qat(cfg, data, run_dir, True, "qat.ckpt")
-    arm = _accuracy_arm(run_dir / "qat.ckpt", data, cfg, target, run_dir, "", timer, log)
+    arm, modes = _main_arm(cfg, data, target, run_dir, timer, log)
     report = arm.to_report()
+    if modes is not None:
+        report["neuron_modes"] = modes
     with timer("export_lava"):
-        backend = target.backend() if backend is None else backend  # (imports the simulator, e.g. Lava)
-        backend.export(arm.inet, run_dir / "lava", timesteps=cfg.verify_timesteps,
-                       source=f"{cfg.model} (na-deploy pipeline)")
+        backend = target.backend(net=arm.inet) if backend is None else backend  # (imports the simulator)
+        try:
+            backend.export(arm.inet, run_dir / "lava", timesteps=cfg.verify_timesteps,
+                           source=f"{cfg.model} (na-deploy pipeline)")
+        except ExportNotSupported as e:
+            log(f"[export] skipped: {e}")
     report["verify"] = _verify_stage(cfg, data.x_test, arm.inet, target, backend, timer, log)
     with timer("resources"):
         report["resources"] = target.resource_report(arm.inet, arm.traces[max(arm.traces)], inputs=arm.x)
     if cfg.compare_no_noise_adaptor:
         with timer("train_qat_no_noise_adaptor"):
             _train_qat(cfg, data, run_dir, False, "qat_no_na.ckpt")
-        other = _accuracy_arm(run_dir / "qat_no_na.ckpt", data, cfg, target, run_dir, "_no_na", timer, log)
+        other = _accuracy_arm(run_dir / "qat_no_na.ckpt", data, cfg, target, run_dir, "_no_na", timer, log,
+                              neuron=cfg.neuron or "subtract")
         report["no_noise_adaptor"] = other.to_report()
     with timer("plots"):
         _write_plots(cfg, data.name, report, arm, run_dir)
     report["config"] = {**asdict(cfg), "timesteps": list(cfg.timesteps), "target": target.name}
+    if cfg.neuron is None:
+        del report["config"]["neuron"]  # the default run's report.json is unchanged
     report["data"] = {"name": data.name, "fingerprint": data.fingerprint, "train": int(len(data.x_train)),
                       "test": int(len(data.x_test)), "evaluated": int(len(arm.x))}
     return report
@@ -295,12 +341,31 @@ def format_summary(report: dict) -> str:
     return "\n".join(lines)
 
 
+def format_neuron_modes(modes: dict) -> list[str]:
+    """report.md lines: float / integer SNN accuracy vs T of both neuron modes on the same checkpoint."""
+    Ts = sorted(modes["subtract"]["snn_accuracy"]["integer"], key=int)
+    out = [f"## Neuron modes on the same checkpoint (chosen, exported and verified: {modes['chosen']})", "",
+           "| mode, simulator | ANN | " + " | ".join(f"T={t}" for t in Ts) + " |",
+           "|---|---:|" + "---:|" * len(Ts)]
+    for m in ("subtract", "zero"):
+        for kind in ("float", "integer"):
+            acc = modes[m]["snn_accuracy"][kind]
+            out.append(f"| {m}, {kind} SNN | {100 * modes[m]['ann_accuracy']:.2f} | "
+                       + " | ".join(f"{100 * acc[t]:.2f}" for t in Ts) + " |")
+    prm = {k: v for k, v in modes["zero"]["params"].items() if k != "mode"}
+    return out + ["", f"Zero-mode parameters: {prm} (na_deploy.convert.neuron_modes).", ""]
+
+
 def format_report_md(report: dict) -> str:
     """report.md: the summary table, verify per layer, occasional noise, resources and timings."""
     c = report.get("config", {})
+    how = ("pre-charge th/2, reset by subtraction" if c.get("neuron", "subtract") == "subtract" else
+           f"neuron mode {c.get('neuron')}, see the neuron-mode table")
     out = [f"# na-deploy run: {c.get('model')} on {report.get('data', {}).get('name')}, p={c.get('p')}", "",
-           "Accuracies in % on the test split (ANN = quantized ANN in eval mode; SNN = integrate-and-fire, "
-           "pre-charge th/2, reset by subtraction).", "", "```", format_summary(report), "```", ""]
+           f"Accuracies in % on the test split (ANN = quantized ANN in eval mode; SNN = integrate-and-fire, "
+           f"{how}).", "", "```", format_summary(report), "```", ""]
+    if "neuron_modes" in report:
+        out += format_neuron_modes(report["neuron_modes"])
     v = report["verify"]
     if v.get("layers"):
         out += [f"## Verify: reference simulator vs Lava ({v['samples']} samples, T={v['timesteps']})", "",

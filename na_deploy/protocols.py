@@ -97,8 +97,9 @@ class Target(Protocol):
     def energy_model(self, **overrides: float) -> Any:
         """The per-operation energy assumptions `resource_report(energy=...)` uses, with user overrides."""
 
-    def backend(self, name: Optional[str] = None) -> "Backend":
-        """The backend `name` (default: `default_backend`) bound to this target's limits."""
+    def backend(self, name: Optional[str] = None, net: Optional[IntNet] = None) -> "Backend":
+        """The backend `name` bound to this target's limits (default: the one that runs `net`'s neuron models,
+        else `default_backend`)."""
 
 
 @runtime_checkable

@@ -8,7 +8,8 @@ list means the net fits. Rules (each a small function in `limits.py` style):
   clip/truncate leaves exactly those unchanged), exponent in [-8, 7]; avgpool gain in [-128, 127], exponent 0
   (a grouped Conv); identity gain in [-128, 127], exponent in [-8, 7] (a diagonal Sparse);
 * threshold in [1, 2**23 - 1], pre-charge 24-bit signed, bias mantissa 13-bit signed, bias exponent 0..7,
-  neuron model implemented by the Lava process (Loihi2Limits.neuron_models), balanced hop counts (C3);
+  neuron model one of Loihi2Limits.neuron_models ("subtract": our Lava process; "zero": the stock LIF),
+  balanced hop counts (C3);
 * the **static bound**: interval arithmetic over the largest input payload (255 for graded pixels, 1 for a
   spike), the integer weights, the bias and T = max_timesteps steps, proving that no per-synapse accumulator,
   no total input current and no membrane (before or after reset) leaves the 24-bit signed range.
@@ -17,9 +18,14 @@ Static bound, per node m and output channel c (all integers):
     synapse i:  lo_i = P_i * sum(min(W_i[c], 0)),  hi_i = P_i * sum(max(W_i[c], 0)),  then shifted by e_i
                 (x * 2**e for e >= 0, floor(x / 2**-e) for e < 0) -- the interval of shift(op(payload), e);
     current:    I in [sum_i lo_i + b_c, sum_i hi_i + b_c];
-    membrane:   v_0 = pc; v_t = v_{t-1} + I_t, minus th after a spike (see `membrane_interval` for the
-                closed form of [min_t, max_t] of v over T steps, valid for any T);
+    membrane:   v_0 = pc; v_t = v_{t-1} + I_t, minus th after a spike (mode "subtract",
+                `membrane_interval`) or set to 0 after a spike (mode "zero", `zero_membrane_interval`):
+                closed forms of [min_t, max_t] of v over T steps, valid for any T;
     readout:    V_t = sum of t currents: bound = [min(I_lo, T * I_lo), max(I_hi, T * I_hi)].
+Mode "zero" runs on Lava's stock LIF (backend "lava-lif"), whose registers add rules (`lif_rules`): vth <=
+2^17 - 1, 64 x bias encodable as bias_mant << bias_exp (`limits.lif_bias`), the per-step synaptic sum (a_in,
+without the bias) 16-bit signed, and |64 v| <= 2^23 - 1 (the LIF's v is 64 x ours and saturates there).
+`lif_ratios` states the last three as ratios (<= 1: fits) for a fixed-point scale search (not wired in yet).
 Bounds are computed in float64 (exact below 2**53; far beyond the 24-bit limits anyway).
 """
 from __future__ import annotations
@@ -31,7 +37,7 @@ import numpy as np
 from na_deploy.ir import INPUT_NAME, AvgPool2d, Conv2d, Dense, Identity, IntNet, IntReadoutNode
 from na_deploy.protocols import Violation
 
-from .limits import (LOIHI2, Loihi2Limits, rule_equal, rule_integer, rule_member, rule_range,
+from .limits import (LOIHI2, Loihi2Limits, lif_bias, rule_equal, rule_integer, rule_member, rule_range,
                      rule_step)
 
 
@@ -46,6 +52,7 @@ class NodeBound:
     synapses_raw: tuple[tuple[float, float], ...]  # per synapse: interval of op(payload) (before the shift)
     current: tuple[float, float]  # total input current incl. bias, per step
     membrane: tuple[float, float]  # membrane (neuron: pre/post spike; readout: accumulated potential)
+    synaptic: tuple[float, float] = (0.0, 0.0)  # per-step sum of the synapses, without the bias (LIF a_in)
 
     def max_abs(self) -> float:
         vals = [abs(x) for iv in (*self.synapses, *self.synapses_raw, self.current, self.membrane) for x in iv]
@@ -103,6 +110,26 @@ def membrane_interval(i_lo: np.ndarray, i_hi: np.ndarray, threshold: int, precha
     return min(pc, float(lower.min())), max(pc, float(upper.max()))
 
 
+def zero_membrane_interval(i_lo: np.ndarray, i_hi: np.ndarray, threshold: int, precharge: int,
+                           timesteps: int) -> tuple[float, float]:
+    """[min, max] over t = 1..T of an IF membrane reset to 0 (mode "zero": spike when v > th, then v <- 0)
+    whose per-step current lies in [i_lo, i_hi], before and after the spike check; closed form:
+
+      upper: max(pc, th) + max(i_hi, 0)
+             (the value held between steps is pc (start), 0 (after a spike) or <= th (no spike, since
+             v > th would have fired), so before a step v <= max(pc, th); one step adds at most i_hi);
+      lower: min(pc, 0) + T * min(i_lo, 0)
+             (a reset sets v = 0, so below min(pc, 0) only negative currents push it, at most T times);
+    and the pre-charge pc itself. Unlike "subtract" the upper bound does not grow with T."""
+    th, pc, T = float(threshold), float(precharge), float(timesteps)
+    upper = max(pc, th) + np.maximum(i_hi, 0)
+    lower = min(pc, 0.0) + T * np.minimum(i_lo, 0)
+    return min(pc, float(lower.min())), max(pc, float(upper.max()))
+
+
+MEMBRANE_INTERVALS = {"subtract": membrane_interval, "zero": zero_membrane_interval}
+
+
 def readout_interval(i_lo: np.ndarray, i_hi: np.ndarray, timesteps: int) -> tuple[float, float]:
     """[min, max] over t = 1..T of V_t = sum of t currents in [i_lo, i_hi]."""
     T = float(timesteps)
@@ -120,14 +147,16 @@ def node_bound(node, timesteps: int, limits: Loihi2Limits = LOIHI2) -> NodeBound
         lo, hi = shift_interval(lo, hi, s.exponent)
         syns.append((float(lo.min()), float(hi.max())))
         cur_lo, cur_hi = cur_lo + lo, cur_hi + hi
+    synaptic = (float(cur_lo.min()), float(cur_hi.max()))
     b = np.asarray(node.bias, dtype=np.float64)
     cur_lo, cur_hi = cur_lo + b, cur_hi + b
     if isinstance(node, IntReadoutNode):
         mem = readout_interval(cur_lo, cur_hi, timesteps)
     else:
-        mem = membrane_interval(cur_lo, cur_hi, node.threshold, node.precharge, timesteps)
+        interval = MEMBRANE_INTERVALS.get(node.neuron.name, membrane_interval)  # unknown: refused by name anyway
+        mem = interval(cur_lo, cur_hi, node.threshold, node.precharge, timesteps)
     return NodeBound(node.name, int(timesteps), tuple(syns), tuple(raws),
-                     (float(cur_lo.min()), float(cur_hi.max())), mem)
+                     (float(cur_lo.min()), float(cur_hi.max())), mem, synaptic)
 
 
 def net_timesteps(net: IntNet, timesteps: int | None = None, limits: Loihi2Limits = LOIHI2) -> int:
@@ -203,6 +232,42 @@ def bound_rules(node, bound: NodeBound, limits: Loihi2Limits) -> list[Violation]
     return v
 
 
+def lif_rules(node, bound: NodeBound, limits: Loihi2Limits) -> list[Violation]:
+    """The stock LIF's registers for a mode "zero" node (it runs as LIF(du=4095, dv=0), v = 64 x ours)."""
+    name = node.name
+    v = rule_range(name, "vth (stock LIF register)", node.threshold, 1, limits.lif_vth_max,
+                   "17-bit unsigned; spike when v > vth << 6")
+    b = np.asarray(node.bias)
+    _, _, ok = lif_bias(b, limits)
+    if not ok.all():
+        v.append(Violation(name, "bias_mant/bias_exp (stock LIF registers)", _int(b[~ok].flat[0]),
+                           "64 x bias = bias_mant << bias_exp, bias_mant 13-bit signed, bias_exp 0..7",
+                           "bias in [-4096, 4095], or even in [-8192, 8190]"))
+    a_lo, a_hi = limits.lif_a_in_range
+    v += rule_range(name, "a_in (stock LIF register, per-step synaptic sum)", int(max(bound.synaptic, key=abs)),
+                    a_lo, a_hi, "16-bit signed")
+    m = limits.state_max
+    v += rule_range(name, f"v (stock LIF register, 64 x membrane bound, T={bound.timesteps})",
+                    64 * int(max(bound.membrane, key=abs)), -m, m, "the LIF saturates there")
+    return v
+
+
+def lif_ratios(node, bound: NodeBound, limits: Loihi2Limits) -> dict[str, float]:
+    """How far a mode "zero" node exceeds the stock LIF's vth, a_in and v registers (<= 1: fits; all three
+    shrink as the node's scale grows), for the fixed-point scale search. The bias has its own rule: an IR
+    bias_exp <= bias_exp_max - 6 keeps 64 x bias encodable (`limits.lif_bias`)."""
+    a_lo, a_hi = limits.lif_a_in_range
+    lo, hi = bound.synaptic
+    m_lo, m_hi = bound.membrane
+    return {"stock LIF vth": node.threshold / limits.lif_vth_max,
+            "stock LIF a_in": max(hi / a_hi, lo / a_lo, 0.0),
+            "stock LIF v": max(m_hi, -m_lo, 0.0) / limits.lif_membrane_max}
+
+
+def _int(x) -> int:
+    return int(x.item() if isinstance(x, np.generic) else x)
+
+
 def topology_rules(net: IntNet) -> list[Violation]:
     """All paths into a node must have equal hop counts (C3)."""
     d = {INPUT_NAME: 0}
@@ -225,7 +290,10 @@ def check_fit(net: IntNet, limits: Loihi2Limits = LOIHI2, timesteps: int | None 
         for s in n.inputs:
             out += synapse_rules(n.name, s, limits)
         out += parameter_rules(n, limits)
-        out += bound_rules(n, node_bound(n, T, limits), limits)
+        bound = node_bound(n, T, limits)
+        out += bound_rules(n, bound, limits)
+        if not isinstance(n, IntReadoutNode) and n.neuron.name == "zero":
+            out += lif_rules(n, bound, limits)
     return out
 
 

@@ -32,7 +32,7 @@ Rounding modes (every cast from real to integer in this module):
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
 
 import numpy as np
@@ -43,7 +43,7 @@ from na_deploy.rounding import round_half_away, round_half_up
 from na_deploy.ir import (INPUT_NAME, AvgPool2d, Conv2d, Dense, FloatNet, Identity, IntNet, IntNeuronNode,
                           IntReadoutNode, NeuronNode, ReadoutNode, Synapse)
 
-from .fit import NodeBound, check_fit, node_bound
+from .fit import NodeBound, check_fit, lif_ratios, node_bound
 from .limits import LOIHI2, Loihi2Limits
 
 ROUNDING = {
@@ -224,6 +224,11 @@ def _precharge_int(node: NeuronNode, th_int: int, sigma: float) -> int:
     return int(round_half_up(node.precharge / sigma))
 
 
+def _on_stock_lif(node) -> bool:
+    """A mode "zero" neuron node: it runs on Lava's stock LIF (lava-lif), whose registers add limits."""
+    return isinstance(node, NeuronNode) and node.neuron.name == "zero"
+
+
 def _build(node, net: FloatNet, sigma: float, T: int, limits: Loihi2Limits):
     """Integer node at scale sigma, its report pieces, and the ratio by which sigma must grow (<= 1: ok)."""
     syns, reps = [], []
@@ -232,7 +237,10 @@ def _build(node, net: FloatNet, sigma: float, T: int, limits: Loihi2Limits):
         syns.append(q)
         reps.append(r)
     b_scaled = node.bias / sigma
-    mant, bexp, bias_ratio = quantize_bias(b_scaled, limits)
+    lif = _on_stock_lif(node)
+    # the LIF's bias is 64 x ours = bias_mant << (bias_exp + 6) with its bias_exp <= 7: ours <= 1
+    mant, bexp, bias_ratio = quantize_bias(
+        b_scaled, replace(limits, bias_exp_max=limits.bias_exp_max - limits.lif_shift) if lif else limits)
     ratios = {"bias mantissa/exponent range": bias_ratio}
     if isinstance(node, ReadoutNode):
         inode = IntReadoutNode(name=node.name, shape=node.shape, inputs=syns, bias_mant=mant, bias_exp=bexp,
@@ -249,6 +257,8 @@ def _build(node, net: FloatNet, sigma: float, T: int, limits: Loihi2Limits):
                               role=node.role)
     bound = node_bound(inode, T, limits)
     ratios[f"24-bit bound over T={T}"] = _bound_ratio(bound, limits)
+    if lif:
+        ratios.update(lif_ratios(inode, bound, limits))  # the stock LIF's vth, a_in and v registers
     return (inode, bound), reps, th_int, ratios
 
 
@@ -268,7 +278,9 @@ def quantize_node(node, net: FloatNet, T: int, limits: Loihi2Limits = LOIHI2):
         what, ratio = max(ratios.items(), key=lambda kv: kv[1])
         if ratio <= 1.0:
             break
-        sigma *= ratio * (1 + 1e-9)
+        # zero-mode nodes: the stock LIF's v bound moves in whole integer steps as weights round, so a
+        # ratio just above 1 could repeat; step at least 0.1 % (subtract nodes keep their exact search)
+        sigma *= (max(ratio, 1.001) if _on_stock_lif(node) else ratio) * (1 + 1e-9)
         limited_by = what
     else:
         raise FitError(f"node {node.name}: no scale satisfies {limited_by} (ratio {ratio:.4g} after "

@@ -70,9 +70,32 @@ class Loihi2Limits:
     # The number of time steps the static accumulator / membrane bound is proven for unless the caller
     # asks otherwise; stored per net in IntNet.meta["max_timesteps"] [ASSUMPTION: covers T = 1..256].
     max_timesteps: int = 256
-    # Neuron models (na_deploy.ir.neuron) the Lava process implements and the static bound of fit.py covers
-    # [C2; LAVA: no built-in subtractive reset, our own process].
-    neuron_models: tuple[str, ...] = ("subtract",)
+    # Neuron models (na_deploy.ir.neuron) the static bound of fit.py covers and a Lava backend runs
+    # [C2; LAVA]: "subtract" on our own process (backend "lava": Lava has no subtractive reset), "zero" on
+    # Lava's stock bit-accurate LIF (backend "lava-lif"; du = 4095, dv = 0: a non-leaky IF, reset to 0).
+    neuron_models: tuple[str, ...] = ("subtract", "zero")
+    # Stock LIF registers of a "zero" node [LAVA PyLifModelBitAcc]: vth 17-bit unsigned (spike when
+    # v > vth << 6); a_in (the per-step synaptic sum) 16-bit signed; v = 64 x ours (a_in << 6, vth << 6),
+    # saturated at +-(2^23 - 1), so |v| <= (2^23 - 1) >> 6; bias_mant 13-bit signed << bias_exp (0..7),
+    # not shifted by 6, so it must equal 64 x our bias (`lif_bias`). vth and a_in are the model's declared
+    # precisions (Loihi's registers): Lava's Python model holds them in int32 and does not wrap at 17 / 16 bits
+    # (checked: a_in = 34680 still runs exactly), so these two rules keep nets within the chip, not Lava.
+    lif_vth_bits: int = 17
+    lif_a_in_bits: int = 16
+    lif_shift: int = 6
+
+    @property
+    def lif_vth_max(self) -> int:
+        return (1 << self.lif_vth_bits) - 1
+
+    @property
+    def lif_a_in_range(self) -> tuple[int, int]:
+        return signed_range(self.lif_a_in_bits)
+
+    @property
+    def lif_membrane_max(self) -> int:
+        """Largest |v| of ours whose LIF value 64 v stays below the LIF's saturation 2^23 - 1."""
+        return self.state_max >> self.lif_shift
 
     @property
     def state_min(self) -> int:
@@ -92,6 +115,22 @@ class Loihi2Limits:
 
 
 LOIHI2 = Loihi2Limits()
+
+
+def lif_bias(bias, limits: "Loihi2Limits" = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Our integer bias b (any shape) re-encoded for the stock LIF: (bias_mant, bias_exp, ok) with
+    bias_mant << bias_exp == 64 * b where ok. 64 b = b << 6, so exp 6 works for b in the 13-bit mantissa
+    range, exp 7 for even b with b / 2 in it; a smaller exp needs a larger mantissa, a larger one is > 7.
+    Elsewhere (ok False) there is no encoding (mant / exp are 0 there)."""
+    limits = limits or LOIHI2
+    b = np.asarray(bias, dtype=np.int64)
+    lo, hi = limits.bias_mant_min, limits.bias_mant_max
+    shift = limits.lif_shift
+    fits6 = (b >= lo) & (b <= hi)
+    fits7 = ~fits6 & (b % 2 == 0) & (b // 2 >= lo) & (b // 2 <= hi) & (shift + 1 <= limits.bias_exp_max)
+    mant = np.where(fits6, b, np.where(fits7, b // 2, 0))
+    exp = np.where(fits6, shift, np.where(fits7, shift + 1, 0))
+    return mant.astype(np.int64), exp.astype(np.int64), fits6 | fits7
 
 
 # ------------------------------------------------------------------------------------- design rules

@@ -1,8 +1,9 @@
 """`Loihi2Target`: the `na_deploy.protocols.Target` implementation for Intel Loihi 2 (DESIGN: Targets).
 
 Limits, fixed point, fit check, the bit-exact reference simulator and the resource model live beside this
-file. Its one backend, Lava (`lava_backend.LavaBackend`), is imported only when asked for, so importing
-this target never imports Lava (Lava sets the multiprocessing start method at import).
+file. Its backends, "lava" (`lava_backend.LavaBackend`, our own process, mode "subtract") and "lava-lif"
+(`lava_lif_backend.LavaLIFBackend`, Lava's stock LIF, mode "zero"), are imported only when asked for, so
+importing this target never imports Lava (Lava sets the multiprocessing start method at import).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from na_deploy.protocols import Trace, Violation
 from . import fit, fixed_point, reference
 from .limits import LOIHI2, Loihi2Limits
 
-BACKENDS = ("lava",)
+BACKENDS = ("lava", "lava-lif")  # lava: our own process (mode "subtract"); lava-lif: stock LIF ("zero")
 
 
 class Loihi2Target:
@@ -71,11 +72,18 @@ class Loihi2Target:
         return replace(model, source="user-supplied per-op energies", **overrides) if overrides else model
 
     # -- backends
-    def backend(self, name: Optional[str] = None):
-        """The backend `name` (default "lava") bound to this target; imports Lava."""
+    def backend(self, name: Optional[str] = None, net: Optional[IntNet] = None):
+        """The backend `name` bound to this target; imports Lava. Default: the one that runs `net`'s neuron
+        models ("lava-lif", Lava's stock LIF, for mode "zero"; else "lava", our subtractive-reset process)."""
+        if name is None and net is not None and any(n.neuron.name == "zero" for n in net.nodes):
+            name = "lava-lif"
         name = name or self.default_backend
         if name not in BACKENDS:
             raise NaDeployError(f"--backend {name!r}: unknown for target {self.name}; known: {', '.join(BACKENDS)}")
+        if name == "lava-lif":
+            from .lava_lif_backend import LavaLIFBackend
+
+            return LavaLIFBackend(self)
         from .lava_backend import LavaBackend
 
         return LavaBackend(self)

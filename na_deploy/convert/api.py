@@ -21,6 +21,7 @@ from ..provenance_records import made_from
 from ..quant import QuantReLU
 from .affine import Shape
 from .fx_walk import _MAXPOOL_MODULES, _Converter, trace_model
+from .neuron_modes import DEFAULT_ZERO, ZeroParams, apply_neuron_mode, check_mode
 
 
 def _check_channel_scale(channel_scale: Any, input_shape: Shape) -> np.ndarray:
@@ -72,15 +73,18 @@ def _walk(model: nn.Module, input_shape: Shape, scale: np.ndarray, name: Optiona
 
 def to_floatnet(model: nn.Module, input_shape: Sequence[int], channel_scale: Any = None, *,
                 name: Optional[str] = None, made_from_record: Optional[dict] = None, self_check: bool = True,
-                seed: int = 0) -> FloatNet:
+                seed: int = 0, neuron: str = "subtract", neuron_params: ZeroParams = DEFAULT_ZERO) -> FloatNet:
     """Convert an eval-mode QAT torch model to a delay-balanced FloatNet (C2-C4, C7; rules in the package doc).
 
     input_shape: (C, H, W) of one image; channel_scale: per-channel normalisation x_norm = x_uint8 * scale_c,
     folded into the first layer so the FloatNet consumes raw uint8 pixels. `self_check` runs the FloatNet as a
     quantized ANN against the torch model (float64, 2 random images, seeded) and raises ConversionError when
     the logits differ (a misread op can never pass silently). `made_from_record`: the record of the file
-    the model came from (`provenance_records.made_from`), stored as meta["made_from"] (C8).
+    the model came from (`provenance_records.made_from`), stored as meta["made_from"] (C8). `neuron`: the neuron
+    mode ("subtract", the paper's conversion, or "zero", reset to zero with `neuron_params`; see
+    `convert.neuron_modes`), applied after the self-check (which checks the subtract conversion).
     """
+    check_mode(neuron)
     input_shape = tuple(int(d) for d in input_shape)
     _check_convertible(model, input_shape, name)
     scale = _check_channel_scale(channel_scale, input_shape)
@@ -104,7 +108,7 @@ def to_floatnet(model: nn.Module, input_shape: Sequence[int], channel_scale: Any
     net = balance_delays(net)
     if self_check:
         check_against_torch(net, model, seed=seed)
-    return net
+    return apply_neuron_mode(net, neuron, neuron_params)
 
 
 def check_against_torch(net: FloatNet, model: nn.Module, n_images: int = 2, seed: int = 0,
@@ -130,9 +134,11 @@ def check_against_torch(net: FloatNet, model: nn.Module, n_images: int = 2, seed
     return err
 
 
-def convert_checkpoint(ckpt: Any, self_check: bool = True) -> FloatNet:
+def convert_checkpoint(ckpt: Any, self_check: bool = True, neuron: str = "subtract",
+                       neuron_params: ZeroParams = DEFAULT_ZERO) -> FloatNet:
     """FloatNet of a QAT checkpoint (`na_deploy.checkpoint.Checkpoint` or a path to one); meta["made_from"]
-    records the checkpoint file (base name + SHA-256) when it was loaded from one."""
+    records the checkpoint file (base name + SHA-256) when it was loaded from one. `neuron`: as `to_floatnet`."""
+    check_mode(neuron)
     from ..checkpoint import load_checkpoint
 
     if isinstance(ckpt, (str, os.PathLike)):
@@ -144,7 +150,7 @@ def convert_checkpoint(ckpt: Any, self_check: bool = True) -> FloatNet:
                               "(`na-deploy quantize`)")
     model = ckpt.build_model()
     net = to_floatnet(model, ckpt.input_shape, ckpt.normalization.channel_scale, name=ckpt.model_name,
-                      made_from_record=record, self_check=self_check)
+                      made_from_record=record, self_check=self_check, neuron=neuron, neuron_params=neuron_params)
     net.meta.update({"data_name": ckpt.data_name, "data_fingerprint": ckpt.data_fingerprint,
                      "checkpoint_epoch": int(ckpt.epoch)})
     if ckpt.p is not None:
