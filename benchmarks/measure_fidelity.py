@@ -18,63 +18,22 @@ small class margins) and its tampered copy. Takes about 30 s on 2 CPU cores with
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 from pathlib import Path
 
-
-
-def tampered(inet, node_name: str, threshold: int = 3):
-    """A copy of `inet` with `node_name`'s synaptic weights negated and its integer threshold set."""
-    from na_deploy.ir import AvgPool2d, Conv2d, Dense, Identity, Synapse
-    from na_deploy.ir.graph import replace_nodes
-
-    def neg(op):
-        if isinstance(op, Conv2d):
-            return Conv2d(-op.weight, op.stride, op.padding, op.groups)
-        if isinstance(op, Dense):
-            return Dense(-op.weight)
-        if isinstance(op, AvgPool2d):
-            return AvgPool2d(op.kernel, op.stride, -op.weight)
-        return Identity(-op.weight)
-
-    nodes = [dataclasses.replace(n, inputs=[Synapse(s.source, neg(s.op), s.exponent) for s in n.inputs],
-                                 threshold=threshold) if n.name == node_name else n for n in inet.nodes]
-    return replace_nodes(inet, nodes)
+from na_deploy.testing import tampered
 
 
 def ridge_nets(seed: int = 0, max_timesteps: int = 32):
-    """A digits_cnn that no SGD trained (tests/test_fidelity.py's net): random convs, BN statistics and step
-    sizes from the data, the readout fitted by ridge regression. Honest, but with small class margins: its SNN
-    is far from its ANN at small T, which is where integer rounding flips predictions most."""
-    import torch
-    from torch import nn
-
+    """A digits_cnn that no SGD trained (na_deploy.testing.ridge_digits_cnn, also tests/test_fidelity.py's net):
+    random convs, BN statistics and step sizes from the data, the readout fitted by ridge regression. Honest,
+    but with small class margins: its SNN is far from its ANN at small T, which is where integer rounding flips
+    predictions most."""
     from na_deploy.convert import to_floatnet
-    from na_deploy.data import load_digits_dataset
     from na_deploy.hw_targets.loihi2 import TARGET
-    from na_deploy.models import build_model
-    from na_deploy.surgery import calibrate_step_sizes, quantize_model
+    from na_deploy.testing import ridge_digits_cnn
 
-    torch.manual_seed(seed)
-    d = load_digits_dataset(seed)
-    xtr = d.normalization.apply(torch.as_tensor(d.x_train))
-    model = quantize_model(build_model("digits_cnn", 1, 10, 8, widths=(8, 16)), 2, True)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        model.features[:-1](xtr)
-    model.eval()
-    calibrate_step_sizes(model, xtr[:256], grid=50)
-    with torch.no_grad():
-        a = torch.flatten(model.features(xtr), 1).double()
-    a = torch.cat([a, torch.ones(len(a), 1, dtype=torch.float64)], 1)
-    onehot = torch.nn.functional.one_hot(torch.as_tensor(d.y_train), 10).double()
-    sol = torch.linalg.solve(a.T @ a + 1e-2 * torch.eye(a.shape[1], dtype=torch.float64), a.T @ onehot)
-    model.fc.weight.data.copy_(sol[:-1].T.float())
-    model.fc.bias.data.copy_(sol[-1].float())
+    model, d = ridge_digits_cnn(seed, data_seed=seed, grid=50)
     fnet = to_floatnet(model, d.input_shape, d.normalization.channel_scale, name="digits_cnn")
     return fnet, TARGET.to_fixed_point(fnet, max_timesteps=max_timesteps)
 

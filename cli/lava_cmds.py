@@ -10,22 +10,15 @@ from typing import Optional
 
 import click
 
-from na_deploy.errors import DataError, IRError
+from na_deploy.errors import DataError
 
 from .main import one_line_errors
 
 
 def _load_intnet(path: str):
-    from na_deploy.io import load_net
-    from na_deploy.ir import IntNet
+    from na_deploy.io import load_intnet
 
-    if not Path(path).is_file():
-        raise IRError(f"{path}: file not found; allowed: an IntNet .nad.h5 written by `na-deploy convert`")
-    net = load_net(path)
-    if not isinstance(net, IntNet):
-        raise IRError(f"{path}: holds a {type(net).__name__}; allowed: an IntNet (after fixed point, "
-                      "`na-deploy convert`)")
-    return net
+    return load_intnet(path)
 
 
 def _target_and_backend(target_name: str, backend_name: Optional[str], net=None):

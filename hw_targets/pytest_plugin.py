@@ -18,7 +18,6 @@ the core, because it resolves target and backend names (the core never imports a
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -38,16 +37,9 @@ def load_intnet(net_or_path: Any) -> IntNet:
     if not isinstance(net_or_path, (str, os.PathLike)):
         raise IRError(f"na_bit_exact: got a {type(net_or_path).__name__}; allowed: an IntNet or the path of its "
                       ".nad.h5 (written by `na-deploy convert`)")
-    from na_deploy.io import load_net
+    from na_deploy.io import load_intnet
 
-    path = Path(net_or_path)
-    if not path.is_file():
-        raise IRError(f"{path}: file not found; allowed: an IntNet .nad.h5 written by `na-deploy convert`")
-    net = load_net(path)
-    if not isinstance(net, IntNet):
-        raise IRError(f"{path}: holds a {type(net).__name__}; allowed: an IntNet (after fixed point, "
-                      "`na-deploy convert`)")
-    return net
+    return load_intnet(net_or_path)
 
 
 def bit_exact(net_or_path: Any, inputs: np.ndarray, timesteps: int, target: Any = "loihi2",

@@ -7,13 +7,11 @@ and step sizes from the data, the readout fitted by ridge regression), as in tes
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from na_deploy.ann_eval import ann_forward, argmax_lowest
 from na_deploy.convert import to_floatnet
@@ -23,35 +21,16 @@ from na_deploy.fidelity import (DEFAULT_MAX_NODE_CHANGE, DEFAULT_MIN_AGREEMENT, 
                                 fidelity)
 from na_deploy.float_sim import simulate_float
 from na_deploy.hw_targets.loihi2 import TARGET
-from na_deploy.ir import AvgPool2d, Conv2d, Dense, Identity, Synapse
-from na_deploy.ir.graph import replace_nodes
 from na_deploy.models import build_model
-from na_deploy.surgery import calibrate_step_sizes, quantize_model
+from na_deploy.surgery import quantize_model
+from na_deploy.testing import ridge_digits_cnn, tampered
 
 T = 8
 N = 120
 
 
 def _digits_floatnet(seed: int, widths=(8, 16)):
-    torch.manual_seed(seed)
-    d = load_digits_dataset(0)
-    xtr = d.normalization.apply(torch.as_tensor(d.x_train))
-    model = quantize_model(build_model("digits_cnn", 1, 10, 8, widths=widths), 2, True)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.momentum = None  # cumulative average: running stats = the data's statistics
-    model.train()
-    with torch.no_grad():
-        model.features[:-1](xtr)
-    model.eval()
-    calibrate_step_sizes(model, xtr[:256], grid=20)
-    with torch.no_grad():
-        a = torch.flatten(model.features(xtr), 1).double()
-    a = torch.cat([a, torch.ones(len(a), 1, dtype=torch.float64)], 1)
-    onehot = nn.functional.one_hot(torch.as_tensor(d.y_train), 10).double()
-    sol = torch.linalg.solve(a.T @ a + 1e-2 * torch.eye(a.shape[1], dtype=torch.float64), a.T @ onehot)
-    model.fc.weight.data.copy_(sol[:-1].T.float())
-    model.fc.bias.data.copy_(sol[-1].float())
+    model, d = ridge_digits_cnn(seed, grid=20, widths=widths)
     return to_floatnet(model, d.input_shape, d.normalization.channel_scale, name="digits_cnn")
 
 
@@ -60,20 +39,6 @@ def digits():
     d = load_digits_dataset(0)
     fnet = _digits_floatnet(0)
     return fnet, TARGET.to_fixed_point(fnet, max_timesteps=16), d.x_test[:N], d.y_test[:N]
-
-
-def tampered(inet, node_name: str, threshold: int = 3):
-    """Issue 11's tampering: `node_name`'s synaptic weights negated, its integer threshold set to `threshold`."""
-    def neg(op):
-        if isinstance(op, Conv2d):
-            return Conv2d(-op.weight, op.stride, op.padding, op.groups)
-        if isinstance(op, Dense):
-            return Dense(-op.weight)
-        return AvgPool2d(op.kernel, op.stride, -op.weight) if isinstance(op, AvgPool2d) else Identity(-op.weight)
-
-    return replace_nodes(inet, [dataclasses.replace(n, threshold=threshold, inputs=[
-        Synapse(s.source, neg(s.op), s.exponent) for s in n.inputs]) if n.name == node_name else n
-        for n in inet.nodes])
 
 
 def test_honest_net_passes_and_the_report_is_what_the_simulators_say(digits):

@@ -3,16 +3,15 @@ one long run, relays, a converted digits model approaching its ANN, errors, devi
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from na_deploy.ann_eval import ann_forward, argmax_lowest
 from na_deploy.convert import to_floatnet
-from na_deploy.data import load_digits_dataset
 from na_deploy.errors import SimulationError
 from na_deploy.float_sim import check_timesteps, simulate_float
 from na_deploy.ir import Conv2d, Dense, FloatNet, Identity, InputNode, NeuronNode, ReadoutNode, Synapse
 from na_deploy.models import build_model
-from na_deploy.surgery import calibrate_step_sizes, quantize_model
+from na_deploy.surgery import quantize_model
+from na_deploy.testing import ridge_digits_cnn
 
 
 def dyadic_layer(seed=0, p=3, s=0.25, c=2, cout=4, side=5):
@@ -116,29 +115,9 @@ def test_first_layer_of_a_converted_model_matches_ann_at_T_p(small_resnet):
 
 @pytest.fixture(scope="module")
 def digits_net():
-    """A 'trained-ish' digits model without SGD: random convs, BN stats and step sizes calibrated on data, the
-    linear readout fitted by ridge regression on the quantized features."""
-    torch.manual_seed(0)
-    d = load_digits_dataset(0)
-    norm = d.normalization
-    xtr = norm.apply(torch.as_tensor(d.x_train))
-    model = quantize_model(build_model("digits_cnn", 1, 10, 8, widths=(8, 16)), 2, True)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.momentum = None  # cumulative average: running stats = the data's statistics
-    model.train()
-    with torch.no_grad():
-        model.features[:-1](xtr)  # BN statistics (QuantReLU noise does not reach them: BN sits before it)
-    model.eval()
-    calibrate_step_sizes(model, xtr[:256], grid=50)
-    with torch.no_grad():
-        feats = torch.flatten(model.features(xtr), 1).double()
-    onehot = torch.nn.functional.one_hot(torch.as_tensor(d.y_train), 10).double()
-    a = torch.cat([feats, torch.ones(len(feats), 1, dtype=torch.float64)], 1)
-    sol = torch.linalg.solve(a.T @ a + 1e-2 * torch.eye(a.shape[1], dtype=torch.float64), a.T @ onehot)
-    model.fc.weight.data.copy_(sol[:-1].T.float())
-    model.fc.bias.data.copy_(sol[-1].float())
-    return to_floatnet(model, d.input_shape, norm.channel_scale, name="digits_cnn"), d
+    """A 'trained-ish' digits model without SGD (na_deploy.testing.ridge_digits_cnn), as a FloatNet."""
+    model, d = ridge_digits_cnn(0, grid=50)
+    return to_floatnet(model, d.input_shape, d.normalization.channel_scale, name="digits_cnn"), d
 
 
 def test_snn_accuracy_approaches_the_ann(digits_net):

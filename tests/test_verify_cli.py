@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from na_deploy.cli.main import cli
 from na_deploy.io import load_net, save_net
+from na_deploy.testing import tampered
 
 pytestmark = pytest.mark.lava
 
@@ -33,11 +34,8 @@ def _tampered(run_dir, tmp_path):
     """The issue's tampering: one layer's conv weights negated, its threshold set to 3 (file beside the FloatNet)."""
     net = load_net(run_dir / "net.nad.h5")
     node = next(n for n in net.nodes if n.role == "layer" and n.inputs[0].op.kind == "conv2d" and n is not net.nodes[0])
-    node.inputs[0].op.weight = -node.inputs[0].op.weight
-    node.threshold = 3
-    node.precharge = 1
     path = tmp_path / "net.nad.h5"
-    save_net(net, path)
+    save_net(tampered(net, node.name), path)
     (tmp_path / "net.float.nad.h5").write_bytes((run_dir / "net.float.nad.h5").read_bytes())
     return path, node.name
 

@@ -12,13 +12,11 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from torch import nn
 
 from na_deploy.checkpoint import Checkpoint, cpu_state_dict, save_checkpoint
 from na_deploy.cli.main import cli
 from na_deploy.convert import convert_checkpoint, to_floatnet
 from na_deploy.convert.neuron_modes import DEFAULT_ZERO, NEURON_MODES, mode_of, RELAY_ALPHA, ZeroParams, apply_neuron_mode
-from na_deploy.data import load_digits_dataset
 from na_deploy.errors import ConversionError, NaDeployError
 from na_deploy.float_sim import simulate_float
 from na_deploy.hw_targets.loihi2.fixed_point import quantize_node
@@ -30,7 +28,8 @@ from na_deploy.models import build_model
 from na_deploy.pipeline import PipelineConfig, run_pipeline
 from na_deploy.protocols import Violation
 from na_deploy.provenance import compare_nets
-from na_deploy.surgery import calibrate_step_sizes, quantize_model
+from na_deploy.surgery import quantize_model
+from na_deploy.testing import ridge_digits_cnn
 
 T = 8
 N = 120
@@ -38,26 +37,7 @@ MIN_AGREE = 0.85  # measured with DEFAULT_ZERO: 0.90 (108/120; subtract mode: 0.
 
 
 def _digits_model(seed: int = 0):
-    torch.manual_seed(seed)
-    d = load_digits_dataset(0)
-    xtr = d.normalization.apply(torch.as_tensor(d.x_train))
-    model = quantize_model(build_model("digits_cnn", 1, 10, 8, widths=(8, 16)), 2, True)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        model.features[:-1](xtr)
-    model.eval()
-    calibrate_step_sizes(model, xtr[:256], grid=20)
-    with torch.no_grad():
-        a = torch.flatten(model.features(xtr), 1).double()
-    a = torch.cat([a, torch.ones(len(a), 1, dtype=torch.float64)], 1)
-    onehot = nn.functional.one_hot(torch.as_tensor(d.y_train), 10).double()
-    sol = torch.linalg.solve(a.T @ a + 1e-2 * torch.eye(a.shape[1], dtype=torch.float64), a.T @ onehot)
-    model.fc.weight.data.copy_(sol[:-1].T.float())
-    model.fc.bias.data.copy_(sol[-1].float())
-    return model, d
+    return ridge_digits_cnn(seed, grid=20)
 
 
 def to_int(net, T: int = 16) -> IntNet:

@@ -201,7 +201,7 @@ class LavaLIFBackend:
 
     @property
     def limits(self) -> Loihi2Limits:
-        return getattr(self.target, "limits", LOIHI2)
+        return self.target.limits
 
     def build(self, net: IntNet, timesteps: int = 8, inputs: Optional[np.ndarray] = None, **kw: Any) -> LIFGraph:
         """The Lava graph of `net` (`build_lif_graph`: n_samples, record_steps, result_buffer)."""

@@ -126,6 +126,18 @@ def _data(g: h5py.Group, key: str, path: Path) -> np.ndarray:
     return g[key][()]
 
 
+def load_intnet(path: str | Path) -> IntNet:
+    """`load_net` for a file that must hold an IntNet (after fixed point); IRError naming the file otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise IRError(f"{path}: file not found; allowed: an IntNet .nad.h5 written by `na-deploy convert`")
+    net = load_net(path)
+    if not isinstance(net, IntNet):
+        raise IRError(f"{path}: holds a {type(net).__name__}; allowed: an IntNet (after fixed point, "
+                      "`na-deploy convert`)")
+    return net
+
+
 def _read_synapse(g: h5py.Group, path: Path) -> Synapse:
     kind = _attr(g, "op", path)
     if kind not in OP_TYPES:
