@@ -144,7 +144,8 @@ def simulate(net_path: str, float_net: Optional[str], data: Optional[str], seed:
              json_out: Optional[str], quiet: bool) -> None:
     """Accuracy vs time steps of the quantized ANN, the float SNN and the target's integer SNN (bit-exact
     reference simulator), prediction agreement float vs integer, and the occasional-noise table (share of
-    neurons whose spike count over T = k*p differs from k x its ANN level), from one run per simulator."""
+    neurons whose count over T = k*p differs from the regular IF count for the input it received; and "off
+    grid": count != k x its ANN level, which at k >= 2 also counts the finer rate resolution), from one run per simulator."""
     from na_deploy.accuracy import accuracy_vs_timesteps, format_accuracy_table
     from na_deploy.atomic import atomic_write_text
     from na_deploy.checks import check_timesteps

@@ -5,6 +5,7 @@ the multiprocessing start method at import).
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -36,26 +37,59 @@ BACKEND_OPTION = click.option("--backend", "backend_name", default=None,
                                    "lava for loihi2].")
 
 
+FORMATS = {"lava": "lava", "netx": "netx", "nir": None}  # --format -> the backend that writes it (nir: na_deploy.io)
+
+
 @click.command("export")
 @click.argument("net_path", metavar="NET.nad.h5")
-@click.option("--format", "fmt", type=click.Choice(["lava"]), default="lava", show_default=True,
-              help="Export format: lava = a folder with the net, a runnable run_lava_graph.py and a README.")
+@click.option("--format", "fmt", type=click.Choice(sorted(FORMATS)), default="lava", show_default=True,
+              help="lava = a folder with the net, a runnable run_lava_graph.py and a README (our Lava process "
+                   "graph); netx = a folder with the net in lava-dl's netx HDF5 layout (Lava's stock LIF, mode "
+                   "zero, chains of conv/dense only), the IntNet it runs, run_netx.py and a README; nir = one NIR "
+                   "HDF5 file (FloatNet or IntNet; target-neutral, --out is the file).")
 @click.option("--out", required=True, help="Folder to write (atomically: a temporary folder renamed into place).")
 @click.option("--timesteps", default=8, show_default=True, type=int,
-              help="Default T of the exported script; the fit check is done for this T.")
+              help="Default T of the exported script; the fit check is done for this T (netx: the T of the file).")
 @click.option("--force", is_flag=True, help="Replace --out if it exists and is not empty.")
 @TARGET_OPTION
 @BACKEND_OPTION
 @one_line_errors
 def export(net_path: str, fmt: str, out: str, timesteps: int, force: bool, target_name: str,
            backend_name: Optional[str]) -> None:
-    """Export an IntNet as a Lava process graph bundle (step 4): rebuild and run it in your own Lava session
-    with `build_lava_graph` (see the bundle's README.txt). Refuses a net failing the Loihi 2 fit check."""
+    """Export an IntNet (step 4): --format lava, a Lava process graph bundle you rebuild with `build_lava_graph`;
+    --format netx, a file lava-dl's netx.hdf5.Network loads. Refuses, naming the node, a net failing the
+    Loihi 2 fit check or one the format cannot express. --format nir writes a FloatNet or IntNet as NIR."""
+    if fmt == "nir":
+        return _export_nir(net_path, out, force)
     net = _load_intnet(net_path)
+    if fmt == "netx":
+        if backend_name not in (None, "netx"):
+            raise click.UsageError(f"--format netx is written by backend netx, not --backend {backend_name}")
+        backend_name = "netx"
     _, backend = _target_and_backend(target_name, backend_name, net)
     path = backend.export(net, out, timesteps=timesteps, force=force, source=Path(net_path).name)
+    if fmt == "netx":
+        changed = json.loads((path / "manifest.json").read_text())["changed"]
+        if changed:
+            click.echo(f"warning: {changed}; verify the net netx runs: {path / 'net.nad.h5'}", err=True)
+        click.echo(f"exported {net_path} for lava-dl netx ({len(net.all_nodes())} blocks, T = {timesteps}) -> "
+                   f"{path}/ (net.netx.h5, net.nad.h5, run_netx.py, README.txt, manifest.json)")
+        return
     click.echo(f"exported {net_path} as a Lava graph ({len(net.all_nodes())} nodes) -> {path}/ "
                "(net.nad.h5, run_lava_graph.py, README.txt, manifest.json)")
+
+
+def _export_nir(net_path: str, out: str, force: bool) -> None:
+    from na_deploy.errors import NaDeployError
+    from na_deploy.io import load_net
+    from na_deploy.io.nir_io import write_nir
+
+    net = load_net(net_path)
+    if Path(out).exists() and not force:
+        raise NaDeployError(f"--out {out}: exists; pass --force to replace it")
+    for w in write_nir(net, out):
+        click.echo(f"warning: {w}", err=True)
+    click.echo(f"exported {net_path} ({type(net).__name__}, {len(net.all_nodes())} nodes) as NIR -> {out}")
 
 
 def _load_inputs(net, data: Optional[str], samples: int):

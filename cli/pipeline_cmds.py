@@ -15,6 +15,10 @@ from .main import parse_timesteps
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
               help="npz with x_train, y_train, x_test, y_test (uint8 0-255 or float in [0,1]). "
                    "Default: the embedded scikit-learn digits (8x8, 10 classes).")
+@click.option("--num-classes", type=int, default=None, metavar="K",
+              help="K, the number of classes (outputs). Default: 1 + the largest y_train label, and then every "
+                   "class 0..K-1 must occur in y_train. Given, labels must be in [0, K); empty classes are allowed "
+                   "(with a warning).")
 @click.option("--model", default="digits_cnn", show_default=True, help="Network from the model registry.")
 @click.option("--p", "p", type=int, default=2, show_default=True,
               help="Positive integer threshold of the quantized ReLU (levels 0..p); the SNN threshold is th = p*s.")
@@ -39,7 +43,7 @@ from .main import parse_timesteps
               help="Neuron mode of the exported and verified net (default: subtract, report as before). Given, "
                    "the noise-adaptor checkpoint is converted in BOTH modes and report.json / report.md show "
                    "them side by side (report['neuron_modes']); the other mode's nets go to net_<mode>.*.")
-def pipeline(data, model, p, epochs_fp, epochs_qat, timesteps, verify_samples, verify_timesteps,
+def pipeline(data, num_classes, model, p, epochs_fp, epochs_qat, timesteps, verify_samples, verify_timesteps,
              compare_no_noise_adaptor, eval_samples, seed, device, target_name, out, force, neuron):
     """Train -> quantize (noise adaptor) -> convert -> fixed point -> Lava export -> verify -> accuracy vs T.
 
@@ -51,10 +55,11 @@ def pipeline(data, model, p, epochs_fp, epochs_qat, timesteps, verify_samples, v
 
     if data is not None and not Path(data).is_file():
         raise NaDeployError(f"--data {data}: no such file")
-    cfg = PipelineConfig(data=data, model=model, p=p, epochs_fp=epochs_fp, epochs_qat=epochs_qat,
-                         timesteps=tuple(parse_timesteps(timesteps)), verify_samples=verify_samples,
-                         verify_timesteps=verify_timesteps, compare_no_noise_adaptor=compare_no_noise_adaptor,
-                         seed=seed, device=device, eval_samples=eval_samples, neuron=neuron)
+    cfg = PipelineConfig(data=data, num_classes=num_classes, model=model, p=p, epochs_fp=epochs_fp,
+                         epochs_qat=epochs_qat, timesteps=tuple(parse_timesteps(timesteps)),
+                         verify_samples=verify_samples, verify_timesteps=verify_timesteps,
+                         compare_no_noise_adaptor=compare_no_noise_adaptor, seed=seed, device=device,
+                         eval_samples=eval_samples, neuron=neuron)
     cfg.validate()
     target = get_target(target_name)
     report = run_pipeline(cfg, target, out, force=force, log=lambda m: click.echo(m, err=True))

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 import click
+from click.core import ParameterSource
 
 from .main import UserError, one_line_errors
 
@@ -18,6 +19,14 @@ DATA_HELP = ("Data set: an .npz with arrays x_train, y_train, x_test, y_test (ui
              "(no mean subtraction, so the scale folds into the first layer).")
 MODEL_HELP = "Network from the registry: digits_cnn, tiny_resnet, resnet18, resnet20, resnet34, resnet50."
 DEVICE_HELP = "torch device: auto (CUDA when available, else CPU), cpu, cuda, cuda:N."
+NUM_CLASSES_HELP = ("K, the number of classes (outputs) of the network. Default: 1 + the largest y_train label, "
+                    "and then every class 0..K-1 must occur in y_train. Given, labels must be in [0, K) and "
+                    "classes without training examples are allowed (with a warning). With --from / --resume: "
+                    "the checkpoint's.")
+RESUME_HELP = ("Continue an interrupted run from the checkpoint it left (its --out, rewritten after every epoch): "
+               "weights, optimizer, schedule and RNG state, up to the epochs it planned; on CPU the result equals "
+               "the uninterrupted run. Model, data, seed and hyperparameters come from the checkpoint (a "
+               "differing option is an error). Writes to --out if given, else back to CKPT.")
 
 
 def check_out(out: str, option: str = "--out") -> Path:
@@ -43,10 +52,82 @@ def _common(fn):
         click.option("--batch-size", default=64, show_default=True, type=int, help="Mini-batch size."),
         click.option("--device", default="auto", show_default=True, help=DEVICE_HELP),
         click.option("--quiet", is_flag=True, help="No progress bar."),
+        click.option("--num-classes", default=None, type=int, metavar="K", help=NUM_CLASSES_HELP),
+        click.option("--resume", default=None, metavar="CKPT", help=RESUME_HELP),
     ]
     for o in reversed(opts):
         fn = o(fn)
     return fn
+
+
+def _warn(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _given(*names: str) -> dict:
+    """The options of the running command that the user set (not left at their defaults)."""
+    ctx = click.get_current_context()
+    return {n: ctx.params[n] for n in names
+            if ctx.get_parameter_source(n) not in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)}
+
+
+def _planned(ck) -> dict:
+    """option -> (the checkpoint's value, the option's flag)."""
+    hp = ck.hparams
+    return {"model_name": (ck.model_name, "--model"), "epochs": (ck.epochs, "--epochs"), "lr": (hp.get("lr"), "--lr"),
+            "batch_size": (hp.get("batch_size"), "--batch-size"), "seed": (ck.seed, "--seed"),
+            "num_classes": (ck.num_classes, "--num-classes"), "p": (ck.p, "--p"),
+            "noise_adaptor": (ck.noise_adaptor, "--noise-adaptor")}
+
+
+def _as_option(flag: str, value) -> str:
+    if flag == "--noise-adaptor":
+        return "--noise-adaptor" if value else "--no-noise-adaptor"
+    return f"{flag} {value}"
+
+
+def _check_data_given(ck, data: Optional[str], option: str, path: str) -> None:
+    """A checkpoint trained on a user file needs that file again (else the digits would be loaded)."""
+    if data is None and not str(ck.data_name).startswith("digits("):
+        raise UserError(f"{option} {path}: its run trained on {ck.data_name!r}, not the embedded digits; give "
+                        f"that file with --data")
+
+
+def _resume(kind: str, resume: str, given: dict, data: Optional[str], device: str, quiet: bool) -> None:
+    """`train --resume` / `quantize --resume`: check the checkpoint against the command and the options the
+    user gave, load the same data, and continue the run. Every refusal comes before anything is written."""
+    from na_deploy.checkpoint import load_checkpoint
+    from na_deploy.data import load_dataset
+    from na_deploy.train import check_compatible, check_resumable, resolve_device, resume_training
+
+    command = "train" if kind == "fp" else "quantize"
+    out_path = check_out(given["out"]) if "out" in given else Path(resume)
+    resolve_device(device)
+    ck = load_checkpoint(resume)
+    if ck.kind != kind:
+        writer = "train" if ck.kind == "fp" else "quantize"
+        raise UserError(f"--resume {resume}: kind is {ck.kind!r} (written by `na-deploy {writer}`); "
+                        f"`na-deploy {command} --resume` continues a {kind!r} checkpoint")
+    planned = _planned(ck)
+    for name, value in given.items():
+        if name in planned and value != planned[name][0]:
+            was, flag = planned[name]
+            raise UserError(f"{_as_option(flag, value)} conflicts with --resume {resume}, whose run has "
+                            f"{_as_option(flag, was)}; a resumed run continues as planned (drop {flag} or give "
+                            f"the checkpoint's value)")
+    parent = (ck.parent or {}).get("path")
+    if "from_ckpt" in given and parent and Path(given["from_ckpt"]).resolve() != Path(parent).resolve():
+        raise UserError(f"--from {given['from_ckpt']} conflicts with --resume {resume}, which started from "
+                        f"{parent}; a resumed run needs no --from")
+    check_resumable(ck)  # finished run, missing state, weights of another model: before the data is read
+    _check_data_given(ck, data, "--resume", resume)
+    dataset = load_dataset(data, ck.seed, ck.num_classes, _warn, f"the checkpoint {resume}")
+    check_compatible(ck, dataset)
+    click.echo(f"resuming {ck.kind} {ck.model_name} from {resume} after epoch {ck.epoch} of {ck.epochs} "
+               f"-> {out_path}")
+    result = resume_training(ck, dataset, device=device, out=str(out_path), progress=not quiet)
+    tag = f"qat p={ck.p} ({'noise adaptor on' if ck.noise_adaptor else 'noise adaptor off'})"
+    click.echo(_summary("fp" if kind == "fp" else tag, ck.model_name, result, out_path))
 
 
 @click.command("train")
@@ -59,7 +140,7 @@ def _common(fn):
 @_common
 @one_line_errors
 def train(model_name: str, epochs: int, lr: float, out: str, data: Optional[str], seed: Optional[int],
-          batch_size: int, device: str, quiet: bool) -> None:
+          batch_size: int, device: str, quiet: bool, num_classes: Optional[int], resume: Optional[str]) -> None:
     """Train a full-precision ANN (ReLU, BatchNorm) -- step 0, the starting point of `quantize`.
 
     The checkpoint holds the model name and arguments, the input scale, weights, optimizer and schedule
@@ -69,14 +150,40 @@ def train(model_name: str, epochs: int, lr: float, out: str, data: Optional[str]
     from na_deploy.data import load_dataset
     from na_deploy.train import resolve_device, train_full_precision
 
+    if resume is not None:
+        given = _given("model_name", "epochs", "lr", "batch_size", "seed", "num_classes", "out")
+        return _resume("fp", resume, given, data, device, quiet)
     out_path = check_out(out)
     seed = 0 if seed is None else seed
     check_model_name(model_name)
     resolve_device(device)
-    dataset = load_dataset(data, seed)
+    dataset = load_dataset(data, seed, num_classes, _warn)
     result = train_full_precision(dataset, model_name, epochs=epochs, lr=lr, seed=seed, device=device,
                                   batch_size=batch_size, out=str(out_path), progress=not quiet)
     click.echo(_summary("fp", model_name, result, out_path))
+
+
+def _load_from(from_ckpt: str, model_name: Optional[str], data: Optional[str], seed: Optional[int],
+               num_classes: Optional[int]):
+    """`quantize --from`: the fp checkpoint, the seed (default: the checkpoint's) and the same data, checked
+    against each other before anything is written. The classes are the checkpoint's."""
+    from na_deploy.checkpoint import load_checkpoint
+    from na_deploy.data import load_dataset
+    from na_deploy.train import check_compatible
+
+    fp = load_checkpoint(from_ckpt)
+    seed = fp.seed if seed is None else seed
+    if fp.kind != "fp":
+        raise UserError(f"--from {from_ckpt}: kind is {fp.kind!r}; allowed: a full-precision checkpoint "
+                        f"from `na-deploy train`")
+    _check_data_given(fp, data, "--from", from_ckpt)
+    if num_classes is not None and num_classes != fp.num_classes:
+        raise UserError(f"--num-classes {num_classes} conflicts with --from {from_ckpt}, a {fp.num_classes}-class "
+                        f"model; QAT keeps the full-precision model's classes")
+    dataset = load_dataset(data, seed, fp.num_classes, _warn, f"the checkpoint {from_ckpt}")
+    check_compatible(fp, dataset, model_name)
+    fp.build_model()  # weights of another model -> CheckpointError before anything is written
+    return fp, seed, dataset
 
 
 @click.command("quantize")
@@ -108,7 +215,7 @@ def train(model_name: str, epochs: int, lr: float, out: str, data: Optional[str]
 @one_line_errors
 def quantize(from_ckpt: Optional[str], model_name: Optional[str], p: int, noise_adaptor: bool, epochs: int,
              lr: float, fp_epochs: int, fp_lr: float, out: str, data: Optional[str], seed: Optional[int],
-             batch_size: int, device: str, quiet: bool) -> None:
+             batch_size: int, device: str, quiet: bool, num_classes: Optional[int], resume: Optional[str]) -> None:
     """Quantization-aware training with the noise adaptor (Li & Rajendran, arXiv 2312.05290) -- step 1.
 
     Every ReLU becomes a quantized activation with p levels and a learnable step size s (LSQ gradient,
@@ -118,25 +225,22 @@ def quantize(from_ckpt: Optional[str], model_name: Optional[str], p: int, noise_
     from na_deploy.checkpoint import check_model_name, load_checkpoint
     from na_deploy.checks import check_p
     from na_deploy.data import load_dataset
-    from na_deploy.train import check_compatible, resolve_device, train_full_precision, train_qat
+    from na_deploy.train import resolve_device, train_full_precision, train_qat
 
+    if resume is not None:
+        given = _given("from_ckpt", "model_name", "p", "noise_adaptor", "epochs", "lr", "batch_size", "seed",
+                       "num_classes", "out")
+        return _resume("qat", resume, given, data, device, quiet)
     out_path = check_out(out)
     p = check_p(p)
     resolve_device(device)
     if from_ckpt is not None:
-        fp = load_checkpoint(from_ckpt)
-        seed = fp.seed if seed is None else seed
-        dataset = load_dataset(data, seed)
-        if fp.kind != "fp":
-            raise UserError(f"--from {from_ckpt}: kind is {fp.kind!r}; allowed: a full-precision checkpoint "
-                            f"from `na-deploy train`")
-        check_compatible(fp, dataset, model_name)
-        fp.build_model()  # weights of another model -> CheckpointError before anything is written
+        fp, seed, dataset = _load_from(from_ckpt, model_name, data, seed, num_classes)
     else:
         seed = 0 if seed is None else seed
         model_name = model_name or "digits_cnn"
         check_model_name(model_name)
-        dataset = load_dataset(data, seed)
+        dataset = load_dataset(data, seed, num_classes, _warn)
         fp_path = out_path.with_name(out_path.stem + "-fp" + (out_path.suffix or ".pt"))
         check_out(str(fp_path), "fp checkpoint")
         click.echo(f"no --from given: training {model_name} in full precision first ({fp_epochs} epochs) "

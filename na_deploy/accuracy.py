@@ -79,8 +79,8 @@ def accuracy_vs_timesteps(fnet: FloatNet, inet: IntNet, target: Target, x: np.nd
         traces=traces)
     if ks:
         res.noise["integer"] = noise_report(inet, {T: traces[T].spike_counts for T in noise_timesteps},
-                                            activation_levels, ks, simulator="integer")
-        res.noise["float"] = noise_report(fnet, fres.counts, activation_levels, ks, simulator="float")
+                                            activation_levels, ks, simulator="integer", inputs=x)
+        res.noise["float"] = noise_report(fnet, fres.counts, activation_levels, ks, simulator="float", inputs=x)
     return res
 
 

@@ -6,7 +6,10 @@ scikit-learn's embedded `load_digits` (1797 8x8 images, pixels 0..16), converted
 
 User data: an .npz with arrays x_train, y_train, x_test, y_test. Images uint8 0..255, or float in [0, 1]
 (converted by `floor(x * 255 + 1/2)`, round half up); N x H x W (one channel) or N x C x H x W.
-Labels: integers in [0, K), K = 1 + the largest y_train label (y_test must stay below K).
+Labels: integers in [0, K). K = 1 + the largest y_train label, and then every class 0..K-1 must occur in
+y_train (labels {0, 1, 2, 99} are refused: 96 classes would be empty); or K stated by `num_classes`
+(`--num-classes K`), which allows empty classes (with a one-line warning) but no label >= K. Every y_test
+label must be a class that y_train uses. The same checks run on the embedded digits.
 
 Normalisation (C4) is a per-channel SCALE only, no mean subtraction:
     x_norm[c] = x_uint8[c] * channel_scale[c],   channel_scale[c] = 1 / (255 * std_c)
@@ -18,9 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -30,6 +34,7 @@ from .rounding import round_half_up
 
 ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 DIGITS_TEST_SIZE = 360
+Warn = Callable[[str], None]  # receives one line, "warning: ..."
 
 
 @dataclass(frozen=True)
@@ -108,15 +113,76 @@ def stratified_split(y: np.ndarray, test_size: int, seed: int) -> tuple[np.ndarr
     return np.sort(tr), np.sort(te)
 
 
-def load_digits_dataset(seed: int = 0) -> Dataset:
-    """scikit-learn digits: 8x8, pixels 0..16 -> uint8 round_half_up(x*255/16); 1437/360 stratified."""
+def load_digits_dataset(seed: int = 0, num_classes: Optional[int] = None, warn: Optional[Warn] = None,
+                        num_classes_from: str = "--num-classes") -> Dataset:
+    """scikit-learn digits: 8x8, pixels 0..16 -> uint8 round_half_up(x*255/16); 1437/360 stratified.
+    10 classes, or `num_classes` (>= 10; the classes above 9 stay empty)."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
     x = round_half_up_to_uint8(d.images * 255.0 / 16.0)[:, None, :, :]
     y = d.target.astype(np.int64)
     tr, te = stratified_split(y, DIGITS_TEST_SIZE, seed)
-    return Dataset(x[tr], y[tr], x[te], y[te], num_classes=10, name=f"digits(seed={seed})")
+    k = check_labels("digits", y[tr], y[te], num_classes, warn, num_classes_from)
+    return Dataset(x[tr], y[tr], x[te], y[te], num_classes=k, name=f"digits(seed={seed})")
+
+
+# ----------------------------------------------------------------------------------------- labels
+def _few(values: np.ndarray, limit: int = 5) -> str:
+    """'3, 4, 5, 6, 7, ...' -- a short, one-line list of class labels."""
+    head = ", ".join(str(int(v)) for v in values[:limit])
+    return head if len(values) <= limit else f"{head}, ..."
+
+
+def check_num_classes(num_classes, option: str = "--num-classes") -> int:
+    """`num_classes` as an int >= 2, else a one-line DataError naming `option`."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
+        raise DataError(f"{option} {num_classes!r}: must be an integer >= 2 (the number of classes the network "
+                        f"outputs)")
+    return int(num_classes)
+
+
+def check_labels(name: str, y_train: np.ndarray, y_test: np.ndarray, num_classes: Optional[int] = None,
+                 warn: Optional[Warn] = None, num_classes_from: str = "--num-classes") -> int:
+    """K, the number of classes, for int64 labels >= 0; a one-line DataError naming `name` and the array.
+
+    `num_classes` None: K = 1 + the largest y_train label, and every class 0..K-1 must occur in y_train.
+    Given (by `num_classes_from`, e.g. --num-classes or a checkpoint): every label must be < K; classes
+    without training examples are allowed and reported through `warn` (default: `warnings.warn`), one line.
+    Always: at least 2 classes occur in y_train, and y_test uses only classes that y_train uses."""
+    if num_classes is not None:
+        k = check_num_classes(num_classes, num_classes_from)
+        stated = f"K = {k} from {num_classes_from}"
+        for key, y in (("y_train", y_train), ("y_test", y_test)):
+            if y.size and int(y.max()) >= k:
+                raise DataError(f"{name}: array {key} has label {int(y.max())} out of range; allowed: integers "
+                                f"in [0, {k}) ({stated})")
+    else:
+        k, stated = int(y_train.max()) + 1, "K = 1 + the largest y_train label"
+    counts = np.bincount(y_train, minlength=k)
+    present, empty = np.flatnonzero(counts), np.flatnonzero(counts == 0)
+    if len(present) < 2:
+        raise DataError(f"{name}: array y_train has a single class (label {int(present[0])}); allowed: labels of "
+                        f"at least 2 classes")
+    if num_classes is None and empty.size:
+        raise DataError(f"{name}: array y_train leaves {empty.size} of its {k} classes empty (no example of "
+                        f"{_few(empty)}; {stated}); allowed: every label 0..K-1 used, or state K with "
+                        f"--num-classes K to train with empty classes")
+    if y_test.size and int(y_test.max()) >= k:
+        raise DataError(f"{name}: array y_test has label {int(y_test.max())} out of range; allowed: integers in "
+                        f"[0, {k}) ({stated})")
+    unseen = np.setdiff1d(np.unique(y_test), present)
+    if unseen.size:
+        raise DataError(f"{name}: array y_test has label(s) {_few(unseen)} that y_train never uses; allowed: the "
+                        f"{len(present)} classes of y_train")
+    if empty.size:
+        message = (f"warning: {name}: {empty.size} of the {k} classes ({stated}) have no example in y_train "
+                   f"({_few(empty)}); the network still gets {k} outputs")
+        if warn is not None:
+            warn(message)
+        else:
+            warnings.warn(message, stacklevel=3)
+    return k
 
 
 # ------------------------------------------------------------------------------------------- npz
@@ -152,7 +218,8 @@ def _labels(path: str, key: str, a: np.ndarray, n: int) -> np.ndarray:
     return a
 
 
-def load_npz(path: str | os.PathLike) -> Dataset:
+def load_npz(path: str | os.PathLike, num_classes: Optional[int] = None, warn: Optional[Warn] = None,
+             num_classes_from: str = "--num-classes") -> Dataset:
     """Load and validate a user .npz (see module docstring). DataError names file, array, what's allowed."""
     path = str(path)
     if not Path(path).is_file():
@@ -176,20 +243,19 @@ def load_npz(path: str | os.PathLike) -> Dataset:
                         f"{x_tr.shape[1:]}; allowed: the same C x H x W in both")
     y_tr = _labels(path, "y_train", raw["y_train"], x_tr.shape[0])
     y_te = _labels(path, "y_test", raw["y_test"], x_te.shape[0])
-    k = int(y_tr.max()) + 1
-    if k < 2:
-        raise DataError(f"{path}: array y_train has a single class; allowed: labels in [0, K) with K >= 2")
-    if y_te.size and int(y_te.max()) >= k:
-        raise DataError(f"{path}: array y_test has label {int(y_te.max())} out of range; allowed: integers in "
-                        f"[0, {k}) (K = 1 + the largest y_train label)")
+    k = check_labels(path, y_tr, y_te, num_classes, warn, num_classes_from)
     return Dataset(x_tr, y_tr, x_te, y_te, num_classes=k, name=Path(path).name)
 
 
-def load_dataset(path: Optional[str | os.PathLike] = None, seed: int = 0) -> Dataset:
-    """`path` None -> embedded digits (split by `seed`); else a user .npz (its own split, `seed` unused)."""
+def load_dataset(path: Optional[str | os.PathLike] = None, seed: int = 0, num_classes: Optional[int] = None,
+                 warn: Optional[Warn] = None, num_classes_from: str = "--num-classes") -> Dataset:
+    """`path` None -> embedded digits (split by `seed`); else a user .npz (its own split, `seed` unused).
+    `num_classes`, `warn`, `num_classes_from`: the label checks of `check_labels`."""
+    if num_classes is not None:
+        check_num_classes(num_classes, num_classes_from)  # before the file is read
     if path is None:
-        return load_digits_dataset(seed)
-    return load_npz(path)
+        return load_digits_dataset(seed, num_classes, warn, num_classes_from)
+    return load_npz(path, num_classes, warn, num_classes_from)
 
 
 # --------------------------------------------------------------------------------------- batching

@@ -23,7 +23,7 @@ from .atomic import atomic_write_text
 from .checks import check_p, check_timesteps
 from .errors import ExportNotSupported, NaDeployError
 from .ir import FloatNet, IntNet
-from .noise_report import NoiseReport
+from .noise_report import NoiseReport, format_noise_md
 from .protocols import Backend, Target, Trace, require_fit
 from .provenance import save_net_pair
 
@@ -35,6 +35,7 @@ class PipelineConfig:
     """Every option of `na-deploy pipeline` (recorded in report.json's "config")."""
 
     data: Optional[str] = None  # None: embedded digits
+    num_classes: Optional[int] = None  # None: 1 + the largest y_train label, every class present (data.check_labels)
     model: str = "digits_cnn"
     p: int = 2
     epochs_fp: int = 30
@@ -196,8 +197,7 @@ def _write_plots(cfg: PipelineConfig, data_name: str, report: dict, arm: ArmResu
     plot_layer_activity(report["resources"]["nodes"], run_dir / "layer_activity.png",
                         title=f"Spiking activity per layer (integer SNN, T={max(arm.traces)})")
     if arm.noise is not None:
-        plot_occasional_noise({f"T={k * cfg.p} (k={k})": {r.node: r.share for r in rows}
-                               for k, rows in arm.noise.rows.items()}, run_dir / "occasional_noise.png")
+        plot_occasional_noise(arm.noise.to_dict(), run_dir / "occasional_noise.png")
 
 
 def _ann_of_subtract(acc: AccuracyResult, qat_ckpt: Path, x: np.ndarray, y: np.ndarray, device) -> None:
@@ -285,11 +285,10 @@ def run_pipeline(cfg: PipelineConfig, target: Target, out: str | Path, force: bo
 
     backend: what exports and verifies the IntNet (default: `target.backend()`, e.g. Lava for loihi2)."""
     from .data import load_dataset
-
     cfg.validate()
     timer = _Timer()
-    with timer("load_data"):
-        data = load_dataset(cfg.data, seed=cfg.seed)  # validates --data before any folder is made
+    with timer("load_data"):  # validates --data and its labels before any folder is made
+        data = load_dataset(cfg.data, seed=cfg.seed, num_classes=cfg.num_classes, warn=log)
     if cfg.verify_samples > len(data.x_test):
         raise NaDeployError(f"--verify-samples {cfg.verify_samples} conflicts with the data: its test split has "
                             f"{len(data.x_test)} samples")
@@ -381,10 +380,7 @@ def format_report_md(report: dict) -> str:
             out += [f"Seconds per sample: reference {s['reference_per_sample']:.5f}, Lava {s['lava_per_sample']:.4f} "
                     f"(Lava / reference = {s['lava_over_reference']:.0f}x).", ""]
     if report.get("occasional_noise", {}).get("integer"):
-        out += ["## Occasional noise, integer SNN (share of neurons whose spike count != k x ANN level at T = k*p)", ""]
-        for k, rows in report["occasional_noise"]["integer"]["by_k"].items():
-            out.append(f"- k={k}: " + ", ".join(f"{r['node']} {100 * r['share']:.1f}%" for r in rows))
-        out.append("")
+        out += format_noise_md(report["occasional_noise"]["integer"])
     if report.get("resources"):
         r = report["resources"]
         t = r["total"]

@@ -62,18 +62,27 @@ def plot_layer_activity(rows: list[dict], path: str | Path, title: Optional[str]
     _save(fig, path)
 
 
-def plot_occasional_noise(noise: dict[str, dict[str, float]], path: str | Path, title: Optional[str] = None) -> None:
-    """noise: label (e.g. "T=2") -> {node: share of neurons whose count != k x ANN level}."""
-    fig, ax = plt.subplots(figsize=(7, 4))
-    labels = list(noise)
-    nodes = list(next(iter(noise.values())).keys()) if noise else []
-    width = 0.8 / max(len(labels), 1)
-    for i, lab in enumerate(labels):
-        xs = [j + i * width for j in range(len(nodes))]
-        ax.bar(xs, [100 * noise[lab].get(n, 0.0) for n in nodes], width=width, label=lab)
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(nodes))], nodes, rotation=60)
-    ax.set_ylabel("neurons with occasional noise (%)")
-    ax.set_title(title or "Occasional noise per layer (count != k x ANN level at T = k*p)")
-    ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+def plot_occasional_noise(section: dict, path: str | Path, title: Optional[str] = None) -> None:
+    """section: one simulator's `NoiseReport.to_dict()` (report.json's occasional_noise.<simulator>). Top: occasional
+    noise (count != the regular IF count for the layer's own input); bottom: off grid (count != k x ANN level),
+    per layer, one bar per k (T = k*p). The top panel is left out when the noise was not measured."""
+    by_k = sorted(section["by_k"].items(), key=lambda kv: int(kv[0]))
+    nodes = [r["node"] for r in by_k[0][1]] if by_k else []
+    panels = [(m, lab) for m, lab in (("noise_share", "occasional noise (%)\ncount != regular count"),
+                                      ("off_grid_share", "off grid (%)\ncount != k x ANN level"))
+              if by_k and all(r.get(m) is not None for _, rows in by_k for r in rows)]
+    fig, axes = plt.subplots(max(len(panels), 1), 1, figsize=(max(7, 0.6 * len(nodes) + 3), 3.2 * max(len(panels), 1)),
+                             sharex=True, squeeze=False)
+    width = 0.8 / max(len(by_k), 1)
+    for ax, (metric, ylabel) in zip(axes[:, 0], panels):
+        for i, (k, rows) in enumerate(by_k):
+            vals = {r["node"]: r[metric] for r in rows}
+            ax.bar([j + i * width for j in range(len(nodes))], [100 * vals.get(n, 0.0) for n in nodes], width=width,
+                   label=f"k={k}" + (f", T={rows[0]['T']}" if len({r["T"] for r in rows}) == 1 else ""))
+        ax.set_ylabel(ylabel)
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[-1, 0].set_xticks([j + 0.4 - width / 2 for j in range(len(nodes))], nodes, rotation=60)
+    axes[0, 0].set_title(title or f"Occasional noise and off grid per layer ({section.get('simulator', '')} SNN, "
+                                  "T = k*p)")
     _save(fig, path)

@@ -225,10 +225,17 @@ def train_full_precision(dataset: Dataset, model_name: str, epochs: int = FP_DEF
 
 
 def check_compatible(ckpt: Checkpoint, dataset: Dataset, model_name: Optional[str] = None) -> None:
-    """The fp checkpoint must be of `model_name` (if given) and trained on the same data (fingerprint)."""
+    """The checkpoint must be of `model_name` (if given), for the data's image shape and number of classes,
+    and trained on the same data (fingerprint)."""
     where = ckpt.path or "checkpoint"
     if model_name is not None and model_name != ckpt.model_name:
         raise CheckpointError(f"{where}: holds model {ckpt.model_name!r}, not the requested {model_name!r}")
+    if tuple(ckpt.input_shape) != tuple(dataset.input_shape):
+        raise CheckpointError(f"{where}: holds a model for C x H x W = {tuple(ckpt.input_shape)} inputs; the data "
+                              f"{dataset.name!r} has {tuple(dataset.input_shape)} images")
+    if int(ckpt.num_classes) != int(dataset.num_classes):
+        raise CheckpointError(f"{where}: holds a {ckpt.num_classes}-class model; the data {dataset.name!r} has "
+                              f"{dataset.num_classes} classes (see --num-classes)")
     if ckpt.data_fingerprint != dataset.fingerprint:
         raise CheckpointError(f"{where}: trained on data {ckpt.data_name!r} (fingerprint "
                               f"{ckpt.data_fingerprint[:12]}), not on {dataset.name!r} ({dataset.fingerprint[:12]})")
@@ -279,6 +286,20 @@ def train_qat(dataset: Dataset, fp_checkpoint: Checkpoint | str, p: int = 2, noi
     return run_and_save(model, dataset, template, out, dev, f"qat p={p} {tag}", progress, stop_after, history)
 
 
+def check_resumable(ck: Checkpoint, dataset: Optional[Dataset] = None) -> nn.Module:
+    """CheckpointError (one line) unless `resume_training` can continue `ck` (on `dataset`, if given: same model
+    input and classes, same data): unfinished, with optimizer / schedule / RNG state and weights of its own
+    model. Returns the rebuilt model (weights loaded, on CPU)."""
+    where = ck.path or "checkpoint"
+    if dataset is not None:
+        check_compatible(ck, dataset)
+    if ck.epoch >= ck.epochs:
+        raise CheckpointError(f"{where}: run already complete (epoch {ck.epoch} of {ck.epochs}); nothing to resume")
+    if ck.optimizer_state is None or ck.scheduler_state is None or ck.rng_state is None:
+        raise CheckpointError(f"{where}: lacks optimizer/scheduler/rng state needed to resume")
+    return ck.build_model()
+
+
 def resume_training(checkpoint: Checkpoint | str, dataset: Dataset, device: Optional[str] = None,
                     out: Optional[str] = None, progress: bool = True,
                     stop_after: Optional[int] = None) -> TrainResult:
@@ -286,14 +307,9 @@ def resume_training(checkpoint: Checkpoint | str, dataset: Dataset, device: Opti
     RNG state) up to its planned epochs; on CPU the result equals the uninterrupted run. Saves to `out`
     (default: the checkpoint's own path) after every epoch."""
     ck = load_checkpoint(checkpoint) if not isinstance(checkpoint, Checkpoint) else checkpoint
-    where = ck.path or "checkpoint"
-    check_compatible(ck, dataset)
-    if ck.epoch >= ck.epochs:
-        raise CheckpointError(f"{where}: run already complete (epoch {ck.epoch} of {ck.epochs}); nothing to resume")
-    if ck.optimizer_state is None or ck.scheduler_state is None or ck.rng_state is None:
-        raise CheckpointError(f"{where}: lacks optimizer/scheduler/rng state needed to resume")
+    model = check_resumable(ck, dataset)
     dev = resolve_device(device)
-    model = ck.build_model().to(dev)
+    model = model.to(dev)
     template = dataclasses.replace(ck, path=None)
     desc = f"resume {ck.kind} {ck.model_name}"
     return run_and_save(model, dataset, template, out if out is not None else ck.path, dev, desc, progress,

@@ -146,3 +146,66 @@ def test_batches_seeded_and_complete(digits):
     assert [y.tolist() for _, y in make_loaders(digits, 64, seed=5).train()] == first
     xb, yb = next(loaders.test())
     assert xb.dtype == torch.uint8 and yb.dtype == torch.int64
+
+
+# ------------------------------------------------------------------- labels: empty classes, --num-classes K
+def gappy(tmp_path, y_train=(0, 1, 2, 99), y_test=(0, 1, 2, 99), name="gap.npz"):
+    """A new user's file: train labels {0, 1, 2, 99} (96 of 100 classes would be empty)."""
+    rng = np.random.default_rng(2)
+    ytr, yte = np.resize(np.array(y_train), 24), np.resize(np.array(y_test), 8)
+    x = rng.integers(0, 256, size=(24, 6, 6)).astype(np.uint8)
+    return save(tmp_path, name, x_train=x, y_train=ytr, x_test=x[:8], y_test=yte)
+
+
+def test_labels_with_empty_classes_refused_in_one_line(tmp_path):
+    path = gappy(tmp_path)
+    with pytest.raises(DataError) as e:
+        load_npz(path)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{path}: array y_train")
+    assert "96 of its 100 classes empty" in msg and "--num-classes K" in msg and "3, 4, 5, 6, 7, ..." in msg
+
+
+def test_num_classes_allows_empty_classes_with_one_warning(tmp_path):
+    path = gappy(tmp_path)
+    said = []
+    d = load_npz(path, num_classes=100, warn=said.append)
+    assert d.num_classes == 100 and len(said) == 1 and "\n" not in said[0]
+    assert said[0].startswith(f"warning: {path}: 96 of the 100 classes (K = 100 from --num-classes)")
+    with pytest.warns(UserWarning, match="96 of the 100 classes"):  # library default: warnings.warn
+        load_dataset(path, num_classes=100)
+    said.clear()
+    assert load_npz(gappy(tmp_path, (0, 1, 2, 3), (0, 1), "full.npz"), num_classes=4, warn=said.append).num_classes == 4
+    assert not said  # no empty class, no warning
+
+
+@pytest.mark.parametrize("y_train, y_test, k, fragment", [
+    ((0, 1, 2, 99), (0, 1), 50, "array y_train has label 99 out of range; allowed: integers in [0, 50) "
+                                "(K = 50 from --num-classes)"),
+    ((0, 1, 2), (0, 1, 7), 5, "array y_test has label 7 out of range; allowed: integers in [0, 5)"),
+    ((0, 1, 2), (0, 1, 3), 5, "array y_test has label(s) 3 that y_train never uses; allowed: the 3 classes"),
+    ((0, 1, 2), (0, 1, 3), None, "array y_test has label 3 out of range; allowed: integers in [0, 3) "
+                                 "(K = 1 + the largest y_train label)"),
+    ((4, 4), (4,), 10, "array y_train has a single class (label 4)"),
+    ((4, 4), (4,), None, "array y_train has a single class (label 4)"),
+])
+def test_label_checks_name_file_and_array(tmp_path, y_train, y_test, k, fragment):
+    path = gappy(tmp_path, y_train, y_test)
+    with pytest.raises(DataError) as e:
+        load_npz(path, num_classes=k, warn=lambda m: None)
+    assert str(e.value).startswith(f"{path}: ") and fragment in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("k", [1, 0, -3, True, 2.5])
+def test_num_classes_must_be_an_integer_of_at_least_2(tmp_path, k):
+    with pytest.raises(DataError, match=r"^--num-classes .*: must be an integer >= 2"):
+        load_dataset(gappy(tmp_path), num_classes=k)
+
+
+def test_digits_label_checks():
+    said = []
+    assert load_dataset(None, seed=0, num_classes=12, warn=said.append).num_classes == 12
+    assert len(said) == 1 and "2 of the 12 classes" in said[0] and "(10, 11)" in said[0]
+    with pytest.raises(DataError, match=r"^digits: array y_train has label 9 out of range; allowed: integers in "
+                                        r"\[0, 5\) \(K = 5 from the checkpoint c.pt\)$"):
+        load_dataset(None, seed=0, num_classes=5, num_classes_from="the checkpoint c.pt")

@@ -1,4 +1,6 @@
 """End to end: `na-deploy train` + `quantize` on digits, checkpoints, determinism, bad input (exit 2, nothing written)."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -84,6 +86,9 @@ def test_same_seed_same_weights_on_cpu(digits, tmp_path):
     assert load_checkpoint(path).history == qa.history
 
 
+GAPPY = np.array([0, 1, 2, 99] * 8)[:30]  # a new user's labels: 96 of 100 classes would be empty
+
+
 def write_npz(path, **changes):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(30, 8, 8)).astype(np.uint8)
@@ -104,7 +109,8 @@ def forge(src, dst, **changes):
 
 @pytest.mark.parametrize("case", ["unknown_model", "npz_missing", "npz_shape", "npz_labels", "p_zero",
                                   "other_model", "other_weights", "not_ckpt", "version", "qat_as_fp",
-                                  "other_data", "bad_device"])
+                                  "other_data", "bad_device", "empty_classes", "label_over_k", "k_one",
+                                  "test_label_unseen", "quantize_empty_classes", "from_other_k", "from_npz_no_data"])
 def test_bad_input_one_line_exit_2_nothing_written(tmp_path, fp_ckpt, case):
     inputs = tmp_path / "inputs"
     inputs.mkdir()
@@ -134,6 +140,20 @@ def test_bad_input_one_line_exit_2_nothing_written(tmp_path, fp_ckpt, case):
         args = ["quantize", "--from", forge(fp_ckpt, inputs / "q.pt", kind="qat", p=2, noise_adaptor=True)]
     elif case == "other_data":
         args = ["quantize", "--from", fp_ckpt, "--seed", "1"]
+    elif case == "empty_classes":  # labels {0, 1, 2, 99}: 96 empty classes
+        args = ["train", "--data", write_npz(inputs / "a.npz", y_train=GAPPY, y_test=GAPPY[:6])]
+    elif case == "label_over_k":
+        args = ["train", "--data", write_npz(inputs / "a.npz", y_train=GAPPY, y_test=GAPPY[:6]), "--num-classes", "50"]
+    elif case == "k_one":
+        args = ["train", "--num-classes", "1"]
+    elif case == "test_label_unseen":  # class 3 is empty in y_train (allowed by K = 5) but used in y_test
+        args = ["train", "--data", write_npz(inputs / "a.npz", y_test=np.arange(6) % 4), "--num-classes", "5"]
+    elif case == "quantize_empty_classes":
+        args = ["quantize", "--data", write_npz(inputs / "a.npz", y_train=GAPPY, y_test=GAPPY[:6])]
+    elif case == "from_other_k":
+        args = ["quantize", "--from", fp_ckpt, "--num-classes", "12"]
+    elif case == "from_npz_no_data":
+        args = ["quantize", "--from", forge(fp_ckpt, inputs / "n.pt", data_name="a.npz")]
     else:
         if torch.cuda.is_available():
             pytest.skip("CUDA present")
@@ -180,3 +200,123 @@ def test_interrupted_run_resumes_to_the_same_weights(digits, tmp_path, kind):
     assert load_checkpoint(tmp_path / "c.pt").epoch == 3
     with pytest.raises(CheckpointError, match="already complete"):
         resume_training(str(tmp_path / "c.pt"), digits, device="cpu", progress=False)
+
+
+# ------------------------------------------------------------------------------------- --num-classes K
+def test_num_classes_trains_a_head_with_empty_classes_and_says_so(tmp_path):
+    data = write_npz(tmp_path / "gap.npz", y_train=GAPPY, y_test=GAPPY[:6])
+    fp, q = tmp_path / "fp.pt", tmp_path / "q.pt"
+    r = run("train", "--data", data, "--num-classes", "100", "--epochs", "1", "--out", str(fp), *FAST)
+    assert r.exit_code == 0, r.output
+    warn = [line for line in r.output.splitlines() if line.startswith("warning: ")]
+    assert len(warn) == 1 and "96 of the 100 classes (K = 100 from --num-classes)" in warn[0]
+    ck = load_checkpoint(fp)
+    assert ck.num_classes == 100 and ck.model_kwargs["num_classes"] == 100
+    assert ck.state_dict[[k for k in ck.state_dict if k.endswith("weight")][-1]].shape[0] == 100
+    r = run("quantize", "--from", str(fp), "--data", data, "--epochs", "1", "--out", str(q), *FAST)  # K inherited
+    assert r.exit_code == 0, r.output
+    assert f"(K = 100 from the checkpoint {fp})" in r.output and load_checkpoint(q).num_classes == 100
+
+
+def test_pipeline_refuses_empty_classes_before_any_folder(tmp_path):
+    data = write_npz(tmp_path / "gap.npz", y_train=GAPPY, y_test=GAPPY[:6])
+    for extra in ([], ["--num-classes", "1"], ["--num-classes", "50"]):
+        r = CliRunner().invoke(cli, ["pipeline", "--data", data, "--out", str(tmp_path / "run"), *extra])
+        assert r.exit_code == 2 and r.output.count("\n") == 1 and r.output.startswith("error: "), r.output
+        assert not (tmp_path / "run").exists() and not (tmp_path / "run.partial").exists()
+
+
+# -------------------------------------------------------------------------------------------- --resume
+def interrupt_after_epoch(monkeypatch, k):
+    """Ctrl-C right after the checkpoint of epoch `k` is written: what an interrupted run leaves."""
+    import na_deploy.train as train_module
+
+    real = train_module.save_checkpoint
+
+    def save_then_stop(ckpt, path):
+        real(ckpt, path)
+        if ckpt.epoch == k:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_stop)
+
+
+@pytest.mark.parametrize("kind", ["fp", "qat"])
+def test_cli_resume_equals_the_uninterrupted_run(tmp_path, monkeypatch, fp_ckpt, kind):
+    """N = 2 epochs in one go == 1 epoch, interrupted, then `--resume` to 2: equal weights, bit for bit (the
+    library's guarantee on CPU: weights, step sizes, optimizer, schedule and both RNG states are restored)."""
+    part = str(tmp_path / "part.pt")
+    if kind == "fp":
+        full = fp_ckpt  # `train --epochs 2` + FAST, seed 0
+        command = ["train", "--epochs", "2", "--out", part, *FAST]
+    else:
+        full = str(tmp_path / "full.pt")
+        command = ["quantize", "--from", fp_ckpt, "--epochs", "2", "--out", part, *FAST]
+        assert run(*command[:-len(FAST) - 2], "--out", full, *FAST).exit_code == 0
+    interrupt_after_epoch(monkeypatch, 1)
+    assert run(*command).exit_code == 1  # Aborted!
+    monkeypatch.undo()
+    assert (load_checkpoint(part).epoch, load_checkpoint(part).epochs) == (1, 2)
+    r = run(*command, "--resume", part)  # the same command again, with --resume
+    assert r.exit_code == 0, r.output
+    assert f"from {part} after epoch 1 of 2 -> {part}" in r.output
+    a, b = load_checkpoint(full), load_checkpoint(part)
+    assert b.epoch == 2 and a.state_dict.keys() == b.state_dict.keys()
+    assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+    assert [h["test_acc"] for h in a.history] == [h["test_acc"] for h in b.history]
+    assert [h["epoch"] for h in b.history] == ([1, 2] if kind == "fp" else [0, 1, 2])
+
+
+@pytest.fixture(scope="module")
+def part_fp(tmp_path_factory, digits):
+    path = tmp_path_factory.mktemp("part") / "part.pt"
+    train_full_precision(digits, "digits_cnn", epochs=2, seed=0, device="cpu", batch_size=128, out=str(path),
+                         stop_after=1, progress=False)
+    return str(path)
+
+
+@pytest.mark.parametrize("case, fragment", [
+    ("missing", "nope.pt: checkpoint file not found"),
+    ("fp_to_quantize", "kind is 'fp' (written by `na-deploy train`); `na-deploy quantize --resume` continues"),
+    ("qat_to_train", "kind is 'qat' (written by `na-deploy quantize`); `na-deploy train --resume` continues"),
+    ("model", "--model tiny_resnet conflicts with --resume"),
+    ("epochs", "--epochs 5 conflicts with --resume"),
+    ("p", "--p 3 conflicts with --resume"),
+    ("noise", "--no-noise-adaptor conflicts with --resume"),
+    ("from", "a resumed run needs no --from"),
+    ("weights", "the weights belong to another model"),
+    ("shape", "holds a model for C x H x W = (1, 8, 8) inputs; the data 'a.npz' has (1, 6, 6) images"),
+    ("data", "trained on data 'digits(seed=0)' (fingerprint"),
+    ("no_data", "its run trained on 'a.npz', not the embedded digits; give that file with --data"),
+    ("done", "run already complete (epoch 2 of 2); nothing to resume"),
+])
+def test_resume_bad_input_one_line_exit_2_nothing_written(tmp_path, fp_ckpt, part_fp, case, fragment):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    qat = forge(part_fp, inputs / "q.pt", kind="qat", p=2, noise_adaptor=True, parent={"path": fp_ckpt})
+    ten = np.arange(30) % 10
+    args = {
+        "missing": ["train", "--resume", str(inputs / "nope.pt")],
+        "fp_to_quantize": ["quantize", "--resume", part_fp],
+        "qat_to_train": ["train", "--resume", qat],
+        "model": ["train", "--resume", part_fp, "--model", "tiny_resnet"],
+        "epochs": ["train", "--resume", part_fp, "--epochs", "5"],
+        "p": ["quantize", "--resume", qat, "--p", "3"],
+        "noise": ["quantize", "--resume", qat, "--no-noise-adaptor"],
+        "from": ["quantize", "--resume", qat, "--from", part_fp],
+        "weights": ["train", "--resume", forge(part_fp, inputs / "w.pt", state_dict=build_model(
+            "tiny_resnet", in_channels=1, num_classes=10, input_size=8).state_dict())],
+        "shape": ["train", "--resume", part_fp, "--data", write_npz(
+            inputs / "a.npz", x_train=np.zeros((30, 6, 6), np.uint8), x_test=np.zeros((6, 6, 6), np.uint8),
+            y_train=ten, y_test=ten[:6])],
+        "data": ["train", "--resume", part_fp, "--data", write_npz(inputs / "b.npz", y_train=ten, y_test=ten[:6])],
+        "no_data": ["train", "--resume", forge(part_fp, inputs / "n.pt", data_name="a.npz")],
+        "done": ["train", "--resume", fp_ckpt],
+    }[case]
+    before = {p: Path(p).read_bytes() for p in (fp_ckpt, part_fp, qat)}
+    out_dir = tmp_path / "out"
+    r = CliRunner().invoke(cli, args + ["--out", str(out_dir / "x.pt"), "--quiet", "--device", "cpu"])
+    assert r.exit_code == 2, r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], r.output
+    assert not out_dir.exists() and all(Path(p).read_bytes() == b for p, b in before.items())

@@ -233,8 +233,9 @@ class LavaLIFBackend:
 
     def export(self, net: IntNet, out_dir: str | Path, *, timesteps: int = 8, force: bool = False,
                source: str = "") -> Path:
-        raise ExportNotSupported("backend lava-lif: no export bundle yet (mode zero runs through `na-deploy verify "
-                                 "--backend lava-lif`); subtract-mode nets export with --backend lava")
+        raise ExportNotSupported("backend lava-lif has no bundle of its own: a mode zero chain exports for Lava's stock "
+                                 "LIF with `na-deploy export --format netx` (lava-dl's loader); subtract-mode nets "
+                                 "export with --format lava")
 
 
 __all__ = ["LavaLIFBackend", "LIFGraph", "build_lif_graph", "run_lif_graph", "lif_parameters", "BACKEND_LABEL"]

@@ -18,7 +18,9 @@ from na_deploy.protocols import Trace, Violation
 from . import fit, fixed_point, reference
 from .limits import LOIHI2, Loihi2Limits
 
-BACKENDS = ("lava", "lava-lif")  # lava: our own process (mode "subtract"); lava-lif: stock LIF ("zero")
+# lava: our own process (mode "subtract"); lava-lif: Lava's stock LIF (mode "zero"); netx: our netx file loaded
+# by lava-dl's netx.hdf5.Network (stock LIF, mode "zero", chains only)
+BACKENDS = ("lava", "lava-lif", "netx")
 
 
 class Loihi2Target:
@@ -80,6 +82,10 @@ class Loihi2Target:
         name = name or self.default_backend
         if name not in BACKENDS:
             raise NaDeployError(f"--backend {name!r}: unknown for target {self.name}; known: {', '.join(BACKENDS)}")
+        if name == "netx":
+            from .netx_backend import NetxBackend
+
+            return NetxBackend(self)
         if name == "lava-lif":
             from .lava_lif_backend import LavaLIFBackend
 

@@ -52,14 +52,14 @@ def _encode(value):
 _FLAVOURS = {"float": (FloatNet, NeuronNode, ReadoutNode), "int": (IntNet, IntNeuronNode, IntReadoutNode)}
 
 
-def _group(parent: h5py.Group, name: str) -> h5py.Group:
+def h5_group(parent: h5py.Group, name: str) -> h5py.Group:
     gcpl = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
     gcpl.set_obj_track_times(False)
     gid = h5py.h5g.create(parent.id, name.encode(), gcpl=gcpl)
     return h5py.Group(gid)
 
 
-def _dataset(g: h5py.Group, name: str, data) -> None:
+def h5_dataset(g: h5py.Group, name: str, data) -> None:
     g.create_dataset(name, data=np.ascontiguousarray(data), track_times=False)
 
 
@@ -71,24 +71,24 @@ def save_net(net: Union[FloatNet, IntNet], path: str | Path) -> None:
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["flavour"] = net.flavour
             f.attrs["meta"] = as_dict_meta(net.meta)
-            gi = _group(f, "input")
+            gi = h5_group(f, "input")
             gi.attrs["shape"] = np.asarray(net.input.shape, dtype=np.int64)
-            _dataset(gi, "channel_scale", net.input.channel_scale)
-            gn = _group(f, "nodes")
+            h5_dataset(gi, "channel_scale", net.input.channel_scale)
+            gn = h5_group(f, "nodes")
             for i, node in enumerate(net.all_nodes()):
-                g = _group(gn, f"{i:04d}")
+                g = h5_group(gn, f"{i:04d}")
                 g.attrs["name"] = node.name
                 g.attrs["kind"] = "readout" if i == len(net.nodes) else "neuron"
                 g.attrs["shape"] = np.asarray(node.shape, dtype=np.int64)
                 for key, fld in _NODE_FIELDS[type(node)]:
                     g.attrs[key] = _encode(getattr(node, fld))
                 if net.flavour == "float":
-                    _dataset(g, "bias", node.bias)
+                    h5_dataset(g, "bias", node.bias)
                 else:
-                    _dataset(g, "bias_mant", node.bias_mant)
-                gs = _group(g, "inputs")
+                    h5_dataset(g, "bias_mant", node.bias_mant)
+                gs = h5_group(g, "inputs")
                 for j, syn in enumerate(node.inputs):
-                    _write_synapse(_group(gs, f"{j:04d}"), syn)
+                    _write_synapse(h5_group(gs, f"{j:04d}"), syn)
 
 
 def _write_synapse(g: h5py.Group, syn: Synapse) -> None:
@@ -97,7 +97,7 @@ def _write_synapse(g: h5py.Group, syn: Synapse) -> None:
     g.attrs["op"] = op.kind
     g.attrs["exponent"] = syn.exponent
     if isinstance(op, (Conv2d, Dense)):
-        _dataset(g, "weight", op.weight)
+        h5_dataset(g, "weight", op.weight)
     else:
         g.attrs["weight"] = op.weight
     if isinstance(op, Conv2d):

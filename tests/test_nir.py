@@ -1,0 +1,225 @@
+"""NIR in and out (issue 10): exact round trip through nir.write / nir.read, foreign-graph import to Loihi 2
+fixed point, refusals, the CLI, and a real NIR reader (snnTorch) loading our export."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import nir
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from na_deploy.cli.main import cli
+from na_deploy.errors import IRError, ModelError
+from na_deploy.io import load_net, save_net
+from na_deploy.io.nir_io import from_nir, load_nir, nir_warnings, to_nir, write_nir
+from na_deploy.ir import ZERO, AvgPool2d, Conv2d, Identity, replace_nodes
+from na_deploy.testing import TOPOLOGIES, random_inputs, random_intnet
+
+
+def _bytes(net, tmp_path: Path, name: str) -> bytes:
+    save_net(net, tmp_path / name)
+    return (tmp_path / name).read_bytes()
+
+
+def _zero(net):
+    return replace_nodes(net, [dataclasses.replace(n, neuron=ZERO) for n in net.nodes])
+
+
+def _round_trip(net, tmp_path: Path):
+    write_nir(net, tmp_path / "m.nir")
+    return from_nir(nir.read(tmp_path / "m.nir"))
+
+
+@pytest.mark.parametrize("mode", ["subtract", "zero"])
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+def test_intnet_round_trip_exact(topology, mode, tmp_path):
+    kinds = set()
+    for seed in range(4):
+        net = random_intnet(np.random.default_rng(seed), topology, dense_exponents=(-2, 0, 1))
+        net = _zero(net) if mode == "zero" else net
+        back = _round_trip(net, tmp_path)
+        assert type(back) is type(net)
+        assert _bytes(back, tmp_path, "b.h5") == _bytes(net, tmp_path, "a.h5")
+        kinds |= {(s.op.kind, n.role) for n in net.all_nodes()[:-1] for s in n.inputs}
+    assert kinds  # every op kind / role this topology emits went through the trip
+
+
+def test_round_trip_covers_every_kind(tmp_path):
+    """Grouped conv, pool with gain 1 (SumPool2d) and gain > 1 (depthwise conv), identity with bias on a map."""
+    net = random_intnet(np.random.default_rng(3), "conv_pool_dense")
+    nodes = []
+    for n in net.nodes:
+        if n.name == "pool":
+            n = dataclasses.replace(n, inputs=[dataclasses.replace(n.inputs[0], op=AvgPool2d(2, 2, 1))])
+        nodes.append(n)
+    net = replace_nodes(net, nodes)
+    assert _bytes(_round_trip(net, tmp_path), tmp_path, "b.h5") == _bytes(net, tmp_path, "a.h5")
+    c = net.nodes[0]
+    grouped = dataclasses.replace(c, shape=(2, *c.shape[1:]), inputs=[dataclasses.replace(
+        c.inputs[0], op=Conv2d(np.arange(2 * 1 * 3 * 3).reshape(2, 1, 3, 3) - 9, 1, 1, 2))],
+        bias_mant=np.array([3, -2]))
+    ident = dataclasses.replace(grouped, name="id", inputs=[dataclasses.replace(c.inputs[0], source="conv0",
+                                op=Identity(5))], bias_mant=np.array([1, 0]))
+    inp = dataclasses.replace(net.input, shape=(2, *net.input.shape[1:]))
+    r = net.readout
+    ro = dataclasses.replace(r, inputs=[dataclasses.replace(r.inputs[0], source="id", op=type(r.inputs[0].op)(
+        np.ones((r.shape[0], int(np.prod(grouped.shape))), dtype=np.int64)))])
+    net2 = type(net)(inp, [grouped, ident], ro, net.meta)
+    assert _bytes(_round_trip(net2, tmp_path), tmp_path, "b.h5") == _bytes(net2, tmp_path, "a.h5")
+
+
+@pytest.mark.slow
+def test_floatnet_round_trip_exact(tmp_path):
+    from na_deploy.convert import to_floatnet
+    from na_deploy.testing import ridge_digits_cnn
+
+    model, d = ridge_digits_cnn(widths=(4, 8), grid=10)
+    for mode in ("subtract", "zero"):
+        fnet = to_floatnet(model, (1, 8, 8), d.normalization.channel_scale, name="digits_cnn", neuron=mode)
+        g = to_nir(fnet)
+        assert any(isinstance(n, nir.Scale) for n in g.nodes.values())  # a FloatNet spike carries th
+        back = _round_trip(fnet, tmp_path)
+        assert _bytes(back, tmp_path, "b.h5") == _bytes(fnet, tmp_path, "a.h5")
+
+
+def test_export_maps_zero_mode_onto_standard_if():
+    net = _zero(random_intnet(np.random.default_rng(1), "residual_identity"))
+    g = to_nir(net)
+    ifs = {k: n for k, n in g.nodes.items() if isinstance(n, nir.IF)}
+    assert set(ifs) == {n.name for n in net.nodes}  # the relay is explicit
+    for n in net.nodes:
+        assert np.all(ifs[n.name].v_threshold == n.threshold) and np.all(ifs[n.name].v_reset == 0)
+        assert ifs[n.name].v_threshold.dtype == np.int64
+    assert sum(1 for a, b in g.edges if b == "block.out") == 2  # residual add = two edges
+    assert [w for w in nir_warnings(net) if "subtract" in w] == []
+    sub = random_intnet(np.random.default_rng(1), "residual_identity")
+    assert any("subtract" in w and "reset to zero" in w for w in nir_warnings(sub))
+
+
+def _if(shape, th):
+    return nir.IF(r=np.ones(shape), v_threshold=np.full(shape, th), v_reset=np.zeros(shape))
+
+
+def _foreign_graph(neuron=None):
+    rng = np.random.default_rng(0)
+    neuron = neuron or _if((4, 8, 8), 200.0)
+    nodes = {
+        "input": nir.Input(input_type={"input": np.array([1, 8, 8])}),
+        "c1": nir.Conv2d(input_shape=(8, 8), weight=rng.normal(0, 1.0, (4, 1, 3, 3)), stride=1, padding=1,
+                         dilation=1, groups=1, bias=rng.normal(0, 1, 4)),
+        "n1": neuron,
+        "c2": nir.Conv2d(input_shape=(8, 8), weight=rng.normal(0.3, 0.3, (4, 4, 3, 3)), stride=1, padding=1,
+                         dilation=1, groups=1, bias=np.zeros(4)),
+        "skip": nir.Conv2d(input_shape=(8, 8), weight=rng.normal(0.3, 0.3, (4, 4, 1, 1)), stride=1, padding=0,
+                           dilation=1, groups=1, bias=np.zeros(4)),
+        "n2": _if((4, 8, 8), 1.0),
+        "pool": nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])),
+        "n3": _if((4, 4, 4), 2.0),
+        "flat": nir.Flatten(input_type={"input": np.array([4, 4, 4])}, start_dim=0, end_dim=-1),
+        "fc": nir.Affine(weight=rng.normal(0, 0.5, (10, 64)), bias=np.zeros(10)),
+        "output": nir.Output(output_type={"output": np.array([10])}),
+    }
+    edges = [("input", "c1"), ("c1", "n1"), ("n1", "c2"), ("n1", "skip"), ("c2", "n2"), ("skip", "n2"),
+             ("n2", "pool"), ("pool", "n3"), ("n3", "flat"), ("flat", "fc"), ("fc", "output")]
+    return nir.NIRGraph(nodes=nodes, edges=edges)
+
+
+def test_foreign_graph_to_loihi2_fixed_point(tmp_path):
+    from na_deploy.float_sim import simulate_float
+    from na_deploy.hw_targets.loihi2 import TARGET
+    from na_deploy.hw_targets.loihi2.reference import reference_simulate
+
+    nir.write(tmp_path / "f.nir", _foreign_graph())
+    fnet = load_nir(tmp_path / "f.nir")
+    assert [n.name for n in fnet.nodes] == ["n1", "n2", "n3"] and fnet.readout.name == "output"
+    assert all(n.neuron is ZERO and n.precharge == 0 and n.p == 1 for n in fnet.nodes)
+    assert [s.op.kind for s in fnet.node("n2").inputs] == ["conv2d", "conv2d"]
+    assert fnet.node("n3").inputs[0].op.kind == "avgpool2d"
+    inet = TARGET.to_fixed_point(fnet)
+    x = random_inputs(np.random.default_rng(2), inet, 16)
+    tr = reference_simulate(inet, x, 8)
+    assert set(tr.spike_counts) == {"n1", "n2", "n3"} and tr.readout.shape == (16, 10)
+    fl = simulate_float(fnet, x, [8], count_timesteps=[8], progress=False)
+    assert all(fl.counts[8][k].sum() > 0 for k in ("n1", "n2", "n3"))  # the imported float SNN is active
+    # OPEN (reported): the Loihi 2 fixed point of this imported net is silent (every count 0), see the report.
+
+
+@pytest.mark.parametrize("neuron, message", [
+    (nir.LIF(tau=np.full((4, 8, 8), 0.01), r=np.ones((4, 8, 8)), v_leak=np.zeros((4, 8, 8)),
+             v_threshold=np.ones((4, 8, 8))), "NIR node 'n1': LIF with membrane leak"),
+    (nir.CubaLIF(tau_mem=np.full((4, 8, 8), np.inf), tau_syn=np.full((4, 8, 8), 5e-3), r=np.full((4, 8, 8), np.inf),
+                 v_leak=np.zeros((4, 8, 8)), v_threshold=np.ones((4, 8, 8)), w_in=np.ones((4, 8, 8))),
+     "NIR node 'n1': CubaLIF synaptic current with tau_syn=0.005"),
+    (nir.IF(r=np.ones((4, 8, 8)), v_threshold=np.arange(256.).reshape(4, 8, 8) + 1, v_reset=np.zeros((4, 8, 8))),
+     "NIR node 'n1': v_threshold differs across neurons"),
+    (nir.IF(r=np.ones((4, 8, 8)), v_threshold=np.ones((4, 8, 8)), v_reset=np.ones((4, 8, 8))),
+     "NIR node 'n1': v_reset != 0"),
+    (nir.Threshold(threshold=np.ones((4, 8, 8))), "NIR node 'n1': Threshold is not supported"),
+])
+def test_foreign_refusals(neuron, message):
+    with pytest.raises(ModelError) as e:
+        from_nir(_foreign_graph(neuron))
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
+def test_leak_free_lif_is_imported_as_if():
+    inf = np.full((4, 8, 8), np.inf)
+    lif = nir.LIF(tau=inf, r=inf, v_leak=np.zeros((4, 8, 8)), v_threshold=np.full((4, 8, 8), 200.0))
+    net = from_nir(_foreign_graph(lif))
+    ref = from_nir(_foreign_graph())
+    assert net.node("n1").threshold == ref.node("n1").threshold == 200.0
+
+
+def test_cli_export_import_and_bad_input(tmp_path):
+    net = _zero(random_intnet(np.random.default_rng(0), "residual_conv"))
+    save_net(net, tmp_path / "net.nad.h5")
+    run = CliRunner().invoke
+    r = run(cli, ["export", str(tmp_path / "net.nad.h5"), "--format", "nir", "--out", str(tmp_path / "m.nir")])
+    assert r.exit_code == 0, r.output
+    r = run(cli, ["import", str(tmp_path / "m.nir"), "--out", str(tmp_path / "back.nad.h5")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "back.nad.h5").read_bytes() == (tmp_path / "net.nad.h5").read_bytes()
+    (tmp_path / "corrupt.nir").write_bytes(b"\x89HDF\r\n garbage")
+    nir.write(tmp_path / "unknown.nir", _foreign_graph(nir.Threshold(threshold=np.ones((4, 8, 8)))))
+    g = _foreign_graph()
+    g.nodes["fc"] = nir.Affine(weight=np.ones((10, 60)), bias=np.zeros(10))
+    nir.write(tmp_path / "shapes.nir", nir.NIRGraph(nodes=g.nodes, edges=g.edges, type_check=False))
+    for bad, want in (("corrupt.nir", "not a readable NIR file"), ("unknown.nir", "Threshold is not supported"),
+                      ("shapes.nir", "not a readable NIR file"), ("missing.nir", "no such file")):
+        r = run(cli, ["import", str(tmp_path / bad), "--out", str(tmp_path / "x.nad.h5")])
+        err = r.stderr if hasattr(r, "stderr") else r.output
+        assert r.exit_code == 2 and want in err and err.count("\n") == 1, (bad, err)
+        assert not (tmp_path / "x.nad.h5").exists()
+    r = run(cli, ["export", str(tmp_path / "net.nad.h5"), "--format", "nir", "--out", str(tmp_path / "m.nir")])
+    assert r.exit_code == 2 and "exists" in r.output
+
+
+def test_subtract_export_warns_on_cli(tmp_path):
+    save_net(random_intnet(np.random.default_rng(0), "conv_chain"), tmp_path / "net.nad.h5")
+    r = CliRunner().invoke(cli, ["export", str(tmp_path / "net.nad.h5"), "--format", "nir",
+                                 "--out", str(tmp_path / "m.nir")])
+    assert r.exit_code == 0 and "warning:" in r.output and "reset to zero" in r.output
+    assert isinstance(load_net(tmp_path / "net.nad.h5"), type(load_nir(tmp_path / "m.nir")))
+
+
+def test_snntorch_reader_loads_our_export(tmp_path):
+    """snnTorch 1.0.0's import_from_nir, on our zero-mode export (a conv chain and a residual net).
+
+    Measured here: snnTorch maps nir.IF to `snn.Leaky(beta=0.9, reset by subtraction, init_hidden=False)`, a
+    module that returns (spk, mem); nirtorch 2.6 passes that tuple to the next layer, so any graph with an
+    IF feeding another op fails at the first hop (also nir.read's numpy-int conv parameters reach
+    F.conv2d uncast). This test pins that state: when snnTorch fixes it, it fails and the per-layer spike-count
+    comparison with our reference (the issue's item 3) must be written here."""
+    snn_import = pytest.importorskip("snntorch.import_nir", reason="snntorch not installed")
+    import torch
+
+    for topo in ("conv_chain", "residual_conv"):
+        net = _zero(random_intnet(np.random.default_rng(1), topo, size=6))
+        write_nir(net, tmp_path / "m.nir")
+        mod = snn_import.import_from_nir(nir.read(tmp_path / "m.nir"))
+        x = torch.as_tensor(random_inputs(np.random.default_rng(5), net, 1)[0], dtype=torch.float32)
+        with pytest.raises(TypeError, match="conv2d"):
+            with torch.no_grad():
+                mod(x)
