@@ -88,9 +88,9 @@ def _edge_net(sign: int, threshold: int, bias_mant: int, bias_exp: int, precharg
     return IntNet(InputNode(shape=(2,)), [fc], r)
 
 
-EDGES = {  # the static v bound within 241 units of the LIF's saturation (2^23 - 1) >> 6 = 131071 (at it: negative)
-    "positive": (_edge_net(+1, 90000, 4095, 1, -5), 4),  # bias 8190 -> bias_mant 4095, bias_exp 7
-    "negative": (_edge_net(-1, 131071, -4096, 1, 5), 3),  # bias -8192 -> -4096 << 7; v down to -122491
+EDGES = {  # registers at their edges: bias_mant +-4095/-4096 (bias_exp 6), vth 2^17 - 1, v near 131071
+    "positive": (_edge_net(+1, 90000, 4095, 0, -5), 4),  # bias 4095 -> bias_mant 4095, bias_exp 6
+    "negative": (_edge_net(-1, 131071, -4096, 0, 5), 3),  # bias -4096 -> -4096 << 6; v falls below 0
     "tie": (_edge_net(+1, 65280, 0, 0, 0), 3),  # v == th exactly at step 2: no spike (strict), then > th
 }
 
@@ -104,7 +104,7 @@ def test_registers_at_their_edges_are_exact(case):
     fc = net.node("fc")
     mant, exp = (np.asarray(getattr(graph.lifs["fc"], k).init, dtype=np.int64) for k in ("bias_mant", "bias_exp"))
     assert np.array_equal(mant << exp, 64 * fc.bias) and mant.max() <= 4095 and mant.min() >= -4096
-    assert int(exp.max()) == (7 if case != "tie" else 6) and int(exp.min()) >= 0
+    assert int(exp.max()) == 6 and int(exp.min()) >= 0  # netx's fixed bias_exp (limits.lif_bias_exp_max)
     assert int(np.asarray(graph.lifs["fc"].vth.init)) == fc.threshold
     assert graph.precharge["fc"] == 64 * fc.precharge
     hw = BACKEND.run(net, x, T)
@@ -154,6 +154,27 @@ def test_perturbed_synapse_is_detected_and_located():
     assert m["step"] == 3 and m["lava_step_in_slot"] == net.depths()["readout"] + 3
 
 
+def test_input_fed_node_below_the_lif_floor_is_exact():
+    """fit.membrane_steps: a zero-mode node fed only by the input has one constant current per window, so its
+    v bound covers one step. Here neuron 0 gets -30600 per step: over T = 16 its v (64 x ours) falls far below
+    the LIF's saturation -(2^23 - 1) (the T-step bound -489600 > 131071 would refuse the net), the LIF saturates
+    while the reference keeps falling, and neither fires: counts and readout stay equal."""
+    from na_deploy.hw_targets.loihi2.fit import node_bound, zero_membrane_interval
+
+    w = np.zeros((2, 60), dtype=np.int64)
+    w[0, :], w[1, :10] = -2, 2
+    fc = IntNeuronNode(name="fc", shape=(2,), inputs=[Synapse("input", Dense(w))], threshold=5000,
+                       bias_mant=np.array([0, 1]), precharge=0, neuron=ZERO)
+    r = IntReadoutNode(name="readout", shape=(2,), inputs=[Synapse("fc", Dense(np.array([[2, -2], [-2, 2]])))])
+    net, T = IntNet(InputNode(shape=(60,)), [fc], r), 16
+    lo, _ = zero_membrane_interval(np.array([-30600.0]), np.array([5100.0]), 5000, 0, T)
+    assert 64 * lo < -((1 << 23) - 1)  # what the bound over T steps would have demanded
+    assert node_bound(fc, T).membrane[0] == -30600 and TARGET.check_fit(net, T) == []
+    x = np.stack([np.full(60, 255), np.arange(60) * 4, np.zeros(60, dtype=np.int64)])
+    ref = _assert_equal(net, x, T, BACKEND.run(net, x, T))
+    assert ref.spike_counts["fc"][0].tolist() == [0, 16] and ref.spike_counts["fc"][2].tolist() == [0, 0]
+
+
 # ------------------------------------------------------------------------------------- refusals by name
 def _fc_net(weight: int, threshold: int, bias_mant: int, bias_exp: int, neuron=ZERO) -> IntNet:
     fc = IntNeuronNode(name="fc", shape=(1,), inputs=[Synapse("input", Dense(np.array([[weight, weight]])))],
@@ -187,8 +208,15 @@ def test_fit_check_refuses_each_stock_lif_register_by_name(register):
 def test_lif_bias_encoding():
     from na_deploy.hw_targets.loihi2.limits import lif_bias
 
+    from dataclasses import replace as dc_replace
+
+    from na_deploy.hw_targets.loihi2.limits import LOIHI2
+
     b = np.array([0, 1, -1, 4095, -4096, 4096, 8190, -8192, 4097, 8192, -8194])
-    mant, exp, ok = lif_bias(b)
+    mant, exp, ok = lif_bias(b)  # default: bias_exp 6 only (netx's fixed choice)
+    assert ok.tolist() == [True] * 5 + [False] * 6 and set(exp[ok].tolist()) == {6}
+    assert np.array_equal((mant << exp)[ok], 64 * b[ok])
+    mant, exp, ok = lif_bias(b, dc_replace(LOIHI2, lif_bias_exp_max=7))  # the LIF register itself allows 7
     assert ok.tolist() == [True] * 8 + [False] * 3
     assert np.array_equal((mant << exp)[ok], 64 * b[ok])
     assert mant.min() >= -4096 and mant.max() <= 4095 and exp.min() >= 0 and exp.max() <= 7

@@ -1,5 +1,5 @@
 """NIR in and out (issue 10): exact round trip through nir.write / nir.read, foreign-graph import to Loihi 2
-fixed point, refusals, the CLI, and a real NIR reader (snnTorch) loading our export."""
+fixed point, refusals, the CLI, and a real NIR reader (Norse) running our export."""
 from __future__ import annotations
 
 import dataclasses
@@ -15,6 +15,7 @@ from na_deploy.errors import IRError, ModelError
 from na_deploy.io import load_net, save_net
 from na_deploy.io.nir_io import from_nir, load_nir, nir_warnings, to_nir, write_nir
 from na_deploy.ir import ZERO, AvgPool2d, Conv2d, Identity, replace_nodes
+from na_deploy.hw_targets.loihi2.reference import reference_simulate
 from na_deploy.testing import TOPOLOGIES, random_inputs, random_intnet
 
 
@@ -104,7 +105,7 @@ def _if(shape, th):
 
 def _foreign_graph(neuron=None):
     rng = np.random.default_rng(0)
-    neuron = neuron or _if((4, 8, 8), 200.0)
+    neuron = neuron or _if((4, 8, 8), 0.8)  # input = pixel / 255 (the import's default)
     nodes = {
         "input": nir.Input(input_type={"input": np.array([1, 8, 8])}),
         "c1": nir.Conv2d(input_shape=(8, 8), weight=rng.normal(0, 1.0, (4, 1, 3, 3)), stride=1, padding=1,
@@ -127,6 +128,10 @@ def _foreign_graph(neuron=None):
 
 
 def test_foreign_graph_to_loihi2_fixed_point(tmp_path):
+    """A foreign graph (input = pixel / 255) -> FloatNet -> Loihi 2 fixed point for the T it runs: the integer
+    reference agrees with the float SNN. (At the default max_timesteps = 256 the stock LIF's 17-bit membrane
+    must hold 256 steps of worst-case negative drift from raw pixels, which coarsens layer 1 to weights
+    {-1, 0, 1} and silences it: the fixed point must be made for the T it runs.)"""
     from na_deploy.float_sim import simulate_float
     from na_deploy.hw_targets.loihi2 import TARGET
     from na_deploy.hw_targets.loihi2.reference import reference_simulate
@@ -135,15 +140,22 @@ def test_foreign_graph_to_loihi2_fixed_point(tmp_path):
     fnet = load_nir(tmp_path / "f.nir")
     assert [n.name for n in fnet.nodes] == ["n1", "n2", "n3"] and fnet.readout.name == "output"
     assert all(n.neuron is ZERO and n.precharge == 0 and n.p == 1 for n in fnet.nodes)
+    assert np.allclose(fnet.input.channel_scale, [1 / 255]) and fnet.meta["nir_input"].startswith("pixel * 0.0039")
     assert [s.op.kind for s in fnet.node("n2").inputs] == ["conv2d", "conv2d"]
     assert fnet.node("n3").inputs[0].op.kind == "avgpool2d"
-    inet = TARGET.to_fixed_point(fnet)
-    x = random_inputs(np.random.default_rng(2), inet, 16)
-    tr = reference_simulate(inet, x, 8)
-    assert set(tr.spike_counts) == {"n1", "n2", "n3"} and tr.readout.shape == (16, 10)
-    fl = simulate_float(fnet, x, [8], count_timesteps=[8], progress=False)
-    assert all(fl.counts[8][k].sum() > 0 for k in ("n1", "n2", "n3"))  # the imported float SNN is active
-    # OPEN (reported): the Loihi 2 fixed point of this imported net is silent (every count 0), see the report.
+    T = 8
+    inet = TARGET.to_fixed_point(fnet, max_timesteps=T)
+    x = random_inputs(np.random.default_rng(2), inet, 32)
+    tr = reference_simulate(inet, x, T)
+    fl = simulate_float(fnet, x, [T], count_timesteps=[T], progress=False)
+    # measured (32 samples, T = 8): spikes float / integer n1 31503 / 31109, n2 64854 / 64812, n3 16296 / 16285;
+    # per-neuron counts equal for 95.9 / 99.0 / 99.3 % of neurons; predictions agree on 32 / 32
+    for k in ("n1", "n2", "n3"):
+        f, i = fl.counts[T][k], tr.spike_counts[k]
+        assert f.sum() > 0 and abs(int(i.sum()) - f.sum()) <= 0.02 * f.sum(), (k, f.sum(), i.sum())
+        assert np.mean(f == i) >= 0.95, (k, np.mean(f == i))
+    agree = float(np.mean(tr.readout.argmax(1) == fl.predictions[T]))
+    assert agree >= 0.9, agree
 
 
 @pytest.mark.parametrize("neuron, message", [
@@ -166,10 +178,10 @@ def test_foreign_refusals(neuron, message):
 
 def test_leak_free_lif_is_imported_as_if():
     inf = np.full((4, 8, 8), np.inf)
-    lif = nir.LIF(tau=inf, r=inf, v_leak=np.zeros((4, 8, 8)), v_threshold=np.full((4, 8, 8), 200.0))
+    lif = nir.LIF(tau=inf, r=inf, v_leak=np.zeros((4, 8, 8)), v_threshold=np.full((4, 8, 8), 0.8))
     net = from_nir(_foreign_graph(lif))
     ref = from_nir(_foreign_graph())
-    assert net.node("n1").threshold == ref.node("n1").threshold == 200.0
+    assert net.node("n1").threshold == ref.node("n1").threshold == 0.8
 
 
 def test_cli_export_import_and_bad_input(tmp_path):
@@ -204,22 +216,64 @@ def test_subtract_export_warns_on_cli(tmp_path):
     assert isinstance(load_net(tmp_path / "net.nad.h5"), type(load_nir(tmp_path / "m.nir")))
 
 
-def test_snntorch_reader_loads_our_export(tmp_path):
-    """snnTorch 1.0.0's import_from_nir, on our zero-mode export (a conv chain and a residual net).
-
-    Measured here: snnTorch maps nir.IF to `snn.Leaky(beta=0.9, reset by subtraction, init_hidden=False)`, a
-    module that returns (spk, mem); nirtorch 2.6 passes that tuple to the next layer, so any graph with an
-    IF feeding another op fails at the first hop (also nir.read's numpy-int conv parameters reach
-    F.conv2d uncast). This test pins that state: when snnTorch fixes it, it fails and the per-layer spike-count
-    comparison with our reference (the issue's item 3) must be written here."""
-    snn_import = pytest.importorskip("snntorch.import_nir", reason="snntorch not installed")
+def _norse_counts(graph: nir.NIRGraph, x: np.ndarray, T: int, topological: bool = False):
+    """Run `graph` in Norse 1.1.0 (`norse.torch.from_nir`, nirtorch's GraphExecutor) for T steps per sample:
+    ({IF key: (N,) spike totals}, (N, classes) summed Output). Samples go one at a time, unbatched: Norse maps
+    nir.Flatten(start_dim=0) to torch's Flatten(0), which would fold the batch axis into the features."""
+    import networkx as nx
     import torch
+    from norse.torch import from_nir as norse_from_nir
+    from norse.torch.module.iaf import IAFCell
 
-    for topo in ("conv_chain", "residual_conv"):
-        net = _zero(random_intnet(np.random.default_rng(1), topo, size=6))
+    mod = norse_from_nir(graph)
+    if topological:  # the executor's depth-first order, made topological (see the test)
+        rank = {k: r for r, k in enumerate(nx.topological_sort(nx.DiGraph(graph.edges)))}
+        keys = {k.replace(".", "_"): k for k in graph.nodes}
+        mod.execution_order.sort(key=lambda n: rank[keys[n.name]])
+    step = {}
+    for name, m in mod.named_modules():
+        if isinstance(m, IAFCell):
+            m.register_forward_hook(lambda m, i, o, k=name: step.__setitem__(k, step.get(k, 0) + int(o[0].sum())))
+    counts, outs = [], []
+    with torch.no_grad():
+        for xi in torch.as_tensor(x, dtype=torch.float32):
+            step.clear()
+            state, out = None, 0.0
+            for _ in range(T):
+                y, state = mod(xi, state)
+                out = out + y.double().numpy()
+            counts.append(dict(step))
+            outs.append(out)
+    return {k: np.array([c[k] for c in counts]) for k in counts[0]}, np.stack(outs)
+
+
+def test_norse_runs_our_export(tmp_path):
+    """Item 3: a real NIR reader, Norse 1.1.0's from_nir, runs our zero-mode IntNet export (pre-charge 0: NIR has
+    none) on the same pixels for T = 8; per-layer spike counts and the readout potential against the reference.
+
+    Norse's IAFCell is NIR's IF exactly: v <- v + I (its dt is unused), spike when v > v_th, v <- 0; integer
+    weights and sums < 2**24 keep float32 exact. Chains: every layer equal. Residual nets: nirtorch 2.6's
+    GraphExecutor runs nodes depth-first from the Input and feeds a node an input not yet computed this step
+    from the previous step, so the branch it visits last (our relay's op into block.out) arrives one step late:
+    the layers before the add stay equal, block.out differs (4 samples, per-sample totals, reference vs Norse:
+    residual_conv 172/174, 170/174, 170/168, 173/179; residual_identity 538/534, 532/534, 525/524, 551/553),
+    and the executor returns the last node of its order (that late op) instead of the Output. With the
+    executor's order made topological everything is equal again, so that order is the whole difference."""
+    pytest.importorskip("norse", reason="norse not installed (requirements-py311.txt)")
+    T, n = 8, 4
+    for topo in ("conv_chain", "conv_pool_dense", "residual_conv", "residual_identity"):
+        net = random_intnet(np.random.default_rng(1), topo, size=6)
+        net = replace_nodes(net, [dataclasses.replace(n, neuron=ZERO, precharge=0) for n in net.nodes])
         write_nir(net, tmp_path / "m.nir")
-        mod = snn_import.import_from_nir(nir.read(tmp_path / "m.nir"))
-        x = torch.as_tensor(random_inputs(np.random.default_rng(5), net, 1)[0], dtype=torch.float32)
-        with pytest.raises(TypeError, match="conv2d"):
-            with torch.no_grad():
-                mod(x)
+        g = nir.read(tmp_path / "m.nir")
+        x = random_inputs(np.random.default_rng(5), net, n)
+        tr = reference_simulate(net, x, T)
+        ref = {k.replace(".", "_"): v.reshape(n, -1).sum(1) for k, v in tr.spike_counts.items()}
+        got, out = _norse_counts(g, x, T)
+        late = {"block_out"} if topo.startswith("residual") else set()
+        for k in ref:
+            assert np.array_equal(got[k], ref[k]) != (k in late), (topo, k, got[k], ref[k])
+        assert np.array_equal(out, tr.readout) if not late else out.shape != tr.readout.shape, topo
+        if late:
+            got, out = _norse_counts(g, x, T, topological=True)
+            assert all(np.array_equal(got[k], ref[k]) for k in ref) and np.array_equal(out, tr.readout), topo

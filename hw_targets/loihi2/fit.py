@@ -24,7 +24,8 @@ Static bound, per node m and output channel c (all integers):
     readout:    V_t = sum of t currents: bound = [min(I_lo, T * I_lo), max(I_hi, T * I_hi)].
 Mode "zero" runs on Lava's stock LIF (backend "lava-lif"), whose registers add rules (`lif_rules`): vth <=
 2^17 - 1, 64 x bias encodable as bias_mant << bias_exp (`limits.lif_bias`), the per-step synaptic sum (a_in,
-without the bias) 16-bit signed, and |64 v| <= 2^23 - 1 (the LIF's v is 64 x ours and saturates there).
+without the bias) 16-bit signed, and |64 v| <= 2^23 - 1 (the LIF's v is 64 x ours and saturates there;
+for a zero-mode node fed only by the input, over one step: `membrane_steps`).
 `lif_ratios` states the last three as ratios (<= 1: fits) for a fixed-point scale search (not wired in yet).
 Bounds are computed in float64 (exact below 2**53; far beyond the 24-bit limits anyway).
 """
@@ -154,9 +155,21 @@ def node_bound(node, timesteps: int, limits: Loihi2Limits = LOIHI2) -> NodeBound
         mem = readout_interval(cur_lo, cur_hi, timesteps)
     else:
         interval = MEMBRANE_INTERVALS.get(node.neuron.name, membrane_interval)  # unknown: refused by name anyway
-        mem = interval(cur_lo, cur_hi, node.threshold, node.precharge, timesteps)
+        mem = interval(cur_lo, cur_hi, node.threshold, node.precharge, membrane_steps(node, timesteps))
     return NodeBound(node.name, int(timesteps), tuple(syns), tuple(raws),
                      (float(cur_lo.min()), float(cur_hi.max())), mem, synaptic)
+
+
+def membrane_steps(node, timesteps: int) -> int:
+    """Steps the membrane bound must cover: T, except 1 for a mode "zero" node fed only by the input. Its
+    current is one constant c per neuron and window (C4: the same pixels every step), so v only falls when
+    c <= 0: it can fire at most on step 1 (pc + c > th), and afterwards it falls below 0 and never fires
+    again. The stock LIF's v saturates at -(2^23 - 1) while the reference's keeps falling, but neither fires,
+    so counts stay equal; what must hold exactly is step 1 (and, for c > 0, v >= min(pc, 0)). Without this
+    the bound's T x min(I, 0) would force a first layer to a few weight levels at large T."""
+    if node.neuron.name == "zero" and node.inputs and all(s.source == INPUT_NAME for s in node.inputs):
+        return 1
+    return int(timesteps)
 
 
 def net_timesteps(net: IntNet, timesteps: int | None = None, limits: Loihi2Limits = LOIHI2) -> int:
@@ -241,8 +254,9 @@ def lif_rules(node, bound: NodeBound, limits: Loihi2Limits) -> list[Violation]:
     _, _, ok = lif_bias(b, limits)
     if not ok.all():
         v.append(Violation(name, "bias_mant/bias_exp (stock LIF registers)", _int(b[~ok].flat[0]),
-                           "64 x bias = bias_mant << bias_exp, bias_mant 13-bit signed, bias_exp 0..7",
-                           "bias in [-4096, 4095], or even in [-8192, 8190]"))
+                           f"64 x bias = bias_mant << bias_exp, bias_mant 13-bit signed, bias_exp 0..{limits.lif_bias_exp_max}",
+                           "bias in [-4096, 4095]" + (", or even in [-8192, 8190]" if limits.lif_bias_exp_max >= 7
+                                                      else " (bias_exp 6, netx's fixed choice)")))
     a_lo, a_hi = limits.lif_a_in_range
     v += rule_range(name, "a_in (stock LIF register, per-step synaptic sum)", int(max(bound.synaptic, key=abs)),
                     a_lo, a_hi, "16-bit signed")
@@ -253,15 +267,19 @@ def lif_rules(node, bound: NodeBound, limits: Loihi2Limits) -> list[Violation]:
 
 
 def lif_ratios(node, bound: NodeBound, limits: Loihi2Limits) -> dict[str, float]:
-    """How far a mode "zero" node exceeds the stock LIF's vth, a_in and v registers (<= 1: fits; all three
-    shrink as the node's scale grows), for the fixed-point scale search. The bias has its own rule: an IR
-    bias_exp <= bias_exp_max - 6 keeps 64 x bias encodable (`limits.lif_bias`)."""
+    """How far a mode "zero" node exceeds the stock LIF's vth, a_in and v registers (<= 1: fits; all shrink as
+    the node's scale grows), for the fixed-point scale search. The bias has its own rule: an IR bias_exp <=
+    lif_bias_exp_max - 6 keeps 64 x bias encodable (`limits.lif_bias`). One more ratio keeps room for the netx
+    export, which folds the pre-charge into the bias (`netx_format.netx_runnable`: b + round(pc / T), T >= 1):
+    |b| + |pc| within the 13-bit mantissa, so the folded bias fits for every T."""
     a_lo, a_hi = limits.lif_a_in_range
     lo, hi = bound.synaptic
     m_lo, m_hi = bound.membrane
+    fold = float(np.abs(np.asarray(node.bias)).max(initial=0)) + abs(float(node.precharge))
     return {"stock LIF vth": node.threshold / limits.lif_vth_max,
             "stock LIF a_in": max(hi / a_hi, lo / a_lo, 0.0),
-            "stock LIF v": max(m_hi, -m_lo, 0.0) / limits.lif_membrane_max}
+            "stock LIF v": max(m_hi, -m_lo, 0.0) / limits.lif_membrane_max,
+            "stock LIF bias + pre-charge (netx fold)": fold / limits.bias_mant_max}
 
 
 def _int(x) -> int:

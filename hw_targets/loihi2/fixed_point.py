@@ -238,9 +238,9 @@ def _build(node, net: FloatNet, sigma: float, T: int, limits: Loihi2Limits):
         reps.append(r)
     b_scaled = node.bias / sigma
     lif = _on_stock_lif(node)
-    # the LIF's bias is 64 x ours = bias_mant << (bias_exp + 6) with its bias_exp <= 7: ours <= 1
+    # the LIF's bias is 64 x ours = bias_mant << (bias_exp + 6) with its bias_exp <= lif_bias_exp_max (6): ours 0
     mant, bexp, bias_ratio = quantize_bias(
-        b_scaled, replace(limits, bias_exp_max=limits.bias_exp_max - limits.lif_shift) if lif else limits)
+        b_scaled, replace(limits, bias_exp_max=limits.lif_bias_exp_max - limits.lif_shift) if lif else limits)
     ratios = {"bias mantissa/exponent range": bias_ratio}
     if isinstance(node, ReadoutNode):
         inode = IntReadoutNode(name=node.name, shape=node.shape, inputs=syns, bias_mant=mant, bias_exp=bexp,

@@ -83,6 +83,10 @@ class Loihi2Limits:
     lif_vth_bits: int = 17
     lif_a_in_bits: int = 16
     lif_shift: int = 6
+    # The LIF's bias_exp register holds 0..7, but lava-dl's netx always sets bias_exp = 6 [LAVA-DL netx/hdf5.py]:
+    # we allow 6 only (64 x bias = bias << 6, |bias| <= 4095) so that one IntNet runs on both stock-LIF paths,
+    # backend "lava-lif" and the netx export.
+    lif_bias_exp_max: int = 6
 
     @property
     def lif_vth_max(self) -> int:
@@ -120,14 +124,15 @@ LOIHI2 = Loihi2Limits()
 def lif_bias(bias, limits: "Loihi2Limits" = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Our integer bias b (any shape) re-encoded for the stock LIF: (bias_mant, bias_exp, ok) with
     bias_mant << bias_exp == 64 * b where ok. 64 b = b << 6, so exp 6 works for b in the 13-bit mantissa
-    range, exp 7 for even b with b / 2 in it; a smaller exp needs a larger mantissa, a larger one is > 7.
-    Elsewhere (ok False) there is no encoding (mant / exp are 0 there)."""
+    range, exp 7 for even b with b / 2 in it (only if limits.lif_bias_exp_max allows 7: by default it is 6,
+    netx's fixed choice); a smaller exp needs a larger mantissa. Elsewhere (ok False) there is no encoding
+    (mant / exp are 0 there)."""
     limits = limits or LOIHI2
     b = np.asarray(bias, dtype=np.int64)
     lo, hi = limits.bias_mant_min, limits.bias_mant_max
     shift = limits.lif_shift
     fits6 = (b >= lo) & (b <= hi)
-    fits7 = ~fits6 & (b % 2 == 0) & (b // 2 >= lo) & (b // 2 <= hi) & (shift + 1 <= limits.bias_exp_max)
+    fits7 = ~fits6 & (b % 2 == 0) & (b // 2 >= lo) & (b // 2 <= hi) & (shift + 1 <= limits.lif_bias_exp_max)
     mant = np.where(fits6, b, np.where(fits7, b // 2, 0))
     exp = np.where(fits6, shift, np.where(fits7, shift + 1, 0))
     return mant.astype(np.int64), exp.astype(np.int64), fits6 | fits7

@@ -1,5 +1,8 @@
 """Import of a NIR graph made by another framework (no "na_deploy" metadata) -> FloatNet, mode "zero", p = 1,
-v(0) = 0 (NIR states no initial membrane). Supported: Input, Output, IF (uniform r and v_threshold, v_reset 0),
+v(0) = 0 (NIR states no initial membrane). Input units: NIR does not state them; a FloatNet sees raw pixels
+0..255 (C4), so the graph's input is taken as pixel * `input_scale` (default 1/255: images in [0, 1], as
+torchvision's ToTensor gives and as foreign nets are trained), folded into the weights out of the Input and
+recorded as the InputNode's channel_scale. Supported: Input, Output, IF (uniform r and v_threshold, v_reset 0),
 LIF / CubaLIF where they are an IF (no leak: tau = r = inf, r = tau/dt as snnTorch writes it; CubaLIF also
 tau_syn = dt = NIR_DT so the current clears each step), Affine, Linear, Conv2d (integer padding, dilation 1),
 SumPool2d / AvgPool2d (padding 0), Flatten, uniform Scale; one synaptic op per path between two neurons.
@@ -19,6 +22,7 @@ from ..ir import (INPUT_NAME, ZERO, AvgPool2d, Conv2d, Dense, FloatNet, Identity
                   ReadoutNode, Synapse)
 
 NIR_DT = 1e-4  # the time step snnTorch's NIR reader and writer assume (CubaLIF import)
+DEFAULT_INPUT_SCALE = 1.0 / 255.0  # NIR input = pixel / 255 (images in [0, 1])
 
 _NEURONS = (nir.IF, nir.LIF, nir.CubaLIF)
 _OPS = (nir.Affine, nir.Linear, nir.Conv2d, nir.SumPool2d, nir.AvgPool2d)
@@ -58,8 +62,10 @@ def _neuron_params(key: str, n) -> tuple[float, float]:
 class _Foreign:
     """A NIR graph without na-deploy metadata -> FloatNet (mode zero, p = 1, v(0) = 0)."""
 
-    def __init__(self, graph: nir.NIRGraph):
-        self.g, self.preds = graph, {k: [] for k in graph.nodes}
+    def __init__(self, graph: nir.NIRGraph, input_scale: float = DEFAULT_INPUT_SCALE):
+        if not (np.isfinite(input_scale) and input_scale > 0):
+            raise ModelError(f"input_scale {input_scale!r}: allowed: a finite number > 0 (NIR input = pixel * it)")
+        self.g, self.preds, self.input_scale = graph, {k: [] for k in graph.nodes}, float(input_scale)
         for a, b in graph.edges:
             self.preds[b].append(a)
         for k, n in graph.nodes.items():
@@ -73,7 +79,7 @@ class _Foreign:
             raise IRError(f"NIR graph: needs exactly one Input and one Output node, has {ins} and {outs}")
         self.inp, self.out = ins[0], outs[0]
         self.names = {self.inp: INPUT_NAME}
-        self.th = {self.inp: 1.0}
+        self.th = {self.inp: 1.0 / self.input_scale}  # mult = gain / th[src]: one pixel is input_scale
         self.shape = {self.inp: tuple(int(v) for v in np.asarray(graph.nodes[self.inp].input_type["input"]))}
 
     def _path(self, key: str) -> tuple[str, list]:
@@ -155,10 +161,11 @@ class _Foreign:
         shape = tuple(int(v) for v in np.ravel(self.g.nodes[self.out].output_type["output"]))
         readout = self._node(rk, rpreds, gain, ReadoutNode, shape=shape)
         meta = {"model": "nir-import", "imported_from": "nir", "neuron": ZERO.name, "p": 1,
+                "nir_input": f"pixel * {self.input_scale:.10g}",
                 "readout": "the IF feeding the NIR Output, read as an accumulator" if as_readout else "NIR Output"}
-        return FloatNet(InputNode(self.shape[self.inp]), nodes, readout, meta)
+        return FloatNet(InputNode(self.shape[self.inp], np.array([self.input_scale])), nodes, readout, meta)
 
 
-def foreign_floatnet(graph: nir.NIRGraph) -> FloatNet:
-    """A foreign NIR graph as a FloatNet (module docstring); IR validation errors name the node."""
-    return _Foreign(graph).floatnet()
+def foreign_floatnet(graph: nir.NIRGraph, input_scale: float = DEFAULT_INPUT_SCALE) -> FloatNet:
+    """A foreign NIR graph as a FloatNet (module docstring); its input is pixel * input_scale."""
+    return _Foreign(graph, input_scale).floatnet()

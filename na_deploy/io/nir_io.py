@@ -258,14 +258,15 @@ def _from_ours(graph: nir.NIRGraph) -> Net:
     return (IntNet if is_int else FloatNet)(inp, nodes, readout, json.loads(info["meta"]))
 
 
-def from_nir(graph: nir.NIRGraph) -> Net:
-    """A NIR graph as a net: ours (na-deploy metadata) restored exactly, a foreign one as a FloatNet (mode zero)."""
+def from_nir(graph: nir.NIRGraph, input_scale: float | None = None) -> Net:
+    """A NIR graph as a net: ours (na-deploy metadata) restored exactly, a foreign one as a FloatNet (mode zero)
+    whose input is pixel * input_scale (None: `nir_foreign.DEFAULT_INPUT_SCALE`, 1/255; ignored for ours)."""
     if not isinstance(graph, nir.NIRGraph):
         raise IRError(f"from_nir needs a nir.NIRGraph, got {type(graph).__name__}")
     if META not in (graph.metadata or {}):
-        from .nir_foreign import foreign_floatnet
+        from .nir_foreign import DEFAULT_INPUT_SCALE, foreign_floatnet
 
-        return foreign_floatnet(graph)
+        return foreign_floatnet(graph, DEFAULT_INPUT_SCALE if input_scale is None else input_scale)
     try:
         return _from_ours(graph)
     except (KeyError, IndexError, TypeError, ValueError, AttributeError, json.JSONDecodeError) as e:
@@ -284,11 +285,11 @@ def read_nir(path: str | Path) -> nir.NIRGraph:
         raise IRError(f"{path}: not a readable NIR file ({type(e).__name__}: {msg})") from None
 
 
-def load_nir(path: str | Path) -> Net:
+def load_nir(path: str | Path, input_scale: float | None = None) -> Net:
     """Read a NIR file and import it (`from_nir`); errors name the file."""
     path = Path(path)
     graph = read_nir(path)
     try:
-        return from_nir(graph)
+        return from_nir(graph, input_scale)
     except (IRError, ModelError) as e:
         raise type(e)(f"{path}: {e}") from None
