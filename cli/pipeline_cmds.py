@@ -43,9 +43,14 @@ from .main import parse_timesteps
               help="Neuron mode of the exported and verified net (default: subtract, report as before). Given, "
                    "the noise-adaptor checkpoint is converted in BOTH modes and report.json / report.md show "
                    "them side by side (report['neuron_modes']); the other mode's nets go to net_<mode>.*.")
+@click.option("--from-nir", "from_nir", default=None, metavar="MODEL.nir",
+              help="No training: import this NIR graph (ours or another framework's, see `na-deploy import`), "
+                   "make it fixed point for max(--timesteps, --verify-timesteps), then Lava export, verify and "
+                   "accuracy vs T on --data (required).")
 def pipeline(data, num_classes, model, p, epochs_fp, epochs_qat, timesteps, verify_samples, verify_timesteps,
-             compare_no_noise_adaptor, eval_samples, seed, device, target_name, out, force, neuron):
-    """Train -> quantize (noise adaptor) -> convert -> fixed point -> Lava export -> verify -> accuracy vs T.
+             compare_no_noise_adaptor, eval_samples, seed, device, target_name, out, force, neuron, from_nir):
+    """Train -> quantize (noise adaptor) -> convert -> fixed point -> Lava export -> verify -> accuracy vs T
+    (with --from-nir: import -> fixed point -> Lava export -> verify -> accuracy vs T).
 
     Writes OUT/{fp.ckpt, qat.ckpt, net.nad.h5, net.float.nad.h5, lava/, report.json, report.md, *.png,
     COMPLETE} and prints the summary table. Exit 1 if Lava and the reference simulator disagree anywhere.
@@ -55,11 +60,13 @@ def pipeline(data, num_classes, model, p, epochs_fp, epochs_qat, timesteps, veri
 
     if data is not None and not Path(data).is_file():
         raise NaDeployError(f"--data {data}: no such file")
+    if from_nir is not None and not Path(from_nir).is_file():
+        raise NaDeployError(f"--from-nir {from_nir}: no such file")
     cfg = PipelineConfig(data=data, num_classes=num_classes, model=model, p=p, epochs_fp=epochs_fp,
                          epochs_qat=epochs_qat, timesteps=tuple(parse_timesteps(timesteps)),
                          verify_samples=verify_samples, verify_timesteps=verify_timesteps,
                          compare_no_noise_adaptor=compare_no_noise_adaptor, seed=seed, device=device,
-                         eval_samples=eval_samples, neuron=neuron)
+                         eval_samples=eval_samples, neuron=neuron, from_nir=from_nir)
     cfg.validate()
     target = get_target(target_name)
     report = run_pipeline(cfg, target, out, force=force, log=lambda m: click.echo(m, err=True))

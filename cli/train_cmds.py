@@ -77,7 +77,8 @@ def _planned(ck) -> dict:
     return {"model_name": (ck.model_name, "--model"), "epochs": (ck.epochs, "--epochs"), "lr": (hp.get("lr"), "--lr"),
             "batch_size": (hp.get("batch_size"), "--batch-size"), "seed": (ck.seed, "--seed"),
             "num_classes": (ck.num_classes, "--num-classes"), "p": (ck.p, "--p"),
-            "noise_adaptor": (ck.noise_adaptor, "--noise-adaptor")}
+            "noise_adaptor": (ck.noise_adaptor, "--noise-adaptor"),
+            "l1_sparsity": (hp.get("l1_sparsity", 0.0), "--l1-sparsity")}
 
 
 def _as_option(flag: str, value) -> str:
@@ -203,6 +204,9 @@ def _load_from(from_ckpt: str, model_name: Optional[str], data: Optional[str], s
                    "every training forward (the same eps in the backward pass, eq. 9-10), so the network learns "
                    "to tolerate the SNN's conversion noise; eps = 0 at evaluation.")
 @click.option("--epochs", default=20, show_default=True, type=int, help="QAT epochs.")
+@click.option("--l1-sparsity", "l1_sparsity", default=0.0, show_default=True, type=float, metavar="LAMBDA",
+              help="Datta et al.'s fine-grained L1 activation regularizer: adds LAMBDA x the mean quantized level "
+                   "per neuron (= spikes per neuron per p steps of the SNN) to the loss; 0 = off.")
 @click.option("--lr", default=0.05, show_default=True, type=float,
               help="QAT initial learning rate for weights and step sizes s (SGD momentum 0.9, cosine; no weight "
                    "decay on BN, biases or s).")
@@ -215,7 +219,8 @@ def _load_from(from_ckpt: str, model_name: Optional[str], data: Optional[str], s
 @one_line_errors
 def quantize(from_ckpt: Optional[str], model_name: Optional[str], p: int, noise_adaptor: bool, epochs: int,
              lr: float, fp_epochs: int, fp_lr: float, out: str, data: Optional[str], seed: Optional[int],
-             batch_size: int, device: str, quiet: bool, num_classes: Optional[int], resume: Optional[str]) -> None:
+             batch_size: int, device: str, quiet: bool, num_classes: Optional[int], resume: Optional[str],
+             l1_sparsity: float) -> None:
     """Quantization-aware training with the noise adaptor (Li & Rajendran, arXiv 2312.05290) -- step 1.
 
     Every ReLU becomes a quantized activation with p levels and a learnable step size s (LSQ gradient,
@@ -229,8 +234,11 @@ def quantize(from_ckpt: Optional[str], model_name: Optional[str], p: int, noise_
 
     if resume is not None:
         given = _given("from_ckpt", "model_name", "p", "noise_adaptor", "epochs", "lr", "batch_size", "seed",
-                       "num_classes", "out")
+                       "num_classes", "out", "l1_sparsity")
         return _resume("qat", resume, given, data, device, quiet)
+    from na_deploy.sparsity import check_l1
+
+    l1_sparsity = check_l1(l1_sparsity)
     out_path = check_out(out)
     p = check_p(p)
     resolve_device(device)
@@ -250,7 +258,8 @@ def quantize(from_ckpt: Optional[str], model_name: Optional[str], p: int, noise_
         click.echo(_summary("fp", model_name, fp_res, fp_path))
         fp = load_checkpoint(fp_path)
     result = train_qat(dataset, fp, p=p, noise_adaptor=noise_adaptor, epochs=epochs, lr=lr, seed=seed,
-                       device=device, batch_size=batch_size, out=str(out_path), progress=not quiet)
+                       device=device, batch_size=batch_size, out=str(out_path), progress=not quiet,
+                       l1_sparsity=l1_sparsity)
     calib = result.history[0]["test_acc"]
     tag = "noise adaptor on" if noise_adaptor else "noise adaptor off"
     click.echo(f"calibrated quantized ANN before QAT (p={p}): test accuracy {calib:.4f}")

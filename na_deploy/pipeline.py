@@ -51,6 +51,7 @@ class PipelineConfig:
     device: Optional[str] = None
     eval_samples: Optional[int] = None  # None: the whole test split
     neuron: Optional[str] = None  # None: subtract, report as before; a mode: that mode + both modes side by side
+    from_nir: Optional[str] = None  # a NIR graph: no training; import -> fixed point -> export -> verify -> T
 
     def validate(self) -> None:
         """One-line NaDeployError naming the option for any value no stage can use (p and T: `checks`' rules)."""
@@ -72,6 +73,8 @@ class PipelineConfig:
             raise NaDeployError(f"--verify-timesteps must be >= 1, got {self.verify_timesteps}")
         if self.neuron is not None and self.neuron not in ("subtract", "zero"):  # convert.neuron_modes.NEURON_MODES
             raise NaDeployError(f"--neuron {self.neuron}: unknown neuron mode; allowed: subtract, zero")
+        if self.from_nir is not None and (self.data is None or self.neuron or self.compare_no_noise_adaptor):
+            raise NaDeployError("--from-nir: needs --data (no training; no --neuron, --compare-no-noise-adaptor)")
 
 
 class _Timer:
@@ -176,9 +179,7 @@ def _verify_stage(cfg: PipelineConfig, x_test: np.ndarray, inet: IntNet, target:
 
     with timer("verify_lava"):
         result = verify(inet, x_test[:n], T, target, backend).to_dict()
-    section.update(result)
-    section["bit_exact"] = bool(result["equal"])
-    section["mismatches"] = int(result["mismatching_samples"])
+    section.update(result, bit_exact=bool(result["equal"]), mismatches=int(result["mismatching_samples"]))
     log(f"[verify] {n} samples at T={T}: " + (
         "bit-exact (all per-layer spike counts and readouts equal)" if section["bit_exact"]
         else f"{section['mismatches']} MISMATCHING samples; first: {result['first_mismatch']}"))
@@ -235,14 +236,18 @@ def _main_arm(cfg: PipelineConfig, data, target: Target, run_dir: Path, timer: _
 def _run_stages(cfg: PipelineConfig, target: Target, backend: Optional[Backend], data, run_dir: Path,
                 timer: _Timer, log: Callable) -> dict:
     """Train, convert, export, verify, resources, (the arm without noise adaptor), plots -> the report dict."""
+    from .pipeline_nir import nir_arm, nir_config
     from .train import train_full_precision
 
-    with timer("train_fp"):
-        train_full_precision(data, cfg.model, epochs=cfg.epochs_fp, lr=cfg.lr_fp, seed=cfg.seed,
-                             device=cfg.device, batch_size=cfg.batch_size, out=run_dir / "fp.ckpt")
-    with timer("train_qat"):
-        _train_qat(cfg, data, run_dir, True, "qat.ckpt")
-    arm, modes = _main_arm(cfg, data, target, run_dir, timer, log)
+    if cfg.from_nir is not None:
+        arm, modes = ArmResult(*nir_arm(cfg, data, target, run_dir, timer, log)), None
+    else:
+        with timer("train_fp"):
+            train_full_precision(data, cfg.model, epochs=cfg.epochs_fp, lr=cfg.lr_fp, seed=cfg.seed,
+                                 device=cfg.device, batch_size=cfg.batch_size, out=run_dir / "fp.ckpt")
+        with timer("train_qat"):
+            _train_qat(cfg, data, run_dir, True, "qat.ckpt")
+        arm, modes = _main_arm(cfg, data, target, run_dir, timer, log)
     report = arm.to_report()
     if modes is not None:
         report["neuron_modes"] = modes
@@ -250,7 +255,7 @@ def _run_stages(cfg: PipelineConfig, target: Target, backend: Optional[Backend],
         backend = target.backend(net=arm.inet) if backend is None else backend  # (imports the simulator)
         try:
             backend.export(arm.inet, run_dir / "lava", timesteps=cfg.verify_timesteps,
-                           source=f"{cfg.model} (na-deploy pipeline)")
+                           source=f"{cfg.from_nir or cfg.model} (na-deploy pipeline)")
         except ExportNotSupported as e:
             log(f"[export] skipped: {e}")
     report["verify"] = _verify_stage(cfg, data.x_test, arm.inet, target, backend, timer, log)
@@ -264,9 +269,7 @@ def _run_stages(cfg: PipelineConfig, target: Target, backend: Optional[Backend],
         report["no_noise_adaptor"] = other.to_report()
     with timer("plots"):
         _write_plots(cfg, data.name, report, arm, run_dir)
-    report["config"] = {**asdict(cfg), "timesteps": list(cfg.timesteps), "target": target.name}
-    if cfg.neuron is None:
-        del report["config"]["neuron"]  # the default run's report.json is unchanged
+    report["config"] = nir_config(cfg, {**asdict(cfg), "timesteps": list(cfg.timesteps), "target": target.name})
     report["data"] = {"name": data.name, "fingerprint": data.fingerprint, "train": int(len(data.x_train)),
                       "test": int(len(data.x_test)), "evaluated": int(len(arm.x))}
     return report

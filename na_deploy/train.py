@@ -32,6 +32,7 @@ from .checks import check_p
 from .data import Dataset, Loaders, Normalization, make_loaders
 from .device import resolve_device
 from .errors import CheckpointError, ModelError
+from .sparsity import ActivationL1, check_l1
 from .surgery import calibrate_step_sizes, quant_layers, quantize_model
 
 # Defaults chosen on digits / digits_cnn (see the issue-2 note): a good result in well under a minute on 2 cores.
@@ -94,13 +95,21 @@ def model_accuracy(model: nn.Module, x, y, norm: Normalization, batch_size: int 
     return correct / max(len(y), 1)
 
 
-def train_one_epoch(model: nn.Module, loaders: Loaders, norm: Normalization, opt, sched) -> tuple[float, float]:
-    """One pass over the shuffled training split; returns (mean loss, train accuracy)."""
+def train_one_epoch(model: nn.Module, loaders: Loaders, norm: Normalization, opt, sched,
+                    l1_sparsity: float = 0.0) -> tuple[float, float]:
+    """One pass over the shuffled training split; returns (mean loss, train accuracy). l1_sparsity = λ > 0 adds
+    λ x the mean quantized level per neuron (na_deploy.sparsity, Datta et al.) to the loss."""
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
+    reg = ActivationL1(model) if l1_sparsity > 0 else None
     for xb, yb in loaders.train():
-        logits = model(norm.apply(xb))
-        loss = F.cross_entropy(logits, yb)
+        if reg is None:
+            logits = model(norm.apply(xb))
+            loss = F.cross_entropy(logits, yb)
+        else:
+            with reg:
+                logits = model(norm.apply(xb))
+                loss = F.cross_entropy(logits, yb) + l1_sparsity * reg.penalty()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -116,7 +125,7 @@ def fit(model: nn.Module, dataset: Dataset, norm: Normalization, *, epochs: int,
         weight_decay: float, seed: int, device: torch.device, desc: str, progress: bool = True,
         history: Optional[list] = None, start_epoch: int = 0, stop_after: Optional[int] = None,
         opt_state: Optional[dict] = None, sched_state: Optional[dict] = None, rng_state: Optional[dict] = None,
-        on_epoch: Optional[Callable[[int, list, object, object, Loaders], None]] = None):
+        on_epoch: Optional[Callable[[int, list, object, object, Loaders], None]] = None, l1_sparsity: float = 0.0):
     """The shared loop: epochs start_epoch+1 .. min(epochs, stop_after), each a shuffled training pass, then
     a test evaluation, under a tqdm bar. Optimizer / schedule / RNG state can be restored (resume).
     Returns (history, opt, sched, loaders)."""
@@ -135,7 +144,7 @@ def fit(model: nn.Module, dataset: Dataset, norm: Normalization, *, epochs: int,
     for epoch in bar:
         t0 = time.perf_counter()
         lr_now = opt.param_groups[0]["lr"]
-        loss, train_acc = train_one_epoch(model, loaders, norm, opt, sched)
+        loss, train_acc = train_one_epoch(model, loaders, norm, opt, sched, l1_sparsity)
         seconds = time.perf_counter() - t0
         test_acc = model_accuracy(model, dataset.x_test, dataset.y_test, norm, device=device)
         history.append({"epoch": epoch, "lr": lr_now, "train_loss": loss, "train_acc": train_acc,
@@ -193,7 +202,7 @@ def run_and_save(model: nn.Module, dataset: Dataset, template: Checkpoint, out: 
         weight_decay=hp["weight_decay"], seed=template.seed, device=dev, desc=desc, progress=progress,
         history=history, start_epoch=rs.epoch if rs else 0, stop_after=stop_after,
         opt_state=rs.optimizer_state if rs else None, sched_state=rs.scheduler_state if rs else None,
-        rng_state=rs.rng_state if rs else None, on_epoch=on_epoch)
+        rng_state=rs.rng_state if rs else None, on_epoch=on_epoch, l1_sparsity=hp.get("l1_sparsity", 0.0))
     ckpt = state.get("ckpt") or snapshot(template, model, rs.epoch if rs else 0, hist, opt, sched, loaders)
     return TrainResult(model, ckpt, hist)
 
@@ -254,10 +263,12 @@ def train_qat(dataset: Dataset, fp_checkpoint: Checkpoint | str, p: int = 2, noi
               device: Optional[str] = None, batch_size: int = QAT_DEFAULTS["batch_size"],
               weight_decay: float = QAT_DEFAULTS["weight_decay"], model_name: Optional[str] = None,
               out: Optional[str] = None, progress: bool = True, calibrate: bool = True,
-              stop_after: Optional[int] = None) -> TrainResult:
+              stop_after: Optional[int] = None, l1_sparsity: float = 0.0) -> TrainResult:
     """QAT from a full-precision checkpoint: ReLU -> QuantReLU(p, s, noise_adaptor), s calibrated
-    (MSE-optimal), then train. History entry epoch 0 is the calibrated quantized ANN before training."""
+    (MSE-optimal), then train (with λ = l1_sparsity > 0: + λ x mean level, na_deploy.sparsity). History entry
+    epoch 0 is the calibrated quantized ANN before training."""
     p = check_p(p)
+    l1_sparsity = check_l1(l1_sparsity)
     _check_positive("epochs", epochs, integer=True)
     _check_positive("lr", lr)
     _check_positive("batch_size", batch_size, integer=True)
@@ -281,7 +292,8 @@ def train_qat(dataset: Dataset, fp_checkpoint: Checkpoint | str, p: int = 2, noi
         num_classes=fp.num_classes, channel_scale=fp.channel_scale, state_dict={},
         data_fingerprint=dataset.fingerprint, data_name=dataset.name, seed=seed, p=p,
         noise_adaptor=bool(noise_adaptor), epochs=epochs,
-        hparams={"lr": lr, "batch_size": batch_size, "weight_decay": weight_decay, "momentum": MOMENTUM},
+        hparams={"lr": lr, "batch_size": batch_size, "weight_decay": weight_decay, "momentum": MOMENTUM,
+                 **({"l1_sparsity": l1_sparsity} if l1_sparsity > 0 else {})},  # absent at 0: same bytes as before
         parent={"path": fp.path, "data_fingerprint": fp.data_fingerprint, "kind": fp.kind})
     return run_and_save(model, dataset, template, out, dev, f"qat p={p} {tag}", progress, stop_after, history)
 

@@ -105,3 +105,37 @@ def test_report_command_counts_resources_and_energy(tmp_path):
     assert r.exit_code == 2 and "float net" in r.output
     r = _run(["report", str(tmp_path / "nope.nad.h5")])
     assert r.exit_code == 2 and "no such file" in r.output
+
+
+@pytest.mark.lava
+def test_pipeline_from_nir_imports_converts_and_verifies(tmp_path):
+    """Issue 10 item 4: `pipeline --from-nir model.nir --data x.npz` (no training): our zero-mode digits net
+    written to NIR, then fixed point -> export (the stock-LIF backend has no bundle: skipped) -> verify ->
+    accuracy vs T on the npz."""
+    import nir
+
+    from na_deploy.convert import to_floatnet
+    from na_deploy.io.nir_io import to_nir
+    from na_deploy.testing import ridge_digits_cnn
+
+    model, d = ridge_digits_cnn(widths=(4, 8), grid=10)
+    fnet = to_floatnet(model, (1, 8, 8), d.normalization.channel_scale, name="digits_cnn", neuron="zero")
+    nir.write(tmp_path / "model.nir", to_nir(fnet))
+    np.savez(tmp_path / "x.npz", x_train=d.x_train, y_train=d.y_train, x_test=d.x_test, y_test=d.y_test)
+    r = _run(["pipeline", "--from-nir", str(tmp_path / "model.nir")])
+    assert r.exit_code == 2 and "--from-nir: needs --data" in r.output and r.output.count("\n") == 1, r.output
+    out = tmp_path / "run"
+    r = _run(["pipeline", "--from-nir", str(tmp_path / "model.nir"), "--data", str(tmp_path / "x.npz"),
+              "--out", str(out), "--timesteps", "4,8,16", "--verify-samples", "4", "--verify-timesteps", "8",
+              "--eval-samples", "100"])
+    assert r.exit_code == 0, r.output
+    assert "[export] skipped" in r.output and not (out / "fp.ckpt").exists() and (out / "COMPLETE").exists()
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["config"]["from_nir"] == str(tmp_path / "model.nir") and "epochs_fp" not in rep["config"]
+    assert {k: len(v) for k, v in rep["snn_accuracy"].items() if k in ("float", "integer")} == \
+        {"float": 3, "integer": 3}
+    assert rep["snn_accuracy"]["integer"]["16"] > 0.5, rep["snn_accuracy"]
+    v = rep["verify"]
+    assert (v["samples"], v["timesteps"], v["bit_exact"], v["mismatches"]) == (4, 8, True, 0)
+    inet = load_net(out / "net.nad.h5")
+    assert inet.meta["made_from"] == made_from("float_net", out / "net.float.nad.h5")

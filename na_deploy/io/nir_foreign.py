@@ -9,7 +9,8 @@ SumPool2d / AvgPool2d (padding 0), Flatten, uniform Scale; one synaptic op per p
 Several edges into one neuron are summed. A spike of a FloatNet node carries its threshold (C2), so weights
 out of a neuron are divided by its threshold; r (IF) multiplies the weights and biases into it. An IF that
 feeds the Output directly becomes the accumulating readout (class = argmax of its summed input); else the
-Output's inputs are the readout. Anything else raises one line naming the node (ModelError: a node kind or a
+Output's inputs are the readout. Neuron parameters given as one scalar (Norse's writer) take the shape
+that the op into the neuron produces. Anything else raises one line naming the node (ModelError: a node kind or a
 leak na-deploy cannot express; IRError: a graph that does not chain).
 """
 from __future__ import annotations
@@ -80,7 +81,7 @@ class _Foreign:
         self.inp, self.out = ins[0], outs[0]
         self.names = {self.inp: INPUT_NAME}
         self.th = {self.inp: 1.0 / self.input_scale}  # mult = gain / th[src]: one pixel is input_scale
-        self.shape = {self.inp: tuple(int(v) for v in np.asarray(graph.nodes[self.inp].input_type["input"]))}
+        self.shape = {INPUT_NAME: tuple(int(v) for v in np.asarray(graph.nodes[self.inp].input_type["input"]))}
 
     def _path(self, key: str) -> tuple[str, list]:
         """Walk back from `key` to a neuron or the Input: (source key, the op/pass nodes in forward order)."""
@@ -129,7 +130,10 @@ class _Foreign:
             syns.append(s)
             bias = b if bias is None else (bias if b is None else bias + b)
         name = key.replace("/", ".") if key != INPUT_NAME else "input_"
-        return cls(name=name, shape=kw.pop("shape"), inputs=syns, bias=bias, **kw)
+        shape = kw.pop("shape") or tuple(syns[0].op.out_shape(self.shape[syns[0].source]))
+        node = cls(name=name, shape=shape, inputs=syns, bias=bias, **kw)
+        self.shape[name] = node.shape
+        return node
 
     def _order(self) -> list[str]:
         order, seen = [], set()
@@ -151,7 +155,7 @@ class _Foreign:
         nodes = []
         for k in order[:-1] if as_readout else order:
             th, gain = _neuron_params(k, self.g.nodes[k])
-            shape = tuple(int(v) for v in np.shape(self.g.nodes[k].v_threshold))
+            shape = tuple(int(v) for v in np.shape(self.g.nodes[k].v_threshold))  # () (Norse): from the op
             node = self._node(k, self.preds[k], gain, NeuronNode, shape=shape, threshold=th, p=1, precharge=0.0,
                               neuron=ZERO)
             nodes.append(node)
@@ -163,7 +167,7 @@ class _Foreign:
         meta = {"model": "nir-import", "imported_from": "nir", "neuron": ZERO.name, "p": 1,
                 "nir_input": f"pixel * {self.input_scale:.10g}",
                 "readout": "the IF feeding the NIR Output, read as an accumulator" if as_readout else "NIR Output"}
-        return FloatNet(InputNode(self.shape[self.inp], np.array([self.input_scale])), nodes, readout, meta)
+        return FloatNet(InputNode(self.shape[INPUT_NAME], np.array([self.input_scale])), nodes, readout, meta)
 
 
 def foreign_floatnet(graph: nir.NIRGraph, input_scale: float = DEFAULT_INPUT_SCALE) -> FloatNet:
