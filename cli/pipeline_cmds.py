@@ -11,6 +11,23 @@ from na_deploy.errors import NaDeployError
 from .main import parse_timesteps
 
 
+def _config_fields(options: dict) -> dict:
+    """PipelineConfig fields: its defaults, then --preset's values, then every flag the user gave."""
+    from dataclasses import fields
+
+    from click.core import ParameterSource
+
+    from na_deploy.pipeline import PipelineConfig
+    from na_deploy.presets import resolve_config
+
+    ctx = click.get_current_context()
+    given = {k: v for k, v in options.items() if k != "preset" and ctx.get_parameter_source(k)
+             not in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)}
+    if "timesteps" in given:
+        given["timesteps"] = tuple(parse_timesteps(given["timesteps"]))
+    return resolve_config({f.name: f.default for f in fields(PipelineConfig)}, options["preset"], given)
+
+
 @click.command()
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
               help="npz with x_train, y_train, x_test, y_test (uint8 0-255 or float in [0,1]). "
@@ -47,8 +64,15 @@ from .main import parse_timesteps
               help="No training: import this NIR graph (ours or another framework's, see `na-deploy import`), "
                    "make it fixed point for max(--timesteps, --verify-timesteps), then Lava export, verify and "
                    "accuracy vs T on --data (required).")
-def pipeline(data, num_classes, model, p, epochs_fp, epochs_qat, timesteps, verify_samples, verify_timesteps,
-             compare_no_noise_adaptor, eval_samples, seed, device, target_name, out, force, neuron, from_nir):
+@click.option("--preset", default=None, metavar="NAME",
+              help="Hyperparameters from the paper's §5.1 (na_deploy/presets.py): cifar10-resnet18, imagenet-resnet50, "
+                   "smoke; every flag you give overrides its value; report.json's config holds what ran.")
+@click.option("--lr-fp", "lr_fp", type=float, default=0.1, show_default=True, help="Full-precision initial LR (cosine).")
+@click.option("--lr-qat", "lr_qat", type=float, default=0.05, show_default=True, help="QAT initial LR (cosine).")
+@click.option("--batch-size", "batch_size", type=int, default=64, show_default=True)
+@click.option("--weight-decay", "weight_decay", type=float, default=5e-4, show_default=True,
+              help="SGD weight decay (not on BN, biases, step sizes) for both training stages.")
+def pipeline(target_name, out, force, **options):
     """Train -> quantize (noise adaptor) -> convert -> fixed point -> Lava export -> verify -> accuracy vs T
     (with --from-nir: import -> fixed point -> Lava export -> verify -> accuracy vs T).
 
@@ -58,15 +82,12 @@ def pipeline(data, num_classes, model, p, epochs_fp, epochs_qat, timesteps, veri
     from na_deploy.hw_targets import get_target
     from na_deploy.pipeline import PipelineConfig, format_summary, run_pipeline
 
+    data, from_nir = options["data"], options["from_nir"]
     if data is not None and not Path(data).is_file():
         raise NaDeployError(f"--data {data}: no such file")
     if from_nir is not None and not Path(from_nir).is_file():
         raise NaDeployError(f"--from-nir {from_nir}: no such file")
-    cfg = PipelineConfig(data=data, num_classes=num_classes, model=model, p=p, epochs_fp=epochs_fp,
-                         epochs_qat=epochs_qat, timesteps=tuple(parse_timesteps(timesteps)),
-                         verify_samples=verify_samples, verify_timesteps=verify_timesteps,
-                         compare_no_noise_adaptor=compare_no_noise_adaptor, seed=seed, device=device,
-                         eval_samples=eval_samples, neuron=neuron, from_nir=from_nir)
+    cfg = PipelineConfig(**_config_fields(options))
     cfg.validate()
     target = get_target(target_name)
     report = run_pipeline(cfg, target, out, force=force, log=lambda m: click.echo(m, err=True))

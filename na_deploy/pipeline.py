@@ -43,6 +43,7 @@ class PipelineConfig:
     lr_fp: float = 0.1
     lr_qat: float = 0.05
     batch_size: int = 64
+    weight_decay: float = 5e-4
     timesteps: tuple = DEFAULT_TIMESTEPS
     verify_samples: int = 100
     verify_timesteps: int = 8
@@ -52,6 +53,7 @@ class PipelineConfig:
     eval_samples: Optional[int] = None  # None: the whole test split
     neuron: Optional[str] = None  # None: subtract, report as before; a mode: that mode + both modes side by side
     from_nir: Optional[str] = None  # a NIR graph: no training; import -> fixed point -> export -> verify -> T
+    preset: Optional[str] = None  # na_deploy.presets: the values above came from it unless a flag was given
 
     def validate(self) -> None:
         """One-line NaDeployError naming the option for any value no stage can use (p and T: `checks`' rules)."""
@@ -65,12 +67,10 @@ class PipelineConfig:
             check_timesteps(self.timesteps)
         except NaDeployError:
             raise NaDeployError(f"--timesteps must be positive integers, got {list(self.timesteps)}") from None
-        if self.verify_samples < 0:
-            raise NaDeployError(f"--verify-samples must be >= 0, got {self.verify_samples}")
-        if self.eval_samples is not None and self.eval_samples < 1:
-            raise NaDeployError(f"--eval-samples must be >= 1, got {self.eval_samples}")
-        if self.verify_timesteps < 1:
-            raise NaDeployError(f"--verify-timesteps must be >= 1, got {self.verify_timesteps}")
+        for flag, v, lo in (("--verify-samples", self.verify_samples, 0), ("--verify-timesteps", self.verify_timesteps, 1),
+                            ("--eval-samples", 1 if self.eval_samples is None else self.eval_samples, 1)):
+            if v < lo:
+                raise NaDeployError(f"{flag} must be >= {lo}, got {v}")
         if self.neuron is not None and self.neuron not in ("subtract", "zero"):  # convert.neuron_modes.NEURON_MODES
             raise NaDeployError(f"--neuron {self.neuron}: unknown neuron mode; allowed: subtract, zero")
         if self.from_nir is not None and (self.data is None or self.neuron or self.compare_no_noise_adaptor):
@@ -139,7 +139,8 @@ def _train_qat(cfg: PipelineConfig, data, run_dir: Path, noise_adaptor: bool, ou
     from .train import train_qat
 
     train_qat(data, run_dir / "fp.ckpt", p=cfg.p, noise_adaptor=noise_adaptor, epochs=cfg.epochs_qat,
-              lr=cfg.lr_qat, seed=cfg.seed, device=cfg.device, batch_size=cfg.batch_size, out=run_dir / out_name)
+              lr=cfg.lr_qat, seed=cfg.seed, device=cfg.device, batch_size=cfg.batch_size, out=run_dir / out_name,
+              weight_decay=cfg.weight_decay)
 
 
 def _accuracy_arm(qat_ckpt: Path, data, cfg: PipelineConfig, target: Target, run_dir: Path, tag: str,
@@ -243,8 +244,8 @@ def _run_stages(cfg: PipelineConfig, target: Target, backend: Optional[Backend],
         arm, modes = ArmResult(*nir_arm(cfg, data, target, run_dir, timer, log)), None
     else:
         with timer("train_fp"):
-            train_full_precision(data, cfg.model, epochs=cfg.epochs_fp, lr=cfg.lr_fp, seed=cfg.seed,
-                                 device=cfg.device, batch_size=cfg.batch_size, out=run_dir / "fp.ckpt")
+            train_full_precision(data, cfg.model, epochs=cfg.epochs_fp, lr=cfg.lr_fp, seed=cfg.seed, device=cfg.device,
+                                 batch_size=cfg.batch_size, out=run_dir / "fp.ckpt", weight_decay=cfg.weight_decay)
         with timer("train_qat"):
             _train_qat(cfg, data, run_dir, True, "qat.ckpt")
         arm, modes = _main_arm(cfg, data, target, run_dir, timer, log)

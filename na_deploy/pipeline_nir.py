@@ -14,8 +14,8 @@ from .ir import FloatNet
 from .protocols import Target, require_fit
 from .provenance import save_net_pair
 
-TRAINING_KEYS = ("model", "p", "epochs_fp", "epochs_qat", "lr_fp", "lr_qat", "batch_size",
-                 "compare_no_noise_adaptor", "neuron")
+TRAINING_KEYS = ("model", "p", "epochs_fp", "epochs_qat", "lr_fp", "lr_qat", "batch_size", "weight_decay",
+                 "compare_no_noise_adaptor", "neuron", "preset")
 
 
 def nir_arm(cfg, data, target: Target, run_dir: Path, timer, log: Callable) -> tuple:
@@ -52,4 +52,5 @@ def nir_config(cfg, config: dict) -> dict:
     """report.json's "config": a training run's as before (no from_nir; neuron only when given), a --from-nir
     run's without the training options it did not use."""
     drop = set(TRAINING_KEYS) if cfg.from_nir is not None else {"from_nir"}
-    return {k: v for k, v in config.items() if k not in drop | ({"neuron"} if cfg.neuron is None else set())}
+    drop |= {k for k in ("neuron", "preset") if getattr(cfg, k) is None}  # as before when not given
+    return {k: v for k, v in config.items() if k not in drop}
