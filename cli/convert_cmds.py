@@ -48,10 +48,13 @@ def _check_out(out: str, option: str) -> Path:
 @click.option("--neuron", "neuron", default="subtract", show_default=True, metavar="[subtract|zero]",
               help="Neuron mode: subtract (the paper's IF: v >= th, v <- v - th) or zero (Lava's stock LIF rule: "
                    "v > th, v <- 0; threshold, pre-charge and relays re-parametrised, see convert.neuron_modes).")
+@click.option("--bn-bias-shift", "bias_shift", type=int, default=None, metavar="T",
+              help="Datta et al.'s BN-bias shift for T steps instead of the pre-charge: bias += pre-charge / T "
+                   "(th / 2T in mode subtract), pre-charge 0 (convert/bias_shift.py derives it).")
 @click.option("--quiet", is_flag=True, help="Print only the summary line.")
 @one_line_errors
 def convert(checkpoint: str, out: str, float_out: Optional[str], target_name: str, max_timesteps: Optional[int],
-            no_self_check: bool, neuron: str, quiet: bool) -> None:
+            no_self_check: bool, neuron: str, bias_shift: Optional[int], quiet: bool) -> None:
     """QAT checkpoint -> integrate-and-fire SNN (FloatNet) -> target fixed point (IntNet), steps 2-3.
 
     BN is folded, each quantized ReLU becomes an IF population with threshold p*s, pre-charge th/2 and reset
@@ -75,7 +78,10 @@ def convert(checkpoint: str, out: str, float_out: Optional[str], target_name: st
         raise NaDeployError(f"--float-out {fout_p}: must differ from --out")
     if max_timesteps is not None and max_timesteps < 1:
         raise NaDeployError(f"--max-timesteps {max_timesteps}: allowed: a positive integer")
-    fnet = convert_checkpoint(checkpoint, self_check=not no_self_check, neuron=neuron)
+    if bias_shift is not None and bias_shift < 1:
+        raise NaDeployError(f"--bn-bias-shift {bias_shift}: allowed: the positive T the shift is made for")
+    fnet = convert_checkpoint(checkpoint, self_check=not no_self_check, neuron=neuron,
+                              bias_shift_timesteps=bias_shift)
     inet, qrep = target.to_fixed_point_with_report(fnet, max_timesteps=max_timesteps)
     if not quiet:
         click.echo(qrep.format())

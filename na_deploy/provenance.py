@@ -241,11 +241,13 @@ def _ckpt_to_float(ckpt_p: Path, ckpt: Any, float_p: Path, fnet: FloatNet) -> Li
     if why:
         return Link(frm, to, False, why)
     from .convert import convert_checkpoint
+    from .convert.bias_shift import bias_shift_of
     from .convert.neuron_modes import mode_of
 
     label = f"convert_checkpoint({ckpt_p.name})"
     try:
-        derived = convert_checkpoint(ckpt, self_check=False, **mode_of(fnet.meta))  # in the mode it was made
+        derived = convert_checkpoint(ckpt, self_check=False, **mode_of(fnet.meta),  # in the mode it was made
+                                     **bias_shift_of(fnet.meta))
     except NaDeployError as e:
         return Link(frm, to, False, f"{label} fails: {e}")
     diff = compare_nets(fnet, _roundtrip(derived), float_p.name, label, meta=True)

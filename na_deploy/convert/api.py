@@ -21,6 +21,7 @@ from ..provenance_records import made_from
 from ..quant import QuantReLU
 from .affine import Shape
 from .fx_walk import _MAXPOOL_MODULES, _Converter, trace_model
+from .bias_shift import apply_bias_shift
 from .neuron_modes import DEFAULT_ZERO, ZeroParams, apply_neuron_mode, check_mode
 
 
@@ -73,7 +74,8 @@ def _walk(model: nn.Module, input_shape: Shape, scale: np.ndarray, name: Optiona
 
 def to_floatnet(model: nn.Module, input_shape: Sequence[int], channel_scale: Any = None, *,
                 name: Optional[str] = None, made_from_record: Optional[dict] = None, self_check: bool = True,
-                seed: int = 0, neuron: str = "subtract", neuron_params: ZeroParams = DEFAULT_ZERO) -> FloatNet:
+                seed: int = 0, neuron: str = "subtract", neuron_params: ZeroParams = DEFAULT_ZERO,
+                bias_shift_timesteps: Optional[int] = None) -> FloatNet:
     """Convert an eval-mode QAT torch model to a delay-balanced FloatNet (C2-C4, C7; rules in the package doc).
 
     input_shape: (C, H, W) of one image; channel_scale: per-channel normalisation x_norm = x_uint8 * scale_c,
@@ -83,6 +85,7 @@ def to_floatnet(model: nn.Module, input_shape: Sequence[int], channel_scale: Any
     the model came from (`provenance_records.made_from`), stored as meta["made_from"] (C8). `neuron`: the neuron
     mode ("subtract", the paper's conversion, or "zero", reset to zero with `neuron_params`; see
     `convert.neuron_modes`), applied after the self-check (which checks the subtract conversion).
+    `bias_shift_timesteps` = T: Datta et al.'s bias shift for T steps instead of the pre-charge (`bias_shift`).
     """
     check_mode(neuron)
     input_shape = tuple(int(d) for d in input_shape)
@@ -108,7 +111,8 @@ def to_floatnet(model: nn.Module, input_shape: Sequence[int], channel_scale: Any
     net = balance_delays(net)
     if self_check:
         check_against_torch(net, model, seed=seed)
-    return apply_neuron_mode(net, neuron, neuron_params)
+    net = apply_neuron_mode(net, neuron, neuron_params)
+    return net if bias_shift_timesteps is None else apply_bias_shift(net, bias_shift_timesteps)
 
 
 def check_against_torch(net: FloatNet, model: nn.Module, n_images: int = 2, seed: int = 0,
@@ -135,7 +139,7 @@ def check_against_torch(net: FloatNet, model: nn.Module, n_images: int = 2, seed
 
 
 def convert_checkpoint(ckpt: Any, self_check: bool = True, neuron: str = "subtract",
-                       neuron_params: ZeroParams = DEFAULT_ZERO) -> FloatNet:
+                       neuron_params: ZeroParams = DEFAULT_ZERO, bias_shift_timesteps: Optional[int] = None) -> FloatNet:
     """FloatNet of a QAT checkpoint (`na_deploy.checkpoint.Checkpoint` or a path to one); meta["made_from"]
     records the checkpoint file (base name + SHA-256) when it was loaded from one. `neuron`: as `to_floatnet`."""
     check_mode(neuron)
@@ -150,7 +154,8 @@ def convert_checkpoint(ckpt: Any, self_check: bool = True, neuron: str = "subtra
                               "(`na-deploy quantize`)")
     model = ckpt.build_model()
     net = to_floatnet(model, ckpt.input_shape, ckpt.normalization.channel_scale, name=ckpt.model_name,
-                      made_from_record=record, self_check=self_check, neuron=neuron, neuron_params=neuron_params)
+                      made_from_record=record, self_check=self_check, neuron=neuron, neuron_params=neuron_params,
+                      bias_shift_timesteps=bias_shift_timesteps)
     net.meta.update({"data_name": ckpt.data_name, "data_fingerprint": ckpt.data_fingerprint,
                      "checkpoint_epoch": int(ckpt.epoch)})
     if ckpt.p is not None:
