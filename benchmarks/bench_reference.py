@@ -19,20 +19,12 @@ def build_nets(p: int, seed: int, input_size: int):
     from na_deploy.convert import to_floatnet
     from na_deploy.hw_targets.loihi2 import TARGET
     from na_deploy.models import build_model
-    from na_deploy.quant import QuantReLU
+    from na_deploy.testing import settle_batchnorm
     from na_deploy.surgery import quantize_model
 
     torch.manual_seed(seed)
     model = quantize_model(build_model("tiny_resnet", 1, 10, input_size), p, True)
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():  # trained-looking statistics so the SNN is neither silent nor saturated
-        if isinstance(m, torch.nn.BatchNorm2d):
-            c = m.num_features
-            m.running_mean.copy_(torch.rand(c, generator=g) * 0.4 - 0.2)
-            m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-        elif isinstance(m, QuantReLU):
-            m.step_size.data.fill_(0.3)
-    model.eval()
+    settle_batchnorm(model, seed)  # trained-looking statistics so the SNN is neither silent nor saturated
     fnet = to_floatnet(model, (1, input_size, input_size), (1 / (255 * 0.3),), name="tiny_resnet")
     inet, report = TARGET.to_fixed_point_with_report(fnet)
     return fnet, inet, report

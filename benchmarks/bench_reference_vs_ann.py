@@ -42,20 +42,12 @@ def build(name: str, channels: int, size: int, p: int, seed: int = 0):
     """The quantized torch model (eval) and its FloatNet, bench_reference's recipe."""
     from na_deploy.convert import to_floatnet
     from na_deploy.models import build_model
-    from na_deploy.quant import QuantReLU
     from na_deploy.surgery import quantize_model
+    from na_deploy.testing import settle_batchnorm
 
     torch.manual_seed(seed)
     model = quantize_model(build_model(name, channels, 10, size), p=p)
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            c = m.num_features
-            m.running_mean.copy_(torch.rand(c, generator=g) * 0.4 - 0.2)
-            m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-        elif isinstance(m, QuantReLU):
-            m.step_size.data.fill_(0.3)
-    model.eval()
+    settle_batchnorm(model, seed)
     fnet = to_floatnet(model, (channels, size, size), (1 / (255 * 0.3),) * channels, name=name)
     return model, fnet
 

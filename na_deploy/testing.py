@@ -163,6 +163,25 @@ def assert_bit_exact(net: IntNet, inputs: np.ndarray, timesteps: int, target: An
     return report
 
 
+def settle_batchnorm(model, seed: int = 0, step_size: float = 0.3):
+    """Trained-looking statistics without training, so a converted SNN is neither silent nor saturated: every
+    BatchNorm's running mean ~ U(-0.2, 0.2) and variance ~ U(0.5, 1.5) (torch generator seeded `seed`, drawn
+    in module order), every QuantReLU's step size `step_size`. Returns `model` in eval mode."""
+    import torch
+    from torch import nn
+
+    from .quant import QuantReLU
+
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 0.4 - 0.2)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+        elif isinstance(m, QuantReLU):
+            m.step_size.data.fill_(step_size)
+    return model.eval()
+
+
 def ridge_digits_cnn(seed: int = 0, *, data_seed: int = 0, grid: int = 50, widths=(8, 16)):
     """A 'trained-ish' quantized digits_cnn without SGD -> (model, digits dataset): random convs (torch seed
     `seed`), BN statistics and step sizes (MSE grid of `grid` points) from the training split of

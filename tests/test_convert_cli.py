@@ -23,22 +23,14 @@ from na_deploy.hw_targets.loihi2 import TARGET
 from na_deploy.io import load_net
 from na_deploy.ir import FloatNet, IntNet
 from na_deploy.models import build_model
-from na_deploy.quant import QuantReLU
 from na_deploy.surgery import quantize_model
+from na_deploy.testing import settle_batchnorm
 
 KW = {"in_channels": 1, "num_classes": 10, "input_size": 8}
 
 
 def _randomize(model: nn.Module, seed: int = 0) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            c = m.num_features
-            m.running_mean.copy_(torch.rand(c, generator=g) * 0.4 - 0.2)
-            m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-        elif isinstance(m, QuantReLU):
-            m.step_size.data.fill_(0.3)
-    return model.eval()
+    return settle_batchnorm(model, seed)
 
 
 def _save(model: nn.Module, path, name="digits_cnn", kind="qat"):

@@ -24,8 +24,8 @@ from na_deploy.io import load_net, save_net
 from na_deploy.ir import Conv2d, Synapse
 from na_deploy.ir.graph import replace_nodes
 from na_deploy.models import build_model
-from na_deploy.quant import QuantReLU
 from na_deploy.surgery import quantize_model
+from na_deploy.testing import settle_batchnorm
 from na_deploy.verify import first_difference
 
 T = 8
@@ -35,13 +35,7 @@ T = 8
 def nets():
     torch.manual_seed(0)
     model = quantize_model(build_model("digits_cnn", 1, 10, 8, widths=(4, 8)), 2, True)
-    g = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 0.4 - 0.2)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-        elif isinstance(m, QuantReLU):
-            m.step_size.data.fill_(0.3)
+    settle_batchnorm(model, 0)
     fnet = to_floatnet(model.eval(), (1, 8, 8), (1 / (255 * 0.3),), name="digits_cnn")
     return fnet, TARGET.to_fixed_point(fnet, max_timesteps=16)
 

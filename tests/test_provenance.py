@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from torch import nn
 
 from na_deploy.checkpoint import Checkpoint, cpu_state_dict, save_checkpoint
 from na_deploy.cli.convert_cmds import load_net_pair
@@ -27,8 +26,8 @@ from na_deploy.io import load_net, save_net
 from na_deploy.ir import FloatNet, IntNet
 from na_deploy.models import build_model
 from na_deploy.provenance import RERUN_ADVICE, check_chain, made_from, sha256_file
-from na_deploy.quant import QuantReLU
 from na_deploy.surgery import quantize_model
+from na_deploy.testing import settle_batchnorm
 
 KW = {"in_channels": 1, "num_classes": 10, "input_size": 8}
 
@@ -39,13 +38,7 @@ def _checkpoint(path, seed: int = 0, kind: str = "qat"):
     model = build_model("digits_cnn", **KW)
     if kind == "qat":
         model = quantize_model(model, 2, True)
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 0.4 - 0.2)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-        elif isinstance(m, QuantReLU):
-            m.step_size.data.fill_(0.3)
+    settle_batchnorm(model, seed)
     extra = {"p": 2, "noise_adaptor": True} if kind == "qat" else {}
     return save_checkpoint(Checkpoint(kind=kind, model_name="digits_cnn", model_kwargs=dict(KW), input_shape=(1, 8, 8),
                                       num_classes=10, channel_scale=(1 / (255 * 0.3),),

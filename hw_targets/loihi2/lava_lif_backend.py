@@ -44,10 +44,9 @@ from na_deploy.protocols import Trace, require_fit
 
 from .lava_graph import GRADED_MESSAGE_BITS, PIXEL_MAX, LavaGraph, connect_synapse
 from .lava_layout import lava_shape, per_neuron, to_lava_layout
-from .lava_runtime import RUN_TAG, default_samples_per_run, run_steps_or_raise, teardown
+from .lava_runtime import default_samples_per_run, run_sample_by_sample, run_steps_or_raise
 from .limits import LOIHI2, Loihi2Limits, lif_bias
 
-from lava.magma.core.run_configs import Loihi2SimCfg  # noqa: E402  (after lava_graph: fork start method)
 from lava.proc.lif.process import LIF  # noqa: E402
 
 from .lava_proc.process import Accumulator, GradedSource  # noqa: E402
@@ -158,33 +157,10 @@ def _run_sample(graph: LIFGraph, cfg, timeout_s: Optional[float]) -> None:
 
 def run_lif_graph(graph: LIFGraph, timeout_s: Optional[float] = None, progress: bool = False) -> Trace:
     """Compile and run `graph` sample by sample (segments per sample), drain, collect, tear down."""
-    cfg = Loihi2SimCfg(select_tag=RUN_TAG)
-    healthy, t0, bar = False, time.perf_counter(), None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=graph.n_samples, desc="lava-lif", unit="sample", leave=False)
-    try:
-        for k in range(graph.n_samples):
-            healthy = False
-            _run_sample(graph, cfg, timeout_s)
-            healthy = True
-            if (k + 1) % graph.result_buffer == 0 or k + 1 == graph.n_samples:
-                graph.drain(samples=(k % graph.result_buffer) + 1)
-            if bar is not None:
-                bar.update(1)
-        t_run = time.perf_counter() - t0
-        trace = graph.collect()
-        trace.extra.update(seconds_run=t_run, seconds_total=time.perf_counter() - t0, lava_steps=graph.num_steps,
-                           processes=len(graph.processes), seconds_per_sample=t_run / graph.n_samples,
-                           lif_models=sorted({type(p.model).__name__ if p.model is not None else
-                                              getattr(p.model_class, "__name__", "?")
-                                              for p in graph.lifs.values()}))
-        return trace
-    finally:
-        if bar is not None:
-            bar.close()
-        teardown(graph, healthy)
+    trace = run_sample_by_sample(graph, lambda k, cfg: _run_sample(graph, cfg, timeout_s), "lava-lif", progress)
+    trace.extra["lif_models"] = sorted({type(p.model).__name__ if p.model is not None else
+                                        getattr(p.model_class, "__name__", "?") for p in graph.lifs.values()})
+    return trace
 
 
 class LavaLIFBackend:

@@ -17,7 +17,7 @@ import multiprocessing as mp
 import sys
 import threading
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 from lava.magma.core.run_conditions import RunSteps
@@ -205,6 +205,38 @@ def run_graph(graph, samples_per_run: Optional[int] = None, timeout_s: Optional[
         teardown(graph, healthy)
 
 
+def run_sample_by_sample(graph, run_sample: Callable[[int, object], None], desc: str,
+                         progress: bool = False) -> Trace:
+    """Compile and run `graph` one sample slot per `run_sample(k, cfg)` call (for backends that act on the host
+    between or within slots: re-arming a Var, reading one), draining the result pipes every
+    `graph.result_buffer` samples; collect the Trace (extra: seconds_run, seconds_total, lava_steps, processes,
+    seconds_per_sample), tear down as `run_graph` does."""
+    cfg = Loihi2SimCfg(select_tag=RUN_TAG)
+    healthy, t0, bar = False, time.perf_counter(), None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=graph.n_samples, desc=desc, unit="sample", leave=False)
+    try:
+        for k in range(graph.n_samples):
+            healthy = False
+            run_sample(k, cfg)
+            healthy = True
+            if (k + 1) % graph.result_buffer == 0 or k + 1 == graph.n_samples:
+                graph.drain(samples=(k % graph.result_buffer) + 1)
+            if bar is not None:
+                bar.update(1)
+        t_run = time.perf_counter() - t0
+        trace = graph.collect()
+        trace.extra.update(seconds_run=t_run, seconds_total=time.perf_counter() - t0, lava_steps=graph.num_steps,
+                           processes=len(graph.processes), seconds_per_sample=t_run / graph.n_samples)
+        return trace
+    finally:
+        if bar is not None:
+            bar.close()
+        teardown(graph, healthy)
+
+
 __all__ = ["RUN_TAG", "let_lava_choose_fork", "var_as_int", "model_exceptions", "abandon_runtime",
            "default_timeout", "default_samples_per_run", "run_blocking", "describe_model_errors",
-           "run_steps_or_raise", "teardown", "run_graph"]
+           "run_steps_or_raise", "teardown", "run_graph", "run_sample_by_sample"]

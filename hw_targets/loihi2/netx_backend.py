@@ -37,12 +37,11 @@ from na_deploy.ir import Dense, IntNet
 from na_deploy.protocols import Trace, require_fit
 
 from .lava_graph import LavaGraph
-from .lava_layout import from_lava_layout, lava_shape, to_lava_layout
-from .lava_runtime import RUN_TAG, default_samples_per_run, run_steps_or_raise, teardown, var_as_int
+from .lava_layout import lava_shape, to_lava_layout
+from .lava_runtime import default_samples_per_run, run_sample_by_sample, run_steps_or_raise, var_as_int
 from .limits import Loihi2Limits
 from .netx_format import INPUT_MESSAGE_BITS, netx_layers, netx_rules, netx_schedule, write_netx
 
-from lava.magma.core.run_configs import Loihi2SimCfg  # noqa: E402  (after lava_graph: fork start method)
 from lava.utils.weightutils import clip_weights, determine_sign_mode, truncate_weights  # noqa: E402
 
 from .lava_proc.process import Accumulator, GradedSource  # noqa: E402
@@ -189,31 +188,11 @@ def _run_sample(graph: NetxGraph, cfg, timeout_s: Optional[float], last: bool) -
 
 def run_netx_graph(graph: NetxGraph, timeout_s: Optional[float] = None, progress: bool = False) -> Trace:
     """Compile and run `graph` sample slot by sample slot, collect, tear down."""
-    cfg = Loihi2SimCfg(select_tag=RUN_TAG)
-    healthy, t0, bar = False, time.perf_counter(), None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=graph.n_samples, desc="netx", unit="sample", leave=False)
-    try:
-        for k in range(graph.n_samples):
-            healthy = False
-            _run_sample(graph, cfg, timeout_s, last=k + 1 == graph.n_samples)
-            healthy = True
-            if (k + 1) % graph.result_buffer == 0 or k + 1 == graph.n_samples:
-                graph.drain(samples=(k % graph.result_buffer) + 1)
-            if bar is not None:
-                bar.update(1)
-        t_run = time.perf_counter() - t0
-        trace = graph.collect()
-        trace.extra.update(seconds_run=t_run, lava_steps=graph.num_steps, processes=len(graph.processes),
-                           seconds_per_sample=t_run / graph.n_samples,
-                           lif_models=sorted({type(b.neuron).__name__ for b in graph.network.layers}))
-        return trace
-    finally:
-        if bar is not None:
-            bar.close()
-        teardown(graph, healthy)
+    last = graph.n_samples - 1
+    trace = run_sample_by_sample(graph, lambda k, cfg: _run_sample(graph, cfg, timeout_s, last=k == last), "netx",
+                                 progress)
+    trace.extra["lif_models"] = sorted({type(b.neuron).__name__ for b in graph.network.layers})
+    return trace
 
 
 class NetxBackend:
