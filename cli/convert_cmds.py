@@ -45,16 +45,23 @@ def _check_out(out: str, option: str) -> Path:
                    "larger T) [default: the target's, 256 for loihi2]. Smaller values can allow finer scales.")
 @click.option("--no-self-check", is_flag=True,
               help="Skip comparing the FloatNet (as a quantized ANN) with the torch model on random images.")
-@click.option("--neuron", "neuron", default="subtract", show_default=True, metavar="[subtract|zero]",
-              help="Neuron mode: subtract (the paper's IF: v >= th, v <- v - th) or zero (Lava's stock LIF rule: "
-                   "v > th, v <- 0; threshold, pre-charge and relays re-parametrised, see convert.neuron_modes).")
+@click.option("--neuron", "neuron", default="subtract", show_default=True,
+              metavar="[subtract|zero|negative|accumulate]",
+              help="Neuron mode: subtract (the paper's IF: v >= th, v <- v - th), zero (Lava's stock LIF rule: "
+                   "v > th, v <- 0; threshold, pre-charge and relays re-parametrised, see convert.neuron_modes), "
+                   "negative (QFFS signed spikes: -1 when v < 0 undoes an earlier spike) or accumulate (Datta's "
+                   "accumulate-then-fire: T steps of integration, then T steps of firing).")
+@click.option("--offset-steps", "offset_steps", type=int, default=0, show_default=True, metavar="RHO",
+              help="Two-stage offset calibration (COS, mode subtract only): a RHO-step run first sets each "
+                   "neuron's start to pc + o*th, o in {-1, 0, 1}; 0 = off. Stored in the net; simulate / verify "
+                   "refuse T < RHO; one inference takes RHO + T steps (na_deploy.offset_calibration).")
 @click.option("--bn-bias-shift", "bias_shift", type=int, default=None, metavar="T",
               help="Datta et al.'s BN-bias shift for T steps instead of the pre-charge: bias += pre-charge / T "
                    "(th / 2T in mode subtract), pre-charge 0 (convert/bias_shift.py derives it).")
 @click.option("--quiet", is_flag=True, help="Print only the summary line.")
 @one_line_errors
 def convert(checkpoint: str, out: str, float_out: Optional[str], target_name: str, max_timesteps: Optional[int],
-            no_self_check: bool, neuron: str, bias_shift: Optional[int], quiet: bool) -> None:
+            no_self_check: bool, neuron: str, offset_steps: int, bias_shift: Optional[int], quiet: bool) -> None:
     """QAT checkpoint -> integrate-and-fire SNN (FloatNet) -> target fixed point (IntNet), steps 2-3.
 
     BN is folded, each quantized ReLU becomes an IF population with threshold p*s, pre-charge th/2 and reset
@@ -80,8 +87,13 @@ def convert(checkpoint: str, out: str, float_out: Optional[str], target_name: st
         raise NaDeployError(f"--max-timesteps {max_timesteps}: allowed: a positive integer")
     if bias_shift is not None and bias_shift < 1:
         raise NaDeployError(f"--bn-bias-shift {bias_shift}: allowed: the positive T the shift is made for")
+    if offset_steps < 0:
+        raise NaDeployError(f"--offset-steps {offset_steps}: allowed: an integer >= 0 (0 = off)")
+    if offset_steps and neuron != "subtract":
+        raise NaDeployError(f"--offset-steps {offset_steps}: offset calibration needs --neuron subtract, got "
+                            f"--neuron {neuron}; allowed: --offset-steps 0 with {neuron}")
     fnet = convert_checkpoint(checkpoint, self_check=not no_self_check, neuron=neuron,
-                              bias_shift_timesteps=bias_shift)
+                              bias_shift_timesteps=bias_shift, offset_steps=offset_steps)
     inet, qrep = target.to_fixed_point_with_report(fnet, max_timesteps=max_timesteps)
     if not quiet:
         click.echo(qrep.format())
@@ -93,8 +105,11 @@ def convert(checkpoint: str, out: str, float_out: Optional[str], target_name: st
     if not quiet:
         click.echo(f"fit check ({target.name}): no violations; static bound proven for "
                    f"T <= {inet.meta.get('max_timesteps')}")
+    how = f"neuron {neuron}" + (f", offset calibration {offset_steps} steps (+{offset_steps} steps per inference)"
+                                if offset_steps else "")
     click.echo(f"converted {fnet.meta.get('model', 'model')} ({len(inet.nodes) - relays} layers, {relays} relays, "
-               f"readout {inet.readout.shape[0]} classes) -> {out_p} (fixed point, {target.name}) + {fout_p} (float)")
+               f"readout {inet.readout.shape[0]} classes; {how}) -> {out_p} (fixed point, {target.name}) + {fout_p} "
+               "(float)")
 
 
 # ------------------------------------------------------------------------------------- simulate
@@ -133,8 +148,9 @@ def load_net_pair(net_path: str, float_net: Optional[str]):
 @click.argument("net_path", type=click.Path(dir_okay=False))
 @click.option("--float-net", default=None,
               help=f"The FloatNet written with NET by `convert` [default: the sibling recorded in NET, *{FLOAT_SUFFIX}].")
-@click.option("--data", default=None, metavar="NPZ",
-              help="npz with x_train, y_train, x_test, y_test (uint8 0-255 or float in [0,1]); the test split is "
+@click.option("--data", default=None, metavar="NPZ|DIR",
+              help="npz with x_train, y_train, x_test, y_test (uint8 0-255 or float in [0,1]), or an image folder "
+                   "DIR/train/<class>/..., DIR/val/<class>/... (val/ is the test split); the test split is "
                    "used. Default: the embedded scikit-learn digits test split.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Split seed of the embedded digits.")
 @click.option("--timesteps", default="1,2,4,8,16,32", show_default=True, help="Comma-separated T values.")
@@ -167,6 +183,9 @@ def simulate(net_path: str, float_net: Optional[str], data: Optional[str], seed:
         if path:
             _check_out(path, opt)
     inet, fnet, float_file = load_net_pair(net_path, float_net)
+    from na_deploy.offset_calibration import check_run
+
+    check_run(inet, Ts)  # T < rho: "offset calibration (rho steps) is longer than the run (T steps)"
     tmax = int(inet.meta.get("max_timesteps", max(Ts)))
     try:
         check_timesteps(Ts, tmax)

@@ -29,9 +29,16 @@ def _config_fields(options: dict) -> dict:
 
 
 @click.command()
-@click.option("--data", type=click.Path(dir_okay=False), default=None,
-              help="npz with x_train, y_train, x_test, y_test (uint8 0-255 or float in [0,1]). "
+@click.option("--data", type=click.Path(), default=None,
+              help="npz with x_train, y_train, x_test, y_test (uint8 0-255 or float in [0,1]), or an image folder "
+                   "DIR/train/<class>/*.png|jpg, DIR/val/<class>/... (streamed through a DataLoader). "
                    "Default: the embedded scikit-learn digits (8x8, 10 classes).")
+@click.option("--augment", default=None, metavar="[none|cifar|imagenet]",
+              help="Training augmentation (default none; the cifar10/imagenet presets set theirs): cifar = pad 4 + "
+                   "random crop + flip; imagenet = RandomResizedCrop 224 + flip, evaluation resize 256 + centre "
+                   "crop 224 (image folders only). Pixels stay uint8 (C4).")
+@click.option("--workers", type=int, default=0, show_default=True,
+              help="DataLoader worker processes for image folders / augmented data (0: the main process).")
 @click.option("--num-classes", type=int, default=None, metavar="K",
               help="K, the number of classes (outputs). Default: 1 + the largest y_train label, and then every "
                    "class 0..K-1 must occur in y_train. Given, labels must be in [0, K); empty classes are allowed "
@@ -56,7 +63,7 @@ def _config_fields(options: dict) -> dict:
 @click.option("--out", type=click.Path(file_okay=False), default="runs/pipeline", show_default=True,
               help="Run folder; written as <out>.partial and renamed when every stage has finished.")
 @click.option("--force", is_flag=True, help="Replace an existing non-empty --out.")
-@click.option("--neuron", default=None, metavar="[subtract|zero]",
+@click.option("--neuron", default=None, metavar="[subtract|zero|negative|accumulate]",
               help="Neuron mode of the exported and verified net (default: subtract, report as before). Given, "
                    "the noise-adaptor checkpoint is converted in BOTH modes and report.json / report.md show "
                    "them side by side (report['neuron_modes']); the other mode's nets go to net_<mode>.*.")
@@ -72,7 +79,15 @@ def _config_fields(options: dict) -> dict:
 @click.option("--batch-size", "batch_size", type=int, default=64, show_default=True)
 @click.option("--weight-decay", "weight_decay", type=float, default=5e-4, show_default=True,
               help="SGD weight decay (not on BN, biases, step sizes) for both training stages.")
-def pipeline(target_name, out, force, **options):
+@click.option("--compare", "compare", default=None, metavar="VARIANTS",
+              help="Comma-separated variants trained from the same fp weights and seed, tabled side by side "
+                   "instead of the single run: base na | no-na | datta, modifiers +negative +accumulate +zero "
+                   "+offset +l1 +shift, e.g. na,no-na,na+negative,na+offset,datta,datta+l1 (see compare.md).")
+@click.option("--compare-l1", "compare_l1", type=float, default=0.5, show_default=True, metavar="LAMBDA",
+              help="The L1 activation penalty of the +l1 variants (quantize --l1-sparsity).")
+@click.option("--compare-offset-steps", "compare_offset_steps", type=int, default=2, show_default=True,
+              metavar="RHO", help="First-stage steps of the +offset variants (two-stage offset calibration).")
+def pipeline(target_name, out, force, compare, compare_l1, compare_offset_steps, **options):
     """Train -> quantize (noise adaptor) -> convert -> fixed point -> Lava export -> verify -> accuracy vs T
     (with --from-nir: import -> fixed point -> Lava export -> verify -> accuracy vs T).
 
@@ -83,13 +98,25 @@ def pipeline(target_name, out, force, **options):
     from na_deploy.pipeline import PipelineConfig, format_summary, run_pipeline
 
     data, from_nir = options["data"], options["from_nir"]
-    if data is not None and not Path(data).is_file():
-        raise NaDeployError(f"--data {data}: no such file")
+    if data is not None and not Path(data).exists():
+        raise NaDeployError(f"--data {data}: no such file or folder")
     if from_nir is not None and not Path(from_nir).is_file():
         raise NaDeployError(f"--from-nir {from_nir}: no such file")
+    variants = None
+    if compare is not None:
+        from na_deploy.compare_variants import parse_variants
+        variants = parse_variants(compare, compare_l1, compare_offset_steps)  # before anything is written
+        clash = [f for f, v in (("--from-nir", from_nir), ("--neuron", options["neuron"]),
+                                ("--compare-no-noise-adaptor", options["compare_no_noise_adaptor"])) if v]
+        if clash:
+            raise NaDeployError(f"--compare: cannot be combined with {clash[0]} (each variant names its own "
+                                "training and neuron mode)")
     cfg = PipelineConfig(**_config_fields(options))
     cfg.validate()
     target = get_target(target_name)
+    if variants is not None:
+        _run_compare(cfg, variants, target, out, force)
+        return
     report = run_pipeline(cfg, target, out, force=force, log=lambda m: click.echo(m, err=True))
     click.echo(format_summary(report))
     click.echo(f"run folder: {out} (report.json, report.md, plots)")
@@ -97,10 +124,22 @@ def pipeline(target_name, out, force, **options):
         raise SystemExit(1)
 
 
+
+def _run_compare(cfg, variants, target, out, force) -> None:
+    """`pipeline --compare`: the variant tables (compare.md); exit 1 if any verified variant is not bit-exact."""
+    from na_deploy.pipeline_compare import run_compare
+
+    comp = run_compare(cfg, variants, target, out, force=force, log=lambda m: click.echo(m, err=True))
+    click.echo((Path(out) / "compare.md").read_text())
+    click.echo(f"run folder: {out} (compare.md, compare.json, compare_accuracy.png)")
+    if any(r["verify"]["bit_exact"] is False for r in comp["variants"].values()):
+        raise SystemExit(1)
+
 @click.command()
 @click.argument("net_path", type=click.Path(dir_okay=False))
-@click.option("--data", type=click.Path(dir_okay=False), default=None,
-              help="Images to measure spikes / synaptic ops on (default: embedded digits test split).")
+@click.option("--data", type=click.Path(), default=None,
+              help="Images to measure spikes / synaptic ops on: an npz or an image folder's val/ split (default: "
+                   "embedded digits test split).")
 @click.option("--samples", type=int, default=32, show_default=True, help="Test samples to average over (0: static only).")
 @click.option("--timesteps", type=int, default=8, show_default=True, help="T for spikes, synaptic ops and energy.")
 @click.option("--synop-pj", type=float, default=None, help="Energy per synaptic op in pJ (default: see README).")

@@ -5,6 +5,7 @@ detected before anything is written.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Optional
 
@@ -14,7 +15,8 @@ from click.core import ParameterSource
 from .main import UserError, one_line_errors
 
 DATA_HELP = ("Data set: an .npz with arrays x_train, y_train, x_test, y_test (uint8 0-255 or float in [0,1]; "
-             "N x H x W or N x C x H x W; integer labels in [0, K)). Default: scikit-learn's embedded 8x8 "
+             "N x H x W or N x C x H x W; integer labels in [0, K)), or an image folder DIR/train/<class>/*.png|jpg, "
+             "DIR/val/<class>/... (one image size; streamed). Default: scikit-learn's embedded 8x8 "
              "digits, stratified 1437/360 split by --seed. Inputs are scaled per channel, x/255/std "
              "(no mean subtraction, so the scale folds into the first layer).")
 MODEL_HELP = "Network from the registry: digits_cnn, tiny_resnet, resnet18, resnet20, resnet34, resnet50."
@@ -43,9 +45,23 @@ def _summary(kind: str, name: str, result, out: Path) -> str:
             f"({sec:.2f} s/epoch) -> {out}")
 
 
+def _data_option(ctx, param, value):
+    """--augment / --workers: kept in ctx.meta for `load_dataset` below (no extra command parameters)."""
+    ctx.meta[f"na_deploy.{param.name}"] = value
+    return value
+
+
+def load_dataset(*args, **kwargs):
+    """na_deploy.data.load_dataset with the running command's --augment and --workers."""
+    from na_deploy.data import load_dataset as load
+
+    meta = click.get_current_context().meta
+    return load(*args, augment=meta.get("na_deploy.augment"), workers=meta.get("na_deploy.workers", 0), **kwargs)
+
+
 def _common(fn):
     opts = [
-        click.option("--data", default=None, metavar="NPZ", help=DATA_HELP),
+        click.option("--data", default=None, metavar="NPZ|DIR", help=DATA_HELP),
         click.option("--seed", default=None, type=int,
                      help="Seed for weight init, shuffling, the digits split and the noise adaptor's eps "
                           "[default: 0; quantize --from: the checkpoint's seed]."),
@@ -54,14 +70,42 @@ def _common(fn):
         click.option("--quiet", is_flag=True, help="No progress bar."),
         click.option("--num-classes", default=None, type=int, metavar="K", help=NUM_CLASSES_HELP),
         click.option("--resume", default=None, metavar="CKPT", help=RESUME_HELP),
+        click.option("--augment", default=None, metavar="[none|cifar|imagenet]", expose_value=False,
+                     callback=_data_option, help="Training augmentation (default none): cifar = pad 4 + random crop "
+                     "+ flip; imagenet = RandomResizedCrop 224 + flip, evaluation resize 256 + centre crop 224 "
+                     "(image folders only). Not stored in the checkpoint: give it again with --resume."),
+        click.option("--workers", default=0, show_default=True, type=int, expose_value=False, callback=_data_option,
+                     help="DataLoader worker processes for image folders / augmented data (0: the main process)."),
     ]
     for o in reversed(opts):
         fn = o(fn)
     return fn
 
 
+def _say(message: str, err: bool = False) -> None:
+    """click.echo, by rank 0 alone under torchrun."""
+    from na_deploy.distributed import current
+
+    if current().is_main:
+        click.echo(message, err=err)
+
+
+def torchrun_world(fn):
+    """Under torchrun (RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT set) run the command inside
+    the process group (na_deploy.distributed.process_group, DDP training); ranks > 0 show no progress."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from na_deploy.distributed import process_group
+
+        with process_group(kwargs.get("device", "auto")) as world:
+            if not world.is_main:
+                kwargs["quiet"] = True
+            return fn(*args, **kwargs)
+    return wrapper
+
+
 def _warn(message: str) -> None:
-    click.echo(message, err=True)
+    _say(message, err=True)
 
 
 def _given(*names: str) -> dict:
@@ -98,7 +142,6 @@ def _resume(kind: str, resume: str, given: dict, data: Optional[str], device: st
     """`train --resume` / `quantize --resume`: check the checkpoint against the command and the options the
     user gave, load the same data, and continue the run. Every refusal comes before anything is written."""
     from na_deploy.checkpoint import load_checkpoint
-    from na_deploy.data import load_dataset
     from na_deploy.train import check_compatible, check_resumable, resolve_device, resume_training
 
     command = "train" if kind == "fp" else "quantize"
@@ -124,11 +167,11 @@ def _resume(kind: str, resume: str, given: dict, data: Optional[str], device: st
     _check_data_given(ck, data, "--resume", resume)
     dataset = load_dataset(data, ck.seed, ck.num_classes, _warn, f"the checkpoint {resume}")
     check_compatible(ck, dataset)
-    click.echo(f"resuming {ck.kind} {ck.model_name} from {resume} after epoch {ck.epoch} of {ck.epochs} "
+    _say(f"resuming {ck.kind} {ck.model_name} from {resume} after epoch {ck.epoch} of {ck.epochs} "
                f"-> {out_path}")
     result = resume_training(ck, dataset, device=device, out=str(out_path), progress=not quiet)
     tag = f"qat p={ck.p} ({'noise adaptor on' if ck.noise_adaptor else 'noise adaptor off'})"
-    click.echo(_summary("fp" if kind == "fp" else tag, ck.model_name, result, out_path))
+    _say(_summary("fp" if kind == "fp" else tag, ck.model_name, result, out_path))
 
 
 @click.command("train")
@@ -140,15 +183,18 @@ def _resume(kind: str, resume: str, given: dict, data: Optional[str], device: st
 @click.option("--out", default="runs/fp.pt", show_default=True, help="Checkpoint to write (atomically).")
 @_common
 @one_line_errors
+@torchrun_world
 def train(model_name: str, epochs: int, lr: float, out: str, data: Optional[str], seed: Optional[int],
           batch_size: int, device: str, quiet: bool, num_classes: Optional[int], resume: Optional[str]) -> None:
     """Train a full-precision ANN (ReLU, BatchNorm) -- step 0, the starting point of `quantize`.
 
     The checkpoint holds the model name and arguments, the input scale, weights, optimizer and schedule
     state, the data fingerprint, seed and per-epoch history.
+
+    Multi-process: `torchrun --nproc_per_node N na-deploy train ...` trains with DDP (no extra option; see
+    na_deploy.distributed): --batch-size is the global batch, rank 0 writes --out and prints.
     """
     from na_deploy.checkpoint import check_model_name
-    from na_deploy.data import load_dataset
     from na_deploy.train import resolve_device, train_full_precision
 
     if resume is not None:
@@ -161,7 +207,7 @@ def train(model_name: str, epochs: int, lr: float, out: str, data: Optional[str]
     dataset = load_dataset(data, seed, num_classes, _warn)
     result = train_full_precision(dataset, model_name, epochs=epochs, lr=lr, seed=seed, device=device,
                                   batch_size=batch_size, out=str(out_path), progress=not quiet)
-    click.echo(_summary("fp", model_name, result, out_path))
+    _say(_summary("fp", model_name, result, out_path))
 
 
 def _load_from(from_ckpt: str, model_name: Optional[str], data: Optional[str], seed: Optional[int],
@@ -169,7 +215,6 @@ def _load_from(from_ckpt: str, model_name: Optional[str], data: Optional[str], s
     """`quantize --from`: the fp checkpoint, the seed (default: the checkpoint's) and the same data, checked
     against each other before anything is written. The classes are the checkpoint's."""
     from na_deploy.checkpoint import load_checkpoint
-    from na_deploy.data import load_dataset
     from na_deploy.train import check_compatible
 
     fp = load_checkpoint(from_ckpt)
@@ -217,6 +262,7 @@ def _load_from(from_ckpt: str, model_name: Optional[str], data: Optional[str], s
 @click.option("--out", default="runs/qat.pt", show_default=True, help="QAT checkpoint to write (atomically).")
 @_common
 @one_line_errors
+@torchrun_world
 def quantize(from_ckpt: Optional[str], model_name: Optional[str], p: int, noise_adaptor: bool, epochs: int,
              lr: float, fp_epochs: int, fp_lr: float, out: str, data: Optional[str], seed: Optional[int],
              batch_size: int, device: str, quiet: bool, num_classes: Optional[int], resume: Optional[str],
@@ -226,10 +272,12 @@ def quantize(from_ckpt: Optional[str], model_name: Optional[str], p: int, noise_
     Every ReLU becomes a quantized activation with p levels and a learnable step size s (LSQ gradient,
     eq. 10, with gradient scale 1/sqrt(n*p)); max-pools become average pools; any other activation is
     refused. Reported accuracy is the quantized ANN's (eps = 0), which the converted SNN approaches.
+
+    Multi-process: `torchrun --nproc_per_node N na-deploy quantize ...` trains with DDP (as `train`); eps is
+    drawn per rank from a seed of (--seed, rank, epoch).
     """
     from na_deploy.checkpoint import check_model_name, load_checkpoint
     from na_deploy.checks import check_p
-    from na_deploy.data import load_dataset
     from na_deploy.train import resolve_device, train_full_precision, train_qat
 
     if resume is not None:
@@ -251,16 +299,16 @@ def quantize(from_ckpt: Optional[str], model_name: Optional[str], p: int, noise_
         dataset = load_dataset(data, seed, num_classes, _warn)
         fp_path = out_path.with_name(out_path.stem + "-fp" + (out_path.suffix or ".pt"))
         check_out(str(fp_path), "fp checkpoint")
-        click.echo(f"no --from given: training {model_name} in full precision first ({fp_epochs} epochs) "
+        _say(f"no --from given: training {model_name} in full precision first ({fp_epochs} epochs) "
                    f"-> {fp_path}")
         fp_res = train_full_precision(dataset, model_name, epochs=fp_epochs, lr=fp_lr, seed=seed, device=device,
                                       batch_size=batch_size, out=str(fp_path), progress=not quiet)
-        click.echo(_summary("fp", model_name, fp_res, fp_path))
+        _say(_summary("fp", model_name, fp_res, fp_path))
         fp = load_checkpoint(fp_path)
     result = train_qat(dataset, fp, p=p, noise_adaptor=noise_adaptor, epochs=epochs, lr=lr, seed=seed,
                        device=device, batch_size=batch_size, out=str(out_path), progress=not quiet,
                        l1_sparsity=l1_sparsity)
     calib = result.history[0]["test_acc"]
     tag = "noise adaptor on" if noise_adaptor else "noise adaptor off"
-    click.echo(f"calibrated quantized ANN before QAT (p={p}): test accuracy {calib:.4f}")
-    click.echo(_summary(f"qat p={p} ({tag})", fp.model_name, result, out_path))
+    _say(f"calibrated quantized ANN before QAT (p={p}): test accuracy {calib:.4f}")
+    _say(_summary(f"qat p={p} ({tag})", fp.model_name, result, out_path))

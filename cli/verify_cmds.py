@@ -188,8 +188,9 @@ def _check_options(o: dict) -> None:
 
 @click.command("verify")
 @click.argument("net_path", metavar="NET.nad.h5")
-@click.option("--data", default=None, metavar="NPZ",
-              help="An .npz with x_test (and x_train, y_train, y_test); default: the embedded 8x8 digits. "
+@click.option("--data", default=None, metavar="NPZ|DIR",
+              help="An .npz with x_test (and x_train, y_train, y_test), or an image folder DIR/train/<class>/..., "
+                   "DIR/val/<class>/... (val/ is the test split); default: the embedded 8x8 digits. "
                    "The first --samples test images are used.")
 @click.option("--samples", default=100, show_default=True, type=int, help="Number of test images N.")
 @click.option("--timesteps", default=8, show_default=True, type=int, help="Time steps T per sample.")
@@ -224,6 +225,9 @@ def verify(**o) -> None:
     when every check passed, 1 when one failed, 2 on a bad request (including a net failing the fit check)."""
     _check_options(o)
     net = _load_intnet(o["net_path"])
+    from na_deploy.offset_calibration import check_run
+
+    check_run(net, o["timesteps"])  # T < rho (offset calibration): one line, exit 2
     target, backend = _target_and_backend(o["target_name"], o["backend_name"], net)
     o["child_args"] = _child_args(o)
     payload = _run_checks(o, net, target, backend)

@@ -16,41 +16,31 @@ Normalisation (C4) is a per-channel SCALE only, no mean subtraction:
 with std_c the standard deviation of channel c of x/255 over the training split. With zero padding a mean
 shift would not fold exactly into the first layer's bias; a scale folds exactly into the first conv's
 weights, so raw integer pixels can enter the chip.
+
+Image folders (`load_dataset(DIR)`, DIR/train/<class>/..., DIR/val/<class>/...): `na_deploy.image_folder`, a
+streamed `FolderDataset` with the same attributes. Augmentation (`augment`: none | cifar | imagenet,
+`na_deploy.transforms`) applies to folders and, without resizing (none, cifar), to npz arrays. Batching for both:
+`na_deploy.loaders` (`make_loaders`, `test_batches`), re-exported here.
 """
 from __future__ import annotations
 
 import hashlib
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
 
+from .data_checks import Normalization, Warn, check_labels, check_num_classes  # noqa: F401 (re-exported)
 from .errors import DataError
+from .loaders import ArraySource, Loaders, make_loaders, test_batches  # noqa: F401 (re-exported)
 from .rounding import round_half_up
+from .transforms import RESIZING, check_augment
 
 ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 DIGITS_TEST_SIZE = 360
-Warn = Callable[[str], None]  # receives one line, "warning: ..."
-
-
-@dataclass(frozen=True)
-class Normalization:
-    """x_norm = x_uint8 * channel_scale[c] (per channel, no mean; folds into the first conv, C4)."""
-
-    channel_scale: tuple[float, ...]
-
-    @classmethod
-    def from_scale(cls, scale) -> "Normalization":
-        return cls(tuple(float(s) for s in np.asarray(scale, dtype=np.float64).reshape(-1)))
-
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 (or integer-valued float) N x C x H x W -> float32 normalised input."""
-        scale = torch.tensor(self.channel_scale, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-        return x.to(torch.float32) * scale
 
 
 @dataclass
@@ -65,6 +55,9 @@ class Dataset:
     name: str
     channel_std: np.ndarray = field(default=None)  # type: ignore[assignment]
     fingerprint: str = ""
+    augment: str = "none"  # training augmentation (transforms.AUGMENTATIONS); none and cifar keep the size
+    workers: int = 0  # DataLoader workers for augmented batches (0: the main process)
+    streamed = False  # in memory (FolderDataset: True)
 
     def __post_init__(self) -> None:
         if self.channel_std is None:
@@ -80,6 +73,24 @@ class Dataset:
     def normalization(self) -> Normalization:
         """channel_scale_c = 1 / (255 * std_c) (C4)."""
         return Normalization.from_scale(1.0 / (255.0 * self.channel_std))
+
+    @property
+    def num_train(self) -> int:
+        return int(len(self.y_train))
+
+    @property
+    def num_test(self) -> int:
+        return int(len(self.y_test))
+
+    def train_source(self) -> ArraySource:
+        return ArraySource(self.x_train)
+
+    def test_source(self) -> ArraySource:
+        return ArraySource(self.x_test)
+
+    def train_images(self, indices) -> np.ndarray:
+        """The training images at `indices` (uint8 N x C x H x W), as FolderDataset.train_images."""
+        return self.x_train[np.asarray(indices)]
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -125,64 +136,6 @@ def load_digits_dataset(seed: int = 0, num_classes: Optional[int] = None, warn: 
     tr, te = stratified_split(y, DIGITS_TEST_SIZE, seed)
     k = check_labels("digits", y[tr], y[te], num_classes, warn, num_classes_from)
     return Dataset(x[tr], y[tr], x[te], y[te], num_classes=k, name=f"digits(seed={seed})")
-
-
-# ----------------------------------------------------------------------------------------- labels
-def _few(values: np.ndarray, limit: int = 5) -> str:
-    """'3, 4, 5, 6, 7, ...' -- a short, one-line list of class labels."""
-    head = ", ".join(str(int(v)) for v in values[:limit])
-    return head if len(values) <= limit else f"{head}, ..."
-
-
-def check_num_classes(num_classes, option: str = "--num-classes") -> int:
-    """`num_classes` as an int >= 2, else a one-line DataError naming `option`."""
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
-        raise DataError(f"{option} {num_classes!r}: must be an integer >= 2 (the number of classes the network "
-                        f"outputs)")
-    return int(num_classes)
-
-
-def check_labels(name: str, y_train: np.ndarray, y_test: np.ndarray, num_classes: Optional[int] = None,
-                 warn: Optional[Warn] = None, num_classes_from: str = "--num-classes") -> int:
-    """K, the number of classes, for int64 labels >= 0; a one-line DataError naming `name` and the array.
-
-    `num_classes` None: K = 1 + the largest y_train label, and every class 0..K-1 must occur in y_train.
-    Given (by `num_classes_from`, e.g. --num-classes or a checkpoint): every label must be < K; classes
-    without training examples are allowed and reported through `warn` (default: `warnings.warn`), one line.
-    Always: at least 2 classes occur in y_train, and y_test uses only classes that y_train uses."""
-    if num_classes is not None:
-        k = check_num_classes(num_classes, num_classes_from)
-        stated = f"K = {k} from {num_classes_from}"
-        for key, y in (("y_train", y_train), ("y_test", y_test)):
-            if y.size and int(y.max()) >= k:
-                raise DataError(f"{name}: array {key} has label {int(y.max())} out of range; allowed: integers "
-                                f"in [0, {k}) ({stated})")
-    else:
-        k, stated = int(y_train.max()) + 1, "K = 1 + the largest y_train label"
-    counts = np.bincount(y_train, minlength=k)
-    present, empty = np.flatnonzero(counts), np.flatnonzero(counts == 0)
-    if len(present) < 2:
-        raise DataError(f"{name}: array y_train has a single class (label {int(present[0])}); allowed: labels of "
-                        f"at least 2 classes")
-    if num_classes is None and empty.size:
-        raise DataError(f"{name}: array y_train leaves {empty.size} of its {k} classes empty (no example of "
-                        f"{_few(empty)}; {stated}); allowed: every label 0..K-1 used, or state K with "
-                        f"--num-classes K to train with empty classes")
-    if y_test.size and int(y_test.max()) >= k:
-        raise DataError(f"{name}: array y_test has label {int(y_test.max())} out of range; allowed: integers in "
-                        f"[0, {k}) ({stated})")
-    unseen = np.setdiff1d(np.unique(y_test), present)
-    if unseen.size:
-        raise DataError(f"{name}: array y_test has label(s) {_few(unseen)} that y_train never uses; allowed: the "
-                        f"{len(present)} classes of y_train")
-    if empty.size:
-        message = (f"warning: {name}: {empty.size} of the {k} classes ({stated}) have no example in y_train "
-                   f"({_few(empty)}); the network still gets {k} outputs")
-        if warn is not None:
-            warn(message)
-        else:
-            warnings.warn(message, stacklevel=3)
-    return k
 
 
 # ------------------------------------------------------------------------------------------- npz
@@ -248,14 +201,29 @@ def load_npz(path: str | os.PathLike, num_classes: Optional[int] = None, warn: O
 
 
 def load_dataset(path: Optional[str | os.PathLike] = None, seed: int = 0, num_classes: Optional[int] = None,
-                 warn: Optional[Warn] = None, num_classes_from: str = "--num-classes") -> Dataset:
-    """`path` None -> embedded digits (split by `seed`); else a user .npz (its own split, `seed` unused).
-    `num_classes`, `warn`, `num_classes_from`: the label checks of `check_labels`."""
+                 warn: Optional[Warn] = None, num_classes_from: str = "--num-classes", augment: Optional[str] = None,
+                 workers: int = 0):
+    """`path` None -> embedded digits (split by `seed`); a directory -> an image folder (`image_folder`); else a
+    user .npz (its own split, `seed` unused). `num_classes`, `warn`, `num_classes_from`: the label checks of
+    `check_labels`. `augment` (None: none): the training augmentation; `workers`: DataLoader workers."""
+    augment = check_augment(augment)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise DataError(f"--workers {workers!r}: allowed: an integer >= 0 (0 loads data in the main process)")
     if num_classes is not None:
         check_num_classes(num_classes, num_classes_from)  # before the file is read
+    if path is not None and Path(path).is_dir():
+        from .image_folder import load_folder
+
+        return load_folder(path, num_classes, warn, num_classes_from, augment, workers)
+    if augment in RESIZING:
+        raise DataError(f"--augment {augment}: resizes images, which needs an image folder (--data DIR); allowed "
+                        f"for npz data and the embedded digits: none, cifar")
     if path is None:
-        return load_digits_dataset(seed, num_classes, warn, num_classes_from)
-    return load_npz(path, num_classes, warn, num_classes_from)
+        ds = load_digits_dataset(seed, num_classes, warn, num_classes_from)
+    else:
+        ds = load_npz(path, num_classes, warn, num_classes_from)
+    ds.augment, ds.workers = augment, workers
+    return ds
 
 
 # --------------------------------------------------------------------------------------- batching
@@ -273,30 +241,3 @@ def batches(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = False
         idx = order[i:i + batch_size]
         yield xt[idx].to(device), yt[idx].to(device)
 
-
-@dataclass
-class Loaders:
-    """Seeded batch iterators over a Dataset: `train()` reshuffles on every call from one generator."""
-
-    dataset: Dataset
-    batch_size: int
-    seed: int = 0
-    device: torch.device | str = "cpu"
-
-    def __post_init__(self) -> None:
-        self.generator = torch.Generator().manual_seed(int(self.seed))
-
-    def train(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        d = self.dataset
-        return batches(d.x_train, d.y_train, self.batch_size, True, self.generator, self.device)
-
-    def test(self, batch_size: Optional[int] = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        d = self.dataset
-        return batches(d.x_test, d.y_test, batch_size or max(self.batch_size, 256), False, None, self.device)
-
-    def num_train_batches(self) -> int:
-        return -(-len(self.dataset.y_train) // self.batch_size)
-
-
-def make_loaders(dataset: Dataset, batch_size: int, seed: int = 0, device: torch.device | str = "cpu") -> Loaders:
-    return Loaders(dataset, batch_size, seed, device)

@@ -184,7 +184,7 @@ def _check_write(net: IntNet, inputs: np.ndarray, trace: Trace, ids: np.ndarray,
                           f"{(n, *net.readout.shape)}")
 
 
-def _zip_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     """An npz archive (members `<key>.npy` in sorted order) with no timestamps: same arrays, same bytes."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
@@ -228,7 +228,7 @@ def write_golden(path: str | Path, net: IntNet, inputs: Any, trace: Trace, sampl
               "readout": np.asarray(trace.readout, dtype=np.int64)}
     for k, node in enumerate(net.nodes):
         arrays[f"counts_{k:04d}"] = _compact(trace.spike_counts[node.name])
-    data = _zip_bytes(arrays)
+    data = npz_bytes(arrays)
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return path
@@ -394,4 +394,4 @@ def golden_report(golden: Golden, trace: Trace, net: Any = None) -> dict:
             "note": None if now is None else _note(golden, now), "versions": dict(golden.versions)}
 
 __all__ = ["write_golden", "load_golden", "compare_golden", "golden_report", "digest_note", "net_digest",
-           "toolchain_versions", "Golden", "GoldenError", "FORMAT_NAME", "FORMAT_VERSION"]
+           "toolchain_versions", "Golden", "GoldenError", "FORMAT_NAME", "FORMAT_VERSION", "npz_bytes"]

@@ -38,7 +38,8 @@ k >= 2 it also counts the finer rate resolution (k*p + 1 counts vs p + 1 levels)
 not noise: it measures how far the SNN is off the ANN's grid, not how noisy it is.
 
 Results are small dataclasses of ints / floats / strings (JSON-serialisable via `to_dict`); the noise fields
-are None where no inputs were given. Batches combine with `merge_noise` (exact: all fields are sums).
+are None where no inputs were given. Batches combine with `merge_noise` / `merge_reports` (exact: all fields
+are sums), so a report over a test set of any size is the merge of per-chunk reports.
 """
 from __future__ import annotations
 
@@ -225,6 +226,15 @@ def merge_noise(a: Sequence[LayerNoise], b: Sequence[LayerNoise]) -> list[LayerN
     return [dataclasses.replace(x, **{f: add(getattr(x, f), getattr(y, f)) for f in _SUMS}) for x, y in zip(a, b)]
 
 
+def merge_reports(a: Optional["NoiseReport"], b: "NoiseReport") -> "NoiseReport":
+    """Two reports of the same net, simulator and k over disjoint samples as one (a None: b); exact (sums)."""
+    if a is None:
+        return b
+    if a.simulator != b.simulator or list(a.rows) != list(b.rows):
+        raise SimulationError(f"merge_reports: {a.simulator} k={list(a.rows)} vs {b.simulator} k={list(b.rows)}")
+    return NoiseReport(a.simulator, {k: merge_noise(a.rows[k], b.rows[k]) for k in a.rows})
+
+
 def firing_rates(counts: Mapping[str, Any], T: int) -> dict[str, float]:
     """Spikes per neuron per step over T steps, per node."""
     out = {}
@@ -328,8 +338,7 @@ def measure_float_noise(net: Any, x_uint8: Any, ks: Iterable[int] = (1, 2, 4), b
         r = simulate_float(net, xb, ts, batch_size=int(batch_size), device=device, count_timesteps=ts,
                            progress=False)
         part = noise_report(net, r.counts, levels, ks, simulator="float", inputs=xb)
-        total = part if total is None else NoiseReport("float", {k: merge_noise(total.rows[k], part.rows[k])
-                                                                 for k in ks})
+        total = merge_reports(total, part)
     if total is None:
         raise SimulationError("occasional noise: no samples given")
     return total
@@ -376,5 +385,5 @@ def format_noise_md(section: Mapping[str, Any]) -> list[str]:
 
 
 __all__ = ["LayerNoise", "NoiseReport", "DEFINITIONS", "off_grid_rows", "window_input", "regular_counts",
-           "add_timing_noise", "merge_noise", "firing_rates", "noise_report", "measure_float_noise",
+           "add_timing_noise", "merge_noise", "merge_reports", "firing_rates", "noise_report", "measure_float_noise",
            "format_noise_table", "format_noise_md"]

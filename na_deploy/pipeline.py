@@ -1,6 +1,5 @@
 """The whole job in one call: full-precision training -> QAT with the noise adaptor -> convert -> fixed point +
 fit check -> Lava export -> verify (reference vs backend, per layer) -> accuracy vs T -> report + plots.
-
 `run_pipeline(config, target, out)` builds the run in `<out>.partial/` and renames it to `<out>` only when
 every stage finished, so a failed run never looks finished (`<out>/COMPLETE` exists only in finished runs).
 The target object (e.g. `hw_targets.loihi2.TARGET`) is passed in: the core never imports a target. It exports and
@@ -24,6 +23,7 @@ from .checks import check_p, check_timesteps
 from .errors import ExportNotSupported, NaDeployError
 from .ir import FloatNet, IntNet
 from .noise_report import NoiseReport, format_noise_md
+from .pipeline_modes import ann_of_subtract, format_neuron_modes, mode_summary
 from .protocols import Backend, Target, Trace, require_fit
 from .provenance import save_net_pair
 
@@ -54,6 +54,8 @@ class PipelineConfig:
     neuron: Optional[str] = None  # None: subtract, report as before; a mode: that mode + both modes side by side
     from_nir: Optional[str] = None  # a NIR graph: no training; import -> fixed point -> export -> verify -> T
     preset: Optional[str] = None  # na_deploy.presets: the values above came from it unless a flag was given
+    augment: Optional[str] = None  # training augmentation (na_deploy.transforms): None/none, cifar, imagenet
+    workers: int = 0  # DataLoader worker processes for folder / augmented data (0: the main process)
 
     def validate(self) -> None:
         """One-line NaDeployError naming the option for any value no stage can use (p and T: `checks`' rules)."""
@@ -71,8 +73,8 @@ class PipelineConfig:
                             ("--eval-samples", 1 if self.eval_samples is None else self.eval_samples, 1)):
             if v < lo:
                 raise NaDeployError(f"{flag} must be >= {lo}, got {v}")
-        if self.neuron is not None and self.neuron not in ("subtract", "zero"):  # convert.neuron_modes.NEURON_MODES
-            raise NaDeployError(f"--neuron {self.neuron}: unknown neuron mode; allowed: subtract, zero")
+        if self.neuron is not None and self.neuron not in (m := ("subtract", "zero", "negative", "accumulate")):  # NEURON_MODES
+            raise NaDeployError(f"--neuron {self.neuron}: unknown neuron mode; allowed: {', '.join(m)}")
         if self.from_nir is not None and (self.data is None or self.neuron or self.compare_no_noise_adaptor):
             raise NaDeployError("--from-nir: needs --data (no training; no --neuron, --compare-no-noise-adaptor)")
 
@@ -116,13 +118,13 @@ class ArmResult:
 
     fnet: FloatNet
     inet: IntNet
-    x: np.ndarray  # the test inputs it was evaluated on
+    x: np.ndarray  # the test inputs it was evaluated on (a streamed folder: its first 256, for the resource report)
     accuracy: AccuracyResult
 
     @property
     def traces(self) -> dict[int, Trace]:
-        """The integer reference Trace at every evaluated T."""
-        return self.accuracy.traces
+        """The integer reference Trace of the first `accuracy.KEEP_TRACES` samples at every evaluated T."""
+        return self.accuracy.sample_traces
 
     @property
     def noise(self) -> Optional[NoiseReport]:
@@ -149,9 +151,9 @@ def _accuracy_arm(qat_ckpt: Path, data, cfg: PipelineConfig, target: Target, run
     `na-deploy convert` does), and measure ANN / float SNN / integer SNN accuracy vs T."""
     from .convert import convert_checkpoint
 
-    x, y = data.x_test, data.y_test
-    if cfg.eval_samples:
-        x, y = x[: cfg.eval_samples], y[: cfg.eval_samples]
+    from .loaders import eval_inputs, first_test_images
+
+    x, y, n = eval_inputs(data, cfg.eval_samples)  # a streamed folder: a factory of batches (bounded memory)
     with timer(f"convert{tag}"):
         fnet = convert_checkpoint(qat_ckpt, neuron=neuron)
         inet = target.to_fixed_point(fnet, max_timesteps=max(*cfg.timesteps, cfg.verify_timesteps))
@@ -159,14 +161,14 @@ def _accuracy_arm(qat_ckpt: Path, data, cfg: PipelineConfig, target: Target, run
         save_net_pair(fnet, inet, run_dir / f"net{tag}.float.nad.h5", run_dir / f"net{tag}.nad.h5")  # as convert
     timesteps = check_timesteps(cfg.timesteps)
     with timer(f"evaluate{tag}"):
-        acc = accuracy_vs_timesteps(fnet, inet, target, x, y, timesteps, device=cfg.device, progress=False)
+        acc = accuracy_vs_timesteps(fnet, inet, target, x, y, timesteps, device=cfg.device, progress=False, total=n)
         if neuron != "subtract":
-            _ann_of_subtract(acc, qat_ckpt, x, y, cfg.device)
+            ann_of_subtract(acc, qat_ckpt, x, y, cfg.device)
     log(f"[{'no noise adaptor' if tag.startswith('_no_na') else 'noise adaptor'}"
         f"{'' if cfg.neuron is None else ', ' + neuron}] ANN {acc.ann_accuracy:.4f} | "
         + " ".join(f"T={T}: float {acc.float_accuracy[T]:.4f} int {acc.integer_accuracy[T]:.4f}"
                    for T in timesteps))
-    return ArmResult(fnet=fnet, inet=inet, x=x, accuracy=acc)
+    return ArmResult(fnet=fnet, inet=inet, x=x if not callable(x) else first_test_images(data, 256)[0], accuracy=acc)
 
 
 def _verify_stage(cfg: PipelineConfig, x_test: np.ndarray, inet: IntNet, target: Target, backend: Backend,
@@ -197,27 +199,9 @@ def _write_plots(cfg: PipelineConfig, data_name: str, report: dict, arm: ArmResu
         arms["without noise adaptor"] = {"ann": other["ann_accuracy"], **other["snn_accuracy"]}
     plot_accuracy_vs_t(arms, run_dir / "accuracy_vs_T.png", title=f"{cfg.model} on {data_name}, p={cfg.p}")
     plot_layer_activity(report["resources"]["nodes"], run_dir / "layer_activity.png",
-                        title=f"Spiking activity per layer (integer SNN, T={max(arm.traces)})")
+                        title=f"Spiking activity per layer (integer SNN, T={max(arm.accuracy.timesteps)})")
     if arm.noise is not None:
         plot_occasional_noise(arm.noise.to_dict(), run_dir / "occasional_noise.png")
-
-
-def _ann_of_subtract(acc: AccuracyResult, qat_ckpt: Path, x: np.ndarray, y: np.ndarray, device) -> None:
-    """Zero mode: thresholds alpha*p*s make `ann_forward` differ from the QAT model, so the ANN column is the
-    subtract conversion's, and occasional noise (counts vs k x ANN level, a subtract identity) is left out."""
-    from .ann_eval import ann_forward, argmax_lowest
-    from .convert import convert_checkpoint
-
-    logits, _ = ann_forward(convert_checkpoint(qat_ckpt), x, device=device, progress=False)
-    acc.ann_accuracy = float((argmax_lowest(logits).numpy() == y).mean())
-    acc.noise = {}
-
-
-def _mode_summary(arm: ArmResult) -> dict:
-    """One mode's column of report["neuron_modes"]: accuracies vs T, agreement and the conversion parameters."""
-    d = arm.accuracy.to_dict()
-    keys = ("snn_accuracy", "ann_accuracy", "prediction_agreement_float_vs_integer")
-    return {**{k: d[k] for k in keys}, "params": arm.fnet.meta.get("neuron_mode", {"mode": "subtract"})}
 
 
 def _main_arm(cfg: PipelineConfig, data, target: Target, run_dir: Path, timer: _Timer, log: Callable):
@@ -229,7 +213,7 @@ def _main_arm(cfg: PipelineConfig, data, target: Target, run_dir: Path, timer: _
         return arm, None
     other = "zero" if chosen == "subtract" else "subtract"
     alt = _accuracy_arm(run_dir / "qat.ckpt", data, cfg, target, run_dir, f"_{other}", timer, log, neuron=other)
-    modes = {m: _mode_summary(a) for m, a in sorted({chosen: arm, other: alt}.items())}
+    modes = {m: mode_summary(a) for m, a in sorted({chosen: arm, other: alt}.items())}
     modes.update(chosen=chosen, verified=chosen)
     return arm, modes
 
@@ -259,9 +243,11 @@ def _run_stages(cfg: PipelineConfig, target: Target, backend: Optional[Backend],
                            source=f"{cfg.from_nir or cfg.model} (na-deploy pipeline)")
         except ExportNotSupported as e:
             log(f"[export] skipped: {e}")
-    report["verify"] = _verify_stage(cfg, data.x_test, arm.inet, target, backend, timer, log)
+    from .loaders import first_test_images
+    report["verify"] = _verify_stage(cfg, first_test_images(data, cfg.verify_samples)[0], arm.inet, target, backend,
+                                     timer, log)
     with timer("resources"):
-        report["resources"] = target.resource_report(arm.inet, arm.traces[max(arm.traces)], inputs=arm.x)
+        report["resources"] = target.resource_report(arm.inet, arm.accuracy.totals_trace(), inputs=arm.x)
     if cfg.compare_no_noise_adaptor:
         with timer("train_qat_no_noise_adaptor"):
             _train_qat(cfg, data, run_dir, False, "qat_no_na.ckpt")
@@ -271,8 +257,8 @@ def _run_stages(cfg: PipelineConfig, target: Target, backend: Optional[Backend],
     with timer("plots"):
         _write_plots(cfg, data.name, report, arm, run_dir)
     report["config"] = nir_config(cfg, {**asdict(cfg), "timesteps": list(cfg.timesteps), "target": target.name})
-    report["data"] = {"name": data.name, "fingerprint": data.fingerprint, "train": int(len(data.x_train)),
-                      "test": int(len(data.x_test)), "evaluated": int(len(arm.x))}
+    report["data"] = {"name": data.name, "fingerprint": data.fingerprint, "train": int(data.num_train),
+                      "test": int(data.num_test), "evaluated": int(arm.accuracy.samples)}
     return report
 
 
@@ -285,22 +271,21 @@ def _write_report(run_dir: Path, report: dict) -> None:
 
 def run_pipeline(cfg: PipelineConfig, target: Target, out: str | Path, force: bool = False,
                  log: Callable[[str], None] = print, backend: Optional[Backend] = None) -> dict:
-    """Run every stage; return the report dict (also written as report.json / report.md).
-
-    backend: what exports and verifies the IntNet (default: `target.backend()`, e.g. Lava for loihi2)."""
+    """Run every stage; return the report dict (also written as report.json / report.md). backend: what exports
+    and verifies the IntNet (default: `target.backend()`, e.g. Lava for loihi2)."""
     from .data import load_dataset
     cfg.validate()
     timer = _Timer()
     with timer("load_data"):  # validates --data and its labels before any folder is made
-        data = load_dataset(cfg.data, seed=cfg.seed, num_classes=cfg.num_classes, warn=log)
-    if cfg.verify_samples > len(data.x_test):
+        data = load_dataset(cfg.data, cfg.seed, cfg.num_classes, log, augment=cfg.augment, workers=cfg.workers)
+    if cfg.verify_samples > data.num_test:
         raise NaDeployError(f"--verify-samples {cfg.verify_samples} conflicts with the data: its test split has "
-                            f"{len(data.x_test)} samples")
+                            f"{data.num_test} samples")
     final, run_dir = prepare_out_dir(out, force)
     t_start = time.perf_counter()
     try:
-        log(f"[pipeline] data {data.name}: {len(data.x_train)} train / {len(data.x_test)} test, "
-            f"input {tuple(data.x_train.shape[1:])}, {data.num_classes} classes; run folder {final}")
+        log(f"[pipeline] data {data.name}: {data.num_train} train / {data.num_test} test, "
+            f"input {tuple(data.input_shape)}, {data.num_classes} classes; run folder {final}")
         report = _run_stages(cfg, target, backend, data, run_dir, timer, log)
         report["timings_s"] = {**timer.timings, "total": round(time.perf_counter() - t_start, 3)}
         _write_report(run_dir, report)
@@ -342,21 +327,6 @@ def format_summary(report: dict) -> str:
         lines.append(f"verify: {v['samples']} samples at T={v['timesteps']}: "
                      + ("BIT-EXACT" if v["bit_exact"] else f"{v['mismatches']} mismatching samples"))
     return "\n".join(lines)
-
-
-def format_neuron_modes(modes: dict) -> list[str]:
-    """report.md lines: float / integer SNN accuracy vs T of both neuron modes on the same checkpoint."""
-    Ts = sorted(modes["subtract"]["snn_accuracy"]["integer"], key=int)
-    out = [f"## Neuron modes on the same checkpoint (chosen, exported and verified: {modes['chosen']})", "",
-           "| mode, simulator | ANN | " + " | ".join(f"T={t}" for t in Ts) + " |",
-           "|---|---:|" + "---:|" * len(Ts)]
-    for m in ("subtract", "zero"):
-        for kind in ("float", "integer"):
-            acc = modes[m]["snn_accuracy"][kind]
-            out.append(f"| {m}, {kind} SNN | {100 * modes[m]['ann_accuracy']:.2f} | "
-                       + " | ".join(f"{100 * acc[t]:.2f}" for t in Ts) + " |")
-    prm = {k: v for k, v in modes["zero"]["params"].items() if k != "mode"}
-    return out + ["", f"Zero-mode parameters: {prm} (na_deploy.convert.neuron_modes).", ""]
 
 
 def format_report_md(report: dict) -> str:

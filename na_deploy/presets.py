@@ -5,7 +5,9 @@ cosine learning rate from 0.1, weight decay 5e-4 (CIFAR-10) / 2.5e-5 (ImageNet),
 p = 3 (ImageNet). The paper does not state the batch size nor how its full-precision weights were trained; no
 weights can be downloaded here, so the pipeline trains them first: those values are ours and marked so
 (`ours`). Every field is overridable flag by flag; report.json's "config" holds the values that ran and the
-preset's name.
+preset's name. `augment` (na_deploy.transforms) is the standard augmentation of each data set, marked ours since
+§5.1 does not spell it out: cifar = zero-pad 4 + random crop + horizontal flip; imagenet = RandomResizedCrop 224
++ flip for training, resize 256 + centre crop 224 for evaluation.
 """
 from __future__ import annotations
 
@@ -16,13 +18,18 @@ from .errors import NaDeployError
 PRESETS: dict[str, dict[str, Any]] = {
     "cifar10-resnet18": dict(model="resnet18", p=2, epochs_qat=160, lr_qat=0.1, weight_decay=5e-4,
                              epochs_fp=200, lr_fp=0.1, batch_size=128, timesteps=(1, 2, 4, 8, 16),
-                             verify_timesteps=4, ours=("epochs_fp", "lr_fp", "batch_size", "timesteps",
-                                                       "verify_timesteps")),
+                             verify_timesteps=4, augment="cifar",
+                             ours=("epochs_fp", "lr_fp", "batch_size", "timesteps", "verify_timesteps", "augment")),
     "imagenet-resnet50": dict(model="resnet50", p=3, epochs_qat=160, lr_qat=0.1, weight_decay=2.5e-5,
                               epochs_fp=90, lr_fp=0.1, batch_size=256, timesteps=(8, 16, 32, 64),
-                              verify_timesteps=8, verify_samples=2,
+                              verify_timesteps=8, verify_samples=2, augment="imagenet",
                               ours=("epochs_fp", "lr_fp", "batch_size", "timesteps", "verify_timesteps",
-                                    "verify_samples")),
+                                    "verify_samples", "augment")),
+    "cifar10-resnet18-smoke": dict(model="resnet18", p=2, epochs_fp=3, epochs_qat=4, lr_fp=0.05, lr_qat=0.01,
+                                   weight_decay=5e-4, batch_size=32, timesteps=(1, 2, 4), verify_timesteps=4,
+                                   verify_samples=2, augment="none",
+                                   ours=("epochs_fp", "epochs_qat", "lr_fp", "lr_qat", "batch_size", "timesteps",
+                                         "verify_timesteps", "verify_samples", "augment")),
     "smoke": dict(epochs_fp=2, epochs_qat=2, timesteps=(1, 2, 4), verify_samples=4, verify_timesteps=4,
                   ours=("epochs_fp", "epochs_qat", "timesteps", "verify_samples", "verify_timesteps")),
 }

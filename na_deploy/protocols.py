@@ -30,6 +30,9 @@ class Trace:
     step_spikes / step_readout: per window step of the last sample, {node: (T, *shape)} and (T, classes),
     when a backend ran with `record_steps=True` (verify uses them to name the first differing step).
     extra: timings and provenance strings of the simulator that made it.
+    event_counts: node name -> int64 array like spike_counts: the spike messages each neuron sent per sample
+    (what costs energy), where that differs from spike_counts: signed spikes (|z| summed; spike_counts is the
+    net count) and two-stage offset calibration (stage 1's spikes added). None: equal to spike_counts.
     """
 
     timesteps: int
@@ -38,6 +41,11 @@ class Trace:
     extra: dict[str, Any] = field(default_factory=dict)
     step_spikes: Optional[dict[str, np.ndarray]] = None
     step_readout: Optional[np.ndarray] = None
+    event_counts: Optional[dict[str, np.ndarray]] = None
+
+    def events(self) -> dict[str, np.ndarray]:
+        """Messages sent per node and neuron: event_counts, or spike_counts where those are equal (None)."""
+        return self.spike_counts if self.event_counts is None else self.event_counts
 
     @property
     def predictions(self) -> np.ndarray:

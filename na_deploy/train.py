@@ -27,9 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import distributed
 from .checkpoint import Checkpoint, build_registry_model, cpu_state_dict, load_checkpoint, save_checkpoint
 from .checks import check_p
-from .data import Dataset, Loaders, Normalization, make_loaders
+from .data import Dataset, Loaders, Normalization, make_loaders, test_batches
 from .device import resolve_device
 from .errors import CheckpointError, ModelError
 from .sparsity import ActivationL1, check_l1
@@ -95,10 +96,23 @@ def model_accuracy(model: nn.Module, x, y, norm: Normalization, batch_size: int 
     return correct / max(len(y), 1)
 
 
+def dataset_accuracy(model: nn.Module, dataset: Dataset, norm: Normalization, batch_size: int = 512,
+                     device: Optional[str | torch.device] = None) -> float:
+    """`model_accuracy` over the data set's test split, streamed (`data.test_batches`: npz arrays or an image
+    folder's evaluation views); the same figure as model_accuracy on the whole array."""
+    correct = seen = 0
+    for xb, yb in test_batches(dataset, batch_size):
+        correct += round(model_accuracy(model, xb, yb, norm, batch_size, device) * len(yb))
+        seen += len(yb)
+    return correct / max(seen, 1)
+
+
 def train_one_epoch(model: nn.Module, loaders: Loaders, norm: Normalization, opt, sched,
                     l1_sparsity: float = 0.0) -> tuple[float, float]:
     """One pass over the shuffled training split; returns (mean loss, train accuracy). l1_sparsity = λ > 0 adds
-    λ x the mean quantized level per neuron (na_deploy.sparsity, Datta et al.) to the loss."""
+    λ x the mean quantized level per neuron (na_deploy.sparsity, Datta et al.) to the loss. Under torchrun
+    `model` is the DDP wrapper, each rank's loss weighted so the averaged gradient is the global batch's
+    (na_deploy.distributed.step_weight) and the returned figures are over the global batches."""
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     reg = ActivationL1(model) if l1_sparsity > 0 else None
@@ -111,13 +125,15 @@ def train_one_epoch(model: nn.Module, loaders: Loaders, norm: Normalization, opt
                 logits = model(norm.apply(xb))
                 loss = F.cross_entropy(logits, yb) + l1_sparsity * reg.penalty()
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        weight = distributed.step_weight(len(yb))
+        (loss if weight is None else loss * weight).backward()
         opt.step()
         sched.step()
         n = len(yb)
         total_loss += loss.detach().item() * n
         correct += int((logits.argmax(1) == yb).sum())
         seen += n
+    total_loss, correct, seen = distributed.reduce_sums(total_loss, correct, seen)
     return total_loss / max(seen, 1), correct / max(seen, 1)
 
 
@@ -128,8 +144,13 @@ def fit(model: nn.Module, dataset: Dataset, norm: Normalization, *, epochs: int,
         on_epoch: Optional[Callable[[int, list, object, object, Loaders], None]] = None, l1_sparsity: float = 0.0):
     """The shared loop: epochs start_epoch+1 .. min(epochs, stop_after), each a shuffled training pass, then
     a test evaluation, under a tqdm bar. Optimizer / schedule / RNG state can be restored (resume).
-    Returns (history, opt, sched, loaders)."""
-    loaders = make_loaders(dataset, batch_size, seed, device)
+    Returns (history, opt, sched, loaders). Under torchrun (na_deploy.distributed): the ranks' data and
+    options are compared first, each rank trains on its shard of every global batch through DDP with
+    global-batch BatchNorm statistics, eps re-seeded per rank and epoch; only rank 0 shows progress."""
+    world = distributed.current()
+    distributed.check_same_data(dataset, seed=seed, batch_size=batch_size, epochs=epochs, lr=lr,
+                                weight_decay=weight_decay, start_epoch=start_epoch, l1_sparsity=l1_sparsity)
+    loaders = distributed.rank_loaders(make_loaders, dataset, batch_size, seed, device)
     opt, sched = make_optimizer(model, lr, weight_decay, epochs * loaders.num_train_batches())
     if opt_state is not None:
         opt.load_state_dict(opt_state)
@@ -140,18 +161,23 @@ def fit(model: nn.Module, dataset: Dataset, norm: Normalization, *, epochs: int,
         loaders.generator.set_state(rng_state["shuffle"])
     history = list(history or [])
     last = epochs if stop_after is None else min(epochs, int(stop_after))
-    bar = tqdm(range(start_epoch + 1, last + 1), desc=desc, unit="epoch", disable=not progress, leave=False)
-    for epoch in bar:
-        t0 = time.perf_counter()
-        lr_now = opt.param_groups[0]["lr"]
-        loss, train_acc = train_one_epoch(model, loaders, norm, opt, sched, l1_sparsity)
-        seconds = time.perf_counter() - t0
-        test_acc = model_accuracy(model, dataset.x_test, dataset.y_test, norm, device=device)
-        history.append({"epoch": epoch, "lr": lr_now, "train_loss": loss, "train_acc": train_acc,
-                        "test_acc": test_acc, "seconds": seconds})
-        bar.set_postfix(loss=f"{loss:.3f}", test_acc=f"{test_acc:.4f}")
-        if on_epoch is not None:
-            on_epoch(epoch, history, opt, sched, loaders)
+    bar = tqdm(range(start_epoch + 1, last + 1), desc=desc, unit="epoch", disable=not (progress and world.is_main),
+               leave=False)
+    with distributed.global_batchnorm(model):
+        net = distributed.wrap(model, torch.device(device))
+        for epoch in bar:
+            distributed.seed_noise(seed, epoch)
+            t0 = time.perf_counter()
+            lr_now = opt.param_groups[0]["lr"]
+            loss, train_acc = train_one_epoch(net, loaders, norm, opt, sched, l1_sparsity)
+            seconds = time.perf_counter() - t0
+            test_acc = dataset_accuracy(model, dataset, norm, device=device)
+            history.append({"epoch": epoch, "lr": lr_now, "train_loss": loss, "train_acc": train_acc,
+                            "test_acc": test_acc, "seconds": seconds,
+                            **({"world_size": world.world_size} if world.distributed else {})})
+            bar.set_postfix(loss=f"{loss:.3f}", test_acc=f"{test_acc:.4f}")
+            if on_epoch is not None:
+                on_epoch(epoch, history, opt, sched, loaders)
     bar.close()
     return history, opt, sched, loaders
 
@@ -173,7 +199,11 @@ def model_kwargs_for(dataset: Dataset, model_kwargs: Optional[dict]) -> dict:
 
 
 def _rng_state(loaders: Loaders) -> dict:
-    return {"torch": torch.get_rng_state(), "shuffle": loaders.generator.get_state()}
+    """The torch RNG (eps; under torchrun rank 0's, re-seeded per epoch anyway) and the shuffle generator (the
+    same on every rank), + the world size when it was > 1."""
+    world = distributed.current().world_size
+    return {"torch": torch.get_rng_state(), "shuffle": loaders.generator.get_state(),
+            **({"world_size": world} if world > 1 else {})}
 
 
 def snapshot(template: Checkpoint, model: nn.Module, epoch: int, history: list, opt, sched,
@@ -193,7 +223,7 @@ def run_and_save(model: nn.Module, dataset: Dataset, template: Checkpoint, out: 
 
     def on_epoch(epoch, hist, opt, sched, loaders):
         state["ckpt"] = snapshot(template, model, epoch, hist, opt, sched, loaders)
-        if out is not None:
+        if out is not None and distributed.current().is_main:  # torchrun: rank 0 alone writes
             save_checkpoint(state["ckpt"], out)
 
     rs = resume_from
@@ -204,6 +234,7 @@ def run_and_save(model: nn.Module, dataset: Dataset, template: Checkpoint, out: 
         opt_state=rs.optimizer_state if rs else None, sched_state=rs.scheduler_state if rs else None,
         rng_state=rs.rng_state if rs else None, on_epoch=on_epoch, l1_sparsity=hp.get("l1_sparsity", 0.0))
     ckpt = state.get("ckpt") or snapshot(template, model, rs.epoch if rs else 0, hist, opt, sched, loaders)
+    distributed.barrier()  # the other ranks return once rank 0's checkpoint is on disk
     return TrainResult(model, ckpt, hist)
 
 
@@ -220,7 +251,7 @@ def train_full_precision(dataset: Dataset, model_name: str, epochs: int = FP_DEF
     _check_positive("epochs", epochs, integer=True)
     _check_positive("lr", lr)
     _check_positive("batch_size", batch_size, integer=True)
-    dev = resolve_device(device)
+    dev = distributed.rank_device(device)
     kwargs = model_kwargs_for(dataset, model_kwargs)
     torch.manual_seed(seed)
     model = build_registry_model(model_name, **kwargs).to(dev)
@@ -255,7 +286,7 @@ def calibration_batch(dataset: Dataset, norm: Normalization, seed: int, device: 
     """A seeded random subset of `n` training images, normalised."""
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(dataset.y_train), generator=gen)[:n].numpy()
-    return norm.apply(torch.from_numpy(dataset.x_train[np.sort(idx)]).to(device))
+    return norm.apply(torch.from_numpy(dataset.train_images(np.sort(idx))).to(device))
 
 
 def train_qat(dataset: Dataset, fp_checkpoint: Checkpoint | str, p: int = 2, noise_adaptor: bool = True,
@@ -277,13 +308,13 @@ def train_qat(dataset: Dataset, fp_checkpoint: Checkpoint | str, p: int = 2, noi
         raise CheckpointError(f"{fp.path or 'checkpoint'}: kind is {fp.kind!r}; QAT starts from a full-precision "
                               f"(kind 'fp') checkpoint")
     check_compatible(fp, dataset, model_name)
-    dev = resolve_device(device)
+    dev = distributed.rank_device(device)
     torch.manual_seed(seed)
     norm = fp.normalization
     model = quantize_model(fp.build_model(), p, noise_adaptor).to(dev)
     if calibrate:
         calibrate_step_sizes(model, calibration_batch(dataset, norm, seed, dev), seed=seed)
-    acc0 = model_accuracy(model, dataset.x_test, dataset.y_test, norm, device=dev)
+    acc0 = dataset_accuracy(model, dataset, norm, device=dev)
     history = [{"epoch": 0, "lr": 0.0, "train_loss": None, "train_acc": None,
                 "test_acc": acc0, "seconds": 0.0}]
     tag = "noise adaptor" if noise_adaptor else "no noise"
@@ -320,7 +351,7 @@ def resume_training(checkpoint: Checkpoint | str, dataset: Dataset, device: Opti
     (default: the checkpoint's own path) after every epoch."""
     ck = load_checkpoint(checkpoint) if not isinstance(checkpoint, Checkpoint) else checkpoint
     model = check_resumable(ck, dataset)
-    dev = resolve_device(device)
+    dev = distributed.rank_device(device)
     model = model.to(dev)
     template = dataclasses.replace(ck, path=None)
     desc = f"resume {ck.kind} {ck.model_name}"

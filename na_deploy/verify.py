@@ -66,6 +66,12 @@ def first_difference(a: Trace, b: Trace) -> Optional[dict]:
         if not np.array_equal(a.readout[s], b.readout[s]):
             idx = int(np.argwhere(a.readout[s] != b.readout[s])[0][0])
             return {"sample": s, "node": "readout", "neuron": (idx,), "a": a.readout[s][idx], "b": b.readout[s][idx]}
+        for name, ea in (a.event_counts or {}).items():  # messages sent (signed spikes, offset stage 1)
+            eb = (b.event_counts or {}).get(name)
+            if eb is not None and not np.array_equal(ea[s], eb[s]):
+                idx = np.argwhere(ea[s] != eb[s])[0]
+                return {"sample": s, "node": name, "neuron": tuple(int(i) for i in idx), "what": "event count",
+                        "a": int(ea[s][tuple(idx)]), "b": int(eb[s][tuple(idx)])}
     return None
 
 
@@ -75,6 +81,14 @@ def step_of_difference(ref_steps: np.ndarray, hw_steps: np.ndarray) -> Optional[
         if not np.array_equal(ref_steps[j], hw_steps[j]):
             return j + 1
     return None
+
+
+def prefix_causal(net: IntNet) -> bool:
+    """True when the first j steps of a T-step run are a j-step run (C3), which `reference_step_records` needs:
+    not for windowed neuron models (accumulate-then-fire) nor two-stage offset calibration."""
+    from .ir.graph import offset_steps
+
+    return offset_steps(net) == 0 and not any(n.neuron.windowed for n in net.nodes)
 
 
 def reference_step_records(net: IntNet, x: np.ndarray, timesteps: int, target: Target) -> tuple[dict, np.ndarray]:
@@ -131,6 +145,10 @@ def locate_step(net: IntNet, x: np.ndarray, timesteps: int, node: str, neuron, t
     """Re-run ONE sample x (1, ...) with per-step recording on the backend and in the target's reference;
     return the window step (1-based) and backend step (depth + window step, within the sample's slot) at
     which `node[neuron]` first differs, and the earliest step at which any neuron of any node differs."""
+    if not prefix_causal(net):
+        return {"step": None, "lava_step_in_slot": None, "earliest": None,
+                "step_note": "not located: this net's counts at T are not the first T steps of a longer run "
+                             "(accumulate-then-fire or offset calibration)"}
     depth = net.depths()
     hw = backend.run(net, x, timesteps, record_steps=True, **run_kwargs)
     ref_sp, ref_ro = reference_step_records(net, x, timesteps, target)
@@ -152,7 +170,9 @@ def _layers(ref: Trace, hw: Trace) -> list[dict]:
 
 def _sample_slice(tr: Trace, s: int) -> Trace:
     """Sample s of a trace as a one-sample trace."""
-    return Trace(tr.timesteps, {k: v[s:s + 1] for k, v in tr.spike_counts.items()}, tr.readout[s:s + 1])
+    ev = None if tr.event_counts is None else {k: v[s:s + 1] for k, v in tr.event_counts.items()}
+    return Trace(tr.timesteps, {k: v[s:s + 1] for k, v in tr.spike_counts.items()}, tr.readout[s:s + 1],
+                 event_counts=ev)
 
 
 def _first_mismatch(net: IntNet, ref: Trace, hw: Trace, sample_ids: Sequence[int]) -> Optional[dict]:
@@ -216,5 +236,5 @@ def verify(net: IntNet, inputs: np.ndarray, timesteps: int, target: Target, back
                         reference_trace=ref, backend_trace=hw)
 
 
-__all__ = ["VerifyReport", "verify", "first_difference", "step_of_difference", "reference_step_records",
+__all__ = ["VerifyReport", "verify", "first_difference", "prefix_causal", "step_of_difference", "reference_step_records",
            "locate_step"]

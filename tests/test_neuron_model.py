@@ -24,32 +24,38 @@ def test_step_is_the_same_on_numpy_torch_and_scalars(name):
     rng = np.random.default_rng(0)
     v = rng.integers(-20, 40, size=(3, 50)).astype(np.int64)
     th = 7
-    v_np, z_np = model.fire_and_reset(v.copy(), th)
-    v_t, z_t = model.fire_and_reset(torch.from_numpy(v.copy()), th)
-    v_f, z_f = model.fire_and_reset(v.astype(np.float64), float(th))
+    c = rng.integers(0, 3, size=v.shape) if model.stateful else None  # a stateful model's running count
+    kw = (lambda a: {"count": a}) if model.stateful else (lambda a: {})
+    ct = None if c is None else torch.from_numpy(c)
+    v_np, z_np = model.fire_and_reset(v.copy(), th, **kw(c))
+    v_t, z_t = model.fire_and_reset(torch.from_numpy(v.copy()), th, **kw(ct))
+    v_f, z_f = model.fire_and_reset(v.astype(np.float64), float(th), **kw(c))
     assert np.array_equal(v_np, v_t.numpy()) and np.array_equal(z_np, z_t.numpy())
     assert np.array_equal(v_np, v_f) and np.array_equal(z_np, z_f)
     for i in range(v.size):  # python numbers, element by element
-        vs, zs = model.fire_and_reset(int(v.flat[i]), th)
-        assert (vs, bool(zs)) == (int(v_np.flat[i]), bool(z_np.flat[i]))
-    v_in, z_in = v.copy(), np.empty(v.shape, dtype=bool)
-    model.fire_and_reset_inplace(v_in, th, z_in)
+        vs, zs = model.fire_and_reset(int(v.flat[i]), th, **kw(None if c is None else int(c.flat[i])))
+        assert (vs, int(zs)) == (int(v_np.flat[i]), int(z_np.flat[i]))
+    v_in, z_in = v.copy(), np.empty(v.shape, dtype=model.spike_dtype)
+    model.fire_and_reset_inplace(v_in, th, z_in, **kw(c))
     assert np.array_equal(v_in, v_np) and np.array_equal(z_in, z_np)
     for dtype in (torch.int64, torch.float32, torch.float64):  # the in-place form on tensors (float SNN, CUDA)
         v_t = torch.from_numpy(v.copy()).to(dtype)
-        z_t = model.fire_and_reset_inplace(v_t, th if dtype == torch.int64 else float(th))
+        z_t = model.fire_and_reset_inplace(v_t, th if dtype == torch.int64 else float(th), **kw(ct))
         assert np.array_equal(v_t.numpy(), v_np.astype(v_t.numpy().dtype)) and np.array_equal(z_t.numpy(), z_np)
     for dtype in (torch.float32, torch.float64):  # the float SNN's step: spikes carry th (C2)
         v_t = torch.from_numpy(v.copy()).to(dtype)
-        z_t, pay = model.emit_inplace(v_t, 7.0)
+        z_t, pay = model.emit_inplace(v_t, 7.0, **kw(ct))
         assert np.array_equal(v_t.numpy(), v_np.astype(v_t.numpy().dtype)) and np.array_equal(z_t.numpy(), z_np)
         assert pay.dtype == dtype and np.array_equal(pay.numpy(), 7.0 * z_np.astype(np.float64))
     v_f = v.astype(np.float64)
-    z_f, pay = model.emit_inplace(v_f, 7.0)
+    z_f, pay = model.emit_inplace(v_f, 7.0, **kw(c))
     assert np.array_equal(v_f, v_np) and np.array_equal(pay, 7.0 * z_np)
-    v_t, z_out = torch.from_numpy(v.copy()), torch.empty(v.shape, dtype=torch.bool)
-    assert model.fire_and_reset_inplace(v_t, th, z_out) is z_out and np.array_equal(z_out.numpy(), z_np)
-    assert bool(np.any(z_np)) and not bool(np.all(z_np))  # the sample exercises both branches
+    zt = torch.int8 if model.signed else torch.bool
+    v_t, z_out = torch.from_numpy(v.copy()), torch.empty(v.shape, dtype=zt)
+    assert model.fire_and_reset_inplace(v_t, th, z_out, **kw(ct)) is z_out and np.array_equal(z_out.numpy(), z_np)
+    assert bool(np.any(z_np > 0)) and not bool(np.all(z_np))  # the sample exercises both branches
+    if model.signed:
+        assert bool(np.any(z_np < 0))
 
 
 def test_subtract_is_the_papers_if_neuron_C2():
@@ -59,7 +65,7 @@ def test_subtract_is_the_papers_if_neuron_C2():
 
 
 def test_unknown_model_is_refused_by_name():
-    with pytest.raises(IRError, match="unknown neuron model 'leaky'; known: subtract"):
+    with pytest.raises(IRError, match="unknown neuron model 'leaky'; known: accumulate, negative, subtract, zero"):
         neuron_model("leaky")
     with pytest.raises(IRError, match="unknown neuron model"):
         IntNeuronNode("a", (2,), [Synapse("input", Dense(np.ones((2, 2), dtype=int)))], threshold=2, neuron="leaky")

@@ -136,8 +136,8 @@ def test_convert_refuses_an_unknown_neuron_mode_with_one_line(tmp_path):
                                  "--out", str(tmp_path / "n.nad.h5")])
     assert r.exit_code == 2, r.output
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
-    assert lines == ["error: --neuron bogus: unknown neuron mode; allowed: subtract, zero"]
-    assert NEURON_MODES == ("subtract", "zero")  # the pipeline's --neuron check names the same two
+    assert lines == ["error: --neuron bogus: unknown neuron mode; allowed: subtract, zero, negative, accumulate"]
+    assert NEURON_MODES == ("subtract", "zero", "negative", "accumulate")  # the pipeline's check reads NEURON_MODES
     assert not list(tmp_path.iterdir())
 
 

@@ -22,6 +22,10 @@ Static bound, per node m and output channel c (all integers):
                 `membrane_interval`) or set to 0 after a spike (mode "zero", `zero_membrane_interval`):
                 closed forms of [min_t, max_t] of v over T steps, valid for any T;
     readout:    V_t = sum of t currents: bound = [min(I_lo, T * I_lo), max(I_hi, T * I_hi)].
+Mode "negative" (signed spikes): a source's payload lies in [-1, 1], so each synapse's interval takes the |w|
+sums (`op_interval(..., pmin=-1)`); the subtract closed form then holds for the membrane. Mode "accumulate":
+T steps of integration with no reset (`accumulate_membrane_interval`). Two-stage offset calibration (meta
+offset_steps > 0): the pre-charge may be pc - th .. pc + th (`bound_options`, `node_bound(offset=True)`).
 Mode "zero" runs on Lava's stock LIF (backend "lava-lif"), whose registers add rules (`lif_rules`): vth <=
 2^17 - 1, 64 x bias encodable as bias_mant << bias_exp (`limits.lif_bias`), the per-step synaptic sum (a_in,
 without the bias) 16-bit signed, and |64 v| <= 2^23 - 1 (the LIF's v is 64 x ours and saturates there;
@@ -70,21 +74,32 @@ def payload_max(source: str, limits: Loihi2Limits = LOIHI2) -> int:
     return limits.graded_payload_max if source == INPUT_NAME else limits.spike_payload_max
 
 
-def op_interval(op, pmax: float, channels: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per output channel [lo, hi] of op(payload) for payloads in [0, pmax] (float64)."""
-    if isinstance(op, Conv2d):
+def payload_min(source: str, signed_sources=()) -> int:
+    """Smallest payload a source sends: -1 for a signed-spike node (mode "negative", C2), else 0."""
+    return -1 if source in signed_sources else 0
+
+
+def op_interval(op, pmax: float, channels: int, pmin: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Per output channel [lo, hi] of op(payload) for payloads in [pmin, pmax] (pmin <= 0; float64). With
+    pmin = -1 (signed spikes) a weight contributes -|w| and +|w|: the |w| sums."""
+    if isinstance(op, (Conv2d, Dense)):
         w = np.asarray(op.weight, dtype=np.float64)
-        return np.minimum(w, 0).sum(axis=(1, 2, 3)) * pmax, np.maximum(w, 0).sum(axis=(1, 2, 3)) * pmax
-    if isinstance(op, Dense):
-        w = np.asarray(op.weight, dtype=np.float64)
-        return np.minimum(w, 0).sum(axis=1) * pmax, np.maximum(w, 0).sum(axis=1) * pmax
+        axes = (1, 2, 3) if isinstance(op, Conv2d) else 1
+        neg, pos = np.minimum(w, 0).sum(axis=axes), np.maximum(w, 0).sum(axis=axes)
+        if pmin == 0:
+            return neg * pmax, pos * pmax
+        return neg * pmax + pos * pmin, pos * pmax + neg * pmin
     if isinstance(op, AvgPool2d):
-        g = float(op.weight) * op.kernel[0] * op.kernel[1] * pmax
+        g = float(op.weight) * op.kernel[0] * op.kernel[1]
     elif isinstance(op, Identity):
-        g = float(op.weight) * pmax
+        g = float(op.weight)
     else:
         raise TypeError(f"unknown op {type(op).__name__}")
-    return np.full(channels, min(g, 0.0)), np.full(channels, max(g, 0.0))
+    if pmin == 0:
+        lo, hi = min(g * pmax, 0.0), max(g * pmax, 0.0)
+    else:
+        lo, hi = min(g * pmax, g * pmin), max(g * pmax, g * pmin)
+    return np.full(channels, lo), np.full(channels, hi)
 
 
 def shift_interval(lo: np.ndarray, hi: np.ndarray, e: int) -> tuple[np.ndarray, np.ndarray]:
@@ -128,7 +143,20 @@ def zero_membrane_interval(i_lo: np.ndarray, i_hi: np.ndarray, threshold: int, p
     return min(pc, float(lower.min())), max(pc, float(upper.max()))
 
 
-MEMBRANE_INTERVALS = {"subtract": membrane_interval, "zero": zero_membrane_interval}
+def accumulate_membrane_interval(i_lo: np.ndarray, i_hi: np.ndarray, threshold: int, precharge: int,
+                                 timesteps: int) -> tuple[float, float]:
+    """[min, max] of an accumulate-then-fire membrane (mode "accumulate"): T steps of integration without any
+    reset, [pc + T * min(i_lo, 0), pc + T * max(i_hi, 0)], then the fire phase, which only lowers v while
+    v >= th (so it stays within [0, v_T] there: the bound includes 0)."""
+    pc, T = float(precharge), float(timesteps)
+    return (min(pc, 0.0, float((pc + T * np.minimum(i_lo, 0)).min())),
+            max(pc, float((pc + T * np.maximum(i_hi, 0)).max())))
+
+
+# "negative": the subtract closed form holds unchanged: its negative spike (v < 0 -> v + th) leaves v < th, and
+# below 0 only negative currents push v (the per-step current interval uses the signed payload range).
+MEMBRANE_INTERVALS = {"subtract": membrane_interval, "zero": zero_membrane_interval,
+                      "negative": membrane_interval, "accumulate": accumulate_membrane_interval}
 
 
 def readout_interval(i_lo: np.ndarray, i_hi: np.ndarray, timesteps: int) -> tuple[float, float]:
@@ -137,13 +165,22 @@ def readout_interval(i_lo: np.ndarray, i_hi: np.ndarray, timesteps: int) -> tupl
     return float(np.minimum(i_lo, T * i_lo).min()), float(np.maximum(i_hi, T * i_hi).max())
 
 
-def node_bound(node, timesteps: int, limits: Loihi2Limits = LOIHI2) -> NodeBound:
-    """The static bound of one IntNet node (neuron or readout) over `timesteps` steps."""
+def bound_options(net) -> dict:
+    """The net-wide facts a node's bound needs (FloatNet or IntNet): which sources send signed spikes, and
+    whether two-stage offset calibration may move a pre-charge by +-th (meta offset_steps > 0)."""
+    return {"signed_sources": frozenset(n.name for n in net.nodes if n.neuron.signed),
+            "offset": int(net.meta.get("offset_steps", 0) or 0) > 0}
+
+
+def node_bound(node, timesteps: int, limits: Loihi2Limits = LOIHI2, signed_sources=frozenset(),
+               offset: bool = False) -> NodeBound:
+    """The static bound of one IntNet node (neuron or readout) over `timesteps` steps. signed_sources: nodes
+    whose payload is in [-1, 1] (`bound_options`); offset: pre-charges anywhere in [pc - th, pc + th]."""
     c = node.shape[0]
     raws, syns = [], []
     cur_lo, cur_hi = np.zeros(c), np.zeros(c)
     for s in node.inputs:
-        lo, hi = op_interval(s.op, payload_max(s.source, limits), c)
+        lo, hi = op_interval(s.op, payload_max(s.source, limits), c, payload_min(s.source, signed_sources))
         raws.append((float(lo.min()), float(hi.max())))
         lo, hi = shift_interval(lo, hi, s.exponent)
         syns.append((float(lo.min()), float(hi.max())))
@@ -155,7 +192,11 @@ def node_bound(node, timesteps: int, limits: Loihi2Limits = LOIHI2) -> NodeBound
         mem = readout_interval(cur_lo, cur_hi, timesteps)
     else:
         interval = MEMBRANE_INTERVALS.get(node.neuron.name, membrane_interval)  # unknown: refused by name anyway
-        mem = interval(cur_lo, cur_hi, node.threshold, node.precharge, membrane_steps(node, timesteps))
+        steps = membrane_steps(node, timesteps)
+        mem = interval(cur_lo, cur_hi, node.threshold, node.precharge, steps)
+        if offset:  # stage 2 starts from pc + o * th, o in {-1, 0, 1} (the closed forms are monotone in pc)
+            mem = (interval(cur_lo, cur_hi, node.threshold, node.precharge - node.threshold, steps)[0],
+                   interval(cur_lo, cur_hi, node.threshold, node.precharge + node.threshold, steps)[1])
     return NodeBound(node.name, int(timesteps), tuple(syns), tuple(raws),
                      (float(cur_lo.min()), float(cur_hi.max())), mem, synaptic)
 
@@ -181,7 +222,8 @@ def net_timesteps(net: IntNet, timesteps: int | None = None, limits: Loihi2Limit
 
 def static_bounds(net: IntNet, limits: Loihi2Limits = LOIHI2, timesteps: int | None = None) -> dict[str, NodeBound]:
     T = net_timesteps(net, timesteps, limits)
-    return {n.name: node_bound(n, T, limits) for n in net.all_nodes()}
+    opts = bound_options(net)
+    return {n.name: node_bound(n, T, limits, **opts) for n in net.all_nodes()}
 
 
 # ------------------------------------------------------------------------------------ design rules
@@ -304,11 +346,12 @@ def check_fit(net: IntNet, limits: Loihi2Limits = LOIHI2, timesteps: int | None 
     meta['max_timesteps'] or limits.max_timesteps)."""
     T = net_timesteps(net, timesteps, limits)
     out = topology_rules(net)
+    opts = bound_options(net)
     for n in net.all_nodes():
         for s in n.inputs:
             out += synapse_rules(n.name, s, limits)
         out += parameter_rules(n, limits)
-        bound = node_bound(n, T, limits)
+        bound = node_bound(n, T, limits, **opts)
         out += bound_rules(n, bound, limits)
         if not isinstance(n, IntReadoutNode) and n.neuron.name == "zero":
             out += lif_rules(n, bound, limits)

@@ -43,7 +43,7 @@ from na_deploy.rounding import round_half_away, round_half_up
 from na_deploy.ir import (INPUT_NAME, AvgPool2d, Conv2d, Dense, FloatNet, Identity, IntNet, IntNeuronNode,
                           IntReadoutNode, NeuronNode, ReadoutNode, Synapse)
 
-from .fit import NodeBound, check_fit, lif_ratios, node_bound
+from .fit import NodeBound, bound_options, check_fit, lif_ratios, node_bound
 from .limits import LOIHI2, Loihi2Limits
 
 ROUNDING = {
@@ -255,7 +255,7 @@ def _build(node, net: FloatNet, sigma: float, T: int, limits: Loihi2Limits):
         inode = IntNeuronNode(name=node.name, shape=node.shape, inputs=syns, threshold=th_int, bias_mant=mant,
                               bias_exp=bexp, precharge=pc, scale=sigma, p=node.p, neuron=node.neuron,
                               role=node.role)
-    bound = node_bound(inode, T, limits)
+    bound = node_bound(inode, T, limits, **bound_options(net))  # signed sources, offset calibration (fit.py)
     ratios[f"24-bit bound over T={T}"] = _bound_ratio(bound, limits)
     if lif:
         ratios.update(lif_ratios(inode, bound, limits))  # the stock LIF's vth, a_in and v registers

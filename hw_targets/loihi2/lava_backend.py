@@ -11,6 +11,11 @@ The rooms behind this facade:
     lava_export.py   the bundle `na-deploy export` writes (templates/ hold its script and README)
     lava_proc/       the Lava processes and their fixed_pt models (SubtractiveIF, Accumulator, GradedSource)
 
+Neuron models it runs (`lava_proc.process.NEURON_MODELS`): "subtract", "negative" (signed spikes, sent as
+graded messages), "accumulate" (consumers' windows shifted by T) and two-stage offset calibration of subtract
+nets (meta offset_steps rho: every sample runs rho + T steps per window). Trace.event_counts holds the messages
+sent per sample where they differ from the counts (negative spikes, stage-1 spikes).
+
 Run a graph in your own Lava session: `graph = build_lava_graph(net, T, x)`,
 `graph.readout.run(condition=RunSteps(num_steps=graph.num_steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))`,
 `graph.collect()` -> Trace, then `graph.readout.stop()`.

@@ -5,7 +5,8 @@ that rebuilds the process graph, a README and a manifest, written atomically.
                            is written back with that file's bytes and SHA-256)
     OUT/run_lava_graph.py  from templates/run_lava_graph.py.tmpl (str.format fields: shape, timesteps, net_file)
     OUT/README.txt         from templates/README.txt.tmpl (source, rule, net_file, shape, depth)
-    OUT/manifest.json      nodes, depths, Lava layouts and processes, format version, and (C8) `made_from`:
+    OUT/manifest.json      nodes (depth, neuron model, window start in the sample's slot), offset_steps, slot
+                           length at the default T, Lava layouts and processes, format version, and (C8) `made_from`:
                            {"kind": "int_net", "file": the IntNet's file name, "sha256": of OUT/net.nad.h5}
 
 The templates are package data of `na_deploy.hw_targets.loihi2`, read with importlib.resources.
@@ -55,8 +56,10 @@ def manifest(net: IntNet, graph: LavaGraph, timesteps: int, made_from: Optional[
     depth = net.depths()
     return {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "backend": BACKEND_LABEL, "net": NET_FILE,
             "made_from": made_from, "timesteps_default": timesteps, "input_shape": list(net.input.shape),
-            "readout": net.readout.name,
+            "readout": net.readout.name, "offset_steps": graph.offset_steps, "slot_steps": graph.slot,
             "nodes": [{"name": n.name, "shape": list(n.shape), "depth": depth[n.name],
+                       "neuron": getattr(getattr(n, "neuron", None), "name", None),
+                       "window_start": graph.starts.get(n.name, depth[n.name]),
                        "lava_shape": list(lava_shape(n.shape)),
                        "synapses": [type(p).__name__ for p in graph.synapses[n.name]]} for n in net.all_nodes()],
             "lava_processes": len(graph.processes)}

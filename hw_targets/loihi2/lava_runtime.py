@@ -8,6 +8,9 @@
   RuntimeError from `run` or a timeout), and always join the external pipes' listener threads.
 * `model_exceptions(proc)`: the real exceptions of the Lava process models (Lava itself only logs them).
 
+Trace.extra of a run: lava_steps (all samples), slot_steps (Lava steps per sample: rho + T + the readout's
+window start, which grows by T per "accumulate" layer: the latency of one inference), offset_steps (rho).
+
 This module imports no Lava process (it never sets the start method itself).
 """
 from __future__ import annotations
@@ -197,7 +200,8 @@ def run_graph(graph, samples_per_run: Optional[int] = None, timeout_s: Optional[
         t_run = time.perf_counter() - t0
         trace = graph.collect()
         trace.extra.update(seconds_run=t_run, seconds_total=time.perf_counter() - t0, lava_steps=graph.num_steps,
-                           processes=len(graph.processes), samples_per_run=per)
+                           processes=len(graph.processes), samples_per_run=per, slot_steps=graph.slot,
+                           offset_steps=getattr(graph, "offset_steps", 0))
         return trace
     finally:
         if bar is not None:

@@ -72,8 +72,10 @@ class Loihi2Limits:
     max_timesteps: int = 256
     # Neuron models (na_deploy.ir.neuron) the static bound of fit.py covers and a Lava backend runs
     # [C2; LAVA]: "subtract" on our own process (backend "lava": Lava has no subtractive reset), "zero" on
-    # Lava's stock bit-accurate LIF (backend "lava-lif"; du = 4095, dv = 0: a non-leaky IF, reset to 0).
-    neuron_models: tuple[str, ...] = ("subtract", "zero")
+    # Lava's stock bit-accurate LIF (backend "lava-lif"; du = 4095, dv = 0: a non-leaky IF, reset to 0);
+    # "negative" (signed spikes: the bound takes |w| sums) and "accumulate" (the bound covers T steps without
+    # resets) on our process (fit.py's bound covers them; the Lava process lists what it runs itself).
+    neuron_models: tuple[str, ...] = ("subtract", "zero", "negative", "accumulate")
     # Stock LIF registers of a "zero" node [LAVA PyLifModelBitAcc]: vth 17-bit unsigned (spike when
     # v > vth << 6); a_in (the per-step synaptic sum) 16-bit signed; v = 64 x ours (a_in << 6, vth << 6),
     # saturated at +-(2^23 - 1), so |v| <= (2^23 - 1) >> 6; bias_mant 13-bit signed << bias_exp (0..7),

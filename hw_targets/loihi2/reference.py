@@ -25,7 +25,12 @@ Engines: on the CPU the integer steps run in numpy, in place (torch's OpenMP ele
 slower on a busy 2-core machine); on CUDA (or engine="torch") everything stays in torch on the device.
 
 Because the unpipelined dynamics are causal, the first T steps of a longer run are a T-step run:
-`reference_simulate_multi` runs once to max(T) and reads counts / potentials at every T asked for.
+`reference_simulate_multi` runs once to max(T) and reads counts / potentials at every T asked for (except for
+a windowed model, "accumulate", whose fire phase follows its T accumulate steps: one run per T).
+Each node's window runs through its neuron model's `run_window` (`reference_engines.py`); signed models
+("negative") send z in {-1, 0, 1} and `Trace.event_counts` holds the messages sent (sum |z|). Two-stage offset
+calibration (meta offset_steps = rho, `na_deploy.offset_calibration`): a rho-step run of the whole net gives
+each neuron's offset from its residual membrane, then the normal run starts from pc + o * th.
 """
 from __future__ import annotations
 
@@ -39,11 +44,13 @@ from na_deploy import checks
 from na_deploy.device import resolve_device
 from na_deploy.errors import IRError, SimulationError
 from na_deploy.ir import INPUT_NAME, IntNet, IntReadoutNode
+from na_deploy.ir.graph import offset_steps
 from na_deploy.torch_ops import compile_op
 from na_deploy.protocols import Trace
 
-from .fit import node_bound, op_interval, payload_max
+from .fit import bound_options, node_bound, op_interval, payload_max, payload_min
 from .limits import LOIHI2, Loihi2Limits
+from .reference_engines import ENGINES, _backend, _NumpyBackend, _shift, _TorchBackend, _wrap  # noqa: F401
 
 FLOAT32_EXACT = 2 ** 24
 FLOAT64_EXACT = 2 ** 53
@@ -81,8 +88,9 @@ def check_balanced(net: IntNet) -> None:
 class _SynapsePlan:
     """One compiled synapse: op in the narrowest exact float dtype, and its exponent."""
 
-    def __init__(self, syn, channels: int, device: torch.device, limits: Loihi2Limits):
-        lo, hi = op_interval(syn.op, payload_max(syn.source, limits), channels)
+    def __init__(self, syn, channels: int, device: torch.device, limits: Loihi2Limits, signed_sources=()):
+        lo, hi = op_interval(syn.op, payload_max(syn.source, limits), channels,
+                             payload_min(syn.source, signed_sources))
         peak = max(abs(float(lo.min())), abs(float(hi.max())))
         if peak >= FLOAT64_EXACT:
             raise SimulationError(f"synapse from {syn.source}: partial sums up to {peak:.3g} exceed 2**53; "
@@ -94,27 +102,18 @@ class _SynapsePlan:
 
 
 class _NodePlan:
-    def __init__(self, node, T: int, device: torch.device, limits: Loihi2Limits):
+    def __init__(self, node, T: int, device: torch.device, limits: Loihi2Limits, opts: Optional[dict] = None):
+        opts = opts or {}  # fit.bound_options(net): signed sources, offset calibration
         self.node = node
         self.name = node.name
         self.is_readout = isinstance(node, IntReadoutNode)
-        self.synapses = [_SynapsePlan(s, node.shape[0], device, limits) for s in node.inputs]
-        b = node_bound(node, T, limits)
+        self.synapses = [_SynapsePlan(s, node.shape[0], device, limits, opts.get("signed_sources", ()))
+                         for s in node.inputs]
+        b = node_bound(node, T, limits, **opts)
         self.wrap_needed = not (limits.state_min <= b.membrane[0] and b.membrane[1] <= limits.state_max)
         # int32 state when the bound proves every current / membrane value (and v + I) stays below 2**30
         self.small = b.max_abs() < 2 ** 30 and not self.wrap_needed
         self.bias = np.asarray(node.bias, dtype=np.int64).reshape((-1,) + (1,) * (len(node.shape) - 1))
-
-
-def _wrap(v, bits: int):
-    """Two's-complement wrap to `bits` signed bits (as reference_slow.wrap); numpy or torch."""
-    half = 1 << (bits - 1)
-    return ((v + half) & ((1 << bits) - 1)) - half
-
-
-def _shift(y, e: int):
-    """shift(y, e): y << e (e >= 0), y >> -e (arithmetic, floor) for e < 0; numpy or torch."""
-    return y if e == 0 else (y << e if e > 0 else y >> (-e))
 
 
 @contextlib.contextmanager
@@ -149,104 +148,6 @@ def _exact_backend(device: torch.device):
             yield
     finally:
         torch.set_float32_matmul_precision(old_mm)
-
-
-# ----------------------------------------------------------------------------- array backends
-class _NumpyBackend:
-    """CPU: the ops run in torch (threaded GEMM / conv), every integer step in numpy (single-threaded,
-    in place; elementwise torch ops with OpenMP threads are slow on a busy 2-core machine)."""
-
-    _np_float = {torch.float32: np.float32, torch.float64: np.float64}
-
-    def __init__(self, device: torch.device):
-        self.device = device
-
-    def inputs(self, x: np.ndarray):
-        return x
-
-    def apply(self, syn: _SynapsePlan, a: np.ndarray) -> np.ndarray:
-        t = torch.from_numpy(np.ascontiguousarray(a, dtype=self._np_float[syn.dtype]))
-        return syn.fn(t).numpy()
-
-    def to_int(self, y: np.ndarray, small: bool) -> np.ndarray:
-        return np.rint(y, out=y).astype(np.int32 if small else np.int64)
-
-    def bias(self, plan: _NodePlan, small: bool):
-        return plan.bias.astype(np.int32 if small else np.int64)
-
-    def integrate(self, plan: _NodePlan, cur: np.ndarray, T: int, bits: int) -> np.ndarray:
-        node = plan.node
-        v = np.full(cur.shape[1:], node.precharge, dtype=cur.dtype)
-        z_all = np.empty((T, *cur.shape[1:]), dtype=bool)
-        th = cur.dtype.type(node.threshold)
-        for t in range(T):
-            np.add(v, cur[t if cur.shape[0] > 1 else 0], out=v)
-            if plan.wrap_needed:
-                v = _wrap(v, bits)
-            node.neuron.fire_and_reset_inplace(v, th, z_all[t])
-        return z_all
-
-    def cumsum(self, a):
-        return np.cumsum(a, axis=0, dtype=np.int64)
-
-    def count(self, z):
-        return z.sum(axis=0, dtype=np.int64)
-
-    def numpy(self, a) -> np.ndarray:
-        return np.asarray(a, dtype=np.int64)
-
-
-class _TorchBackend:
-    """CUDA: everything stays on the device in torch."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-
-    def inputs(self, x: np.ndarray):
-        return torch.as_tensor(x, device=self.device)
-
-    def apply(self, syn: _SynapsePlan, a: torch.Tensor) -> torch.Tensor:
-        return syn.fn(a.to(syn.dtype))
-
-    def to_int(self, y: torch.Tensor, small: bool) -> torch.Tensor:
-        return torch.round(y).to(torch.int32 if small else torch.int64)
-
-    def bias(self, plan: _NodePlan, small: bool):
-        return torch.as_tensor(plan.bias, dtype=torch.int32 if small else torch.int64, device=self.device)
-
-    def integrate(self, plan: _NodePlan, cur: torch.Tensor, T: int, bits: int) -> torch.Tensor:
-        node = plan.node
-        v = torch.full(cur.shape[1:], node.precharge, dtype=cur.dtype, device=cur.device)
-        z_all = torch.empty((T, *cur.shape[1:]), dtype=torch.bool, device=cur.device)
-        for t in range(T):
-            v = v + cur[t if cur.shape[0] > 1 else 0]
-            if plan.wrap_needed:
-                v = _wrap(v, bits)
-            node.neuron.fire_and_reset_inplace(v, node.threshold, z_all[t])
-        return z_all
-
-    def cumsum(self, a):
-        return torch.cumsum(a.to(torch.int64), dim=0)
-
-    def count(self, z):
-        return z.sum(dim=0, dtype=torch.int64)
-
-    def numpy(self, a) -> np.ndarray:
-        return a.cpu().numpy().astype(np.int64)
-
-
-ENGINES = ("auto", "numpy", "torch")
-
-
-def _backend(device: torch.device, engine: str = "auto"):
-    """numpy for the integer steps on CPU ("auto" there), torch on any other device (or when asked)."""
-    if engine not in ENGINES:
-        raise SimulationError(f"engine {engine!r} unknown; allowed: {', '.join(ENGINES)}")
-    if engine == "numpy" and device.type != "cpu":
-        raise SimulationError(f"engine 'numpy' runs on the CPU only, device is {device}")
-    if engine == "torch" or device.type != "cpu":
-        return _TorchBackend(device)
-    return _NumpyBackend(device)
 
 
 # ------------------------------------------------------------------------------------------- core
@@ -304,12 +205,24 @@ def _consumers(net: IntNet) -> dict[str, int]:
     return n
 
 
-def _simulate_chunk(net: IntNet, plans: list, x: np.ndarray, Ts: Sequence[int], limits: Loihi2Limits, be):
+class _Chunk:
+    """What one chunk produced: counts[T][node], events[T][node] (signed nodes only: sum |z|), readout[T],
+    and the final membrane of every neuron node (`keep_v`: stage 1 of offset calibration)."""
+
+    def __init__(self, Ts: Sequence[int]):
+        self.counts: dict[int, dict] = {t: {} for t in Ts}
+        self.events: dict[int, dict] = {t: {} for t in Ts}
+        self.readout = None
+        self.final_v: dict = {}
+
+
+def _simulate_chunk(net: IntNet, plans: list, x: np.ndarray, Ts: Sequence[int], limits: Loihi2Limits, be,
+                    v0: Optional[dict] = None, keep_v: bool = False) -> _Chunk:
+    """Every node over one window to max(Ts), layer by layer; v0: per-neuron window starts (default: pc)."""
     T, B = max(Ts), x.shape[0]
     payloads = {INPUT_NAME: be.inputs(x)}
     left = _consumers(net)
-    counts: dict[int, dict] = {t: {} for t in Ts}
-    readout = None
+    out = _Chunk(Ts)
     for plan in plans:
         current = _node_current(plan, payloads, T, B, be)
         for s in plan.node.inputs:  # free payloads nobody else needs
@@ -317,14 +230,35 @@ def _simulate_chunk(net: IntNet, plans: list, x: np.ndarray, Ts: Sequence[int], 
             if left[s.source] == 0 and s.source != INPUT_NAME:
                 del payloads[s.source]
         if plan.is_readout:
-            readout = _readout_potentials(plan, current, Ts, limits.state_bits, be)
+            out.readout = _readout_potentials(plan, current, Ts, limits.state_bits, be)
             continue
-        z = be.integrate(plan, current, T, limits.state_bits)
+        z, v = be.integrate(plan, current, T, limits.state_bits, None if v0 is None else v0[plan.name])
         del current
         for t, c in _counts_at(z, Ts, be).items():
-            counts[t][plan.name] = c
+            out.counts[t][plan.name] = c
+        if plan.node.neuron.signed:
+            for t, c in _counts_at(be.abs(z), Ts, be).items():
+                out.events[t][plan.name] = c
+        if keep_v:
+            out.final_v[plan.name] = v
         payloads[plan.name] = z
-    return counts, readout
+    return out
+
+
+def _offset_chunk(net: IntNet, plans: list, x: np.ndarray, Ts: Sequence[int], limits: Loihi2Limits, be,
+                  rho: int) -> _Chunk:
+    """Two-stage offset calibration (na_deploy.offset_calibration): stage 1 runs every node rho steps from its
+    pre-charge (one run, all layers, the same input); o = clip(floor(v_rho / th), -1, 1) per neuron; stage 2
+    is the normal run from pc + o * th. Counts and readout are stage 2's; events add stage 1's spikes."""
+    s1 = _simulate_chunk(net, plans, x, [rho], limits, be, keep_v=True)
+    v0 = {p.name: be.offset_start(p, s1.final_v[p.name]) for p in plans if not p.is_readout}
+    del s1.final_v
+    s2 = _simulate_chunk(net, plans, x, Ts, limits, be, v0=v0)
+    first = {**s1.counts[rho], **s1.events[rho]}
+    for t in Ts:
+        both = {**s2.counts[t], **s2.events[t]}  # messages of stage 2: |z| summed (signed) or the counts
+        s2.events[t] = {k: both[k] + first[k] for k in s2.counts[t]}
+    return s2
 
 
 def _auto_batch(net: IntNet, T: int, budget_bytes: float = 512e6) -> int:
@@ -338,21 +272,33 @@ def reference_simulate_multi(net: IntNet, inputs, timesteps_list: Iterable[int],
                              progress: bool = False, limits: Loihi2Limits = LOIHI2,
                              engine: str = "auto") -> dict[int, Trace]:
     """One run to max(T); a `Trace` for every T in `timesteps_list` (equal to a T-step run: causality).
+    A net with a windowed neuron model ("accumulate": counts at T are no prefix of a longer run) runs each T
+    separately. A net with offset calibration (meta offset_steps = rho > 0) runs stage 1 once per chunk.
 
     device: where the ops run (default cuda if available, else cpu); batch_size: samples per chunk (default:
     a memory budget); engine: "auto" | "numpy" | "torch" for the integer steps (auto: numpy on CPU).
 
-    inputs: (B, *input_shape) integer pixels 0..255. Trace.spike_counts[node]: (B, *shape) int64 spikes over
-    the node's window; Trace.readout: (B, classes) int64 final readout potentials."""
+    inputs: (B, *input_shape) integer pixels 0..255. Trace.spike_counts[node]: (B, *shape) int64 (net) spikes
+    over the node's window; Trace.readout: (B, classes) int64 final readout potentials; Trace.event_counts:
+    messages sent per neuron (|z| summed, stage 1 included) when they differ from spike_counts, else None."""
     _check_net(net)
     Ts = check_timesteps(net, timesteps_list, limits)
+    kw = dict(device=device, batch_size=batch_size, progress=progress, limits=limits, engine=engine)
+    if len(Ts) > 1 and any(n.neuron.windowed for n in net.nodes):
+        return {t: reference_simulate_multi(net, inputs, [t], **kw)[t] for t in Ts}
+    rho = offset_steps(net)
+    if rho > Ts[0]:
+        raise SimulationError(f"offset calibration ({rho} steps) is longer than the run ({Ts[0]} steps)")
     x_np = check_inputs(net, inputs, limits)
     check_balanced(net)
     dev = resolve_device(device)
     Tmax = Ts[-1]
-    plans = [_NodePlan(n, Tmax, dev, limits) for n in net.all_nodes()]
+    opts = bound_options(net)
+    plans = [_NodePlan(n, Tmax, dev, limits, opts) for n in net.all_nodes()]
     bs = int(batch_size) if batch_size else _auto_batch(net, Tmax)
+    with_events = bool(rho) or any(n.neuron.signed for n in net.nodes)
     counts = {t: {n.name: [] for n in net.nodes} for t in Ts}
+    events = {t: {n.name: [] for n in net.nodes} for t in Ts}
     readouts = {t: [] for t in Ts}
     starts = range(0, len(x_np), bs)
     if progress:
@@ -362,13 +308,18 @@ def reference_simulate_multi(net: IntNet, inputs, timesteps_list: Iterable[int],
     be = _backend(dev, engine)
     with torch.no_grad(), _exact_backend(dev):
         for i in starts:
-            c, r = _simulate_chunk(net, plans, x_np[i:i + bs], Ts, limits, be)
+            xc = x_np[i:i + bs]
+            ch = (_offset_chunk(net, plans, xc, Ts, limits, be, rho) if rho
+                  else _simulate_chunk(net, plans, xc, Ts, limits, be))
             for t in Ts:
-                for name, a in c[t].items():
+                for name, a in ch.counts[t].items():
                     counts[t][name].append(a)
-                readouts[t].append(r[t])
+                    if with_events:
+                        events[t][name].append(ch.events[t].get(name, a))
+                readouts[t].append(ch.readout[t])
     return {t: Trace(timesteps=t, spike_counts={k: np.concatenate(v) for k, v in counts[t].items()},
-                     readout=np.concatenate(readouts[t]), extra={"simulator": SIMULATOR})
+                     readout=np.concatenate(readouts[t]), extra={"simulator": SIMULATOR},
+                     event_counts={k: np.concatenate(v) for k, v in events[t].items()} if with_events else None)
             for t in Ts}
 
 

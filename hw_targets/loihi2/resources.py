@@ -84,14 +84,14 @@ def resource_report(net: IntNet, trace: Optional[Trace] = None, cores: CoreModel
     report = {"nodes": rows, "total": total, "core_model": asdict(cores), "energy_model": asdict(energy)}
     if trace is not None:
         T = trace.timesteps
-        B = trace.batch
+        B = int(trace.extra.get("summed_over", trace.batch))  # summed_over: counts (1, *shape) summed over B samples
         synops = 0.0
         spikes = 0.0
         for r in rows:
             if r["node"] in trace.spike_counts:
-                cnt = trace.spike_counts[r["node"]].astype(np.float64)
+                cnt = trace.events()[r["node"]].astype(np.float64)  # messages: negative spikes, offset stage 1 too
                 r["spikes_per_inference"] = float(cnt.sum() / B)
-                r["firing_rate"] = float(cnt.mean() / T)
+                r["firing_rate"] = float(cnt.sum() / (B * r["neurons"]) / T)  # = cnt.mean() / T for a (B, ...) trace
                 r["synops_per_inference"] = float((cnt * fan_out_total[r["node"]][None]).sum() / B)
                 spikes += r["spikes_per_inference"]
                 synops += r["synops_per_inference"]

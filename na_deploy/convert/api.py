@@ -22,6 +22,7 @@ from ..quant import QuantReLU
 from .affine import Shape
 from .fx_walk import _MAXPOOL_MODULES, _Converter, trace_model
 from .bias_shift import apply_bias_shift
+from ..offset_calibration import check_offset_steps, with_offset_steps
 from .neuron_modes import DEFAULT_ZERO, ZeroParams, apply_neuron_mode, check_mode
 
 
@@ -75,7 +76,7 @@ def _walk(model: nn.Module, input_shape: Shape, scale: np.ndarray, name: Optiona
 def to_floatnet(model: nn.Module, input_shape: Sequence[int], channel_scale: Any = None, *,
                 name: Optional[str] = None, made_from_record: Optional[dict] = None, self_check: bool = True,
                 seed: int = 0, neuron: str = "subtract", neuron_params: ZeroParams = DEFAULT_ZERO,
-                bias_shift_timesteps: Optional[int] = None) -> FloatNet:
+                bias_shift_timesteps: Optional[int] = None, offset_steps: int = 0) -> FloatNet:
     """Convert an eval-mode QAT torch model to a delay-balanced FloatNet (C2-C4, C7; rules in the package doc).
 
     input_shape: (C, H, W) of one image; channel_scale: per-channel normalisation x_norm = x_uint8 * scale_c,
@@ -86,8 +87,10 @@ def to_floatnet(model: nn.Module, input_shape: Sequence[int], channel_scale: Any
     mode ("subtract", the paper's conversion, or "zero", reset to zero with `neuron_params`; see
     `convert.neuron_modes`), applied after the self-check (which checks the subtract conversion).
     `bias_shift_timesteps` = T: Datta et al.'s bias shift for T steps instead of the pre-charge (`bias_shift`).
+    `offset_steps` = rho > 0: two-stage offset calibration (`na_deploy.offset_calibration`; mode subtract only).
     """
     check_mode(neuron)
+    _check_offset(neuron, offset_steps)
     input_shape = tuple(int(d) for d in input_shape)
     _check_convertible(model, input_shape, name)
     scale = _check_channel_scale(channel_scale, input_shape)
@@ -112,7 +115,16 @@ def to_floatnet(model: nn.Module, input_shape: Sequence[int], channel_scale: Any
     if self_check:
         check_against_torch(net, model, seed=seed)
     net = apply_neuron_mode(net, neuron, neuron_params)
-    return net if bias_shift_timesteps is None else apply_bias_shift(net, bias_shift_timesteps)
+    net = net if bias_shift_timesteps is None else apply_bias_shift(net, bias_shift_timesteps)
+    return with_offset_steps(net, offset_steps) if offset_steps else net
+
+
+def _check_offset(neuron: str, offset_steps: int) -> None:
+    """offset_steps an int >= 0, and > 0 only with mode subtract (one line naming the option)."""
+    rho = check_offset_steps(offset_steps)
+    if rho and neuron != "subtract":
+        raise ConversionError(f"offset_steps {rho}: offset calibration needs neuron mode subtract, got {neuron}; "
+                              "allowed: offset_steps 0 for that mode")
 
 
 def check_against_torch(net: FloatNet, model: nn.Module, n_images: int = 2, seed: int = 0,
@@ -139,10 +151,13 @@ def check_against_torch(net: FloatNet, model: nn.Module, n_images: int = 2, seed
 
 
 def convert_checkpoint(ckpt: Any, self_check: bool = True, neuron: str = "subtract",
-                       neuron_params: ZeroParams = DEFAULT_ZERO, bias_shift_timesteps: Optional[int] = None) -> FloatNet:
+                       neuron_params: ZeroParams = DEFAULT_ZERO, bias_shift_timesteps: Optional[int] = None,
+                       offset_steps: int = 0) -> FloatNet:
     """FloatNet of a QAT checkpoint (`na_deploy.checkpoint.Checkpoint` or a path to one); meta["made_from"]
-    records the checkpoint file (base name + SHA-256) when it was loaded from one. `neuron`: as `to_floatnet`."""
+    records the checkpoint file (base name + SHA-256) when it was loaded from one. `neuron`, `offset_steps`: as
+    `to_floatnet`."""
     check_mode(neuron)
+    _check_offset(neuron, offset_steps)
     from ..checkpoint import load_checkpoint
 
     if isinstance(ckpt, (str, os.PathLike)):
@@ -155,7 +170,7 @@ def convert_checkpoint(ckpt: Any, self_check: bool = True, neuron: str = "subtra
     model = ckpt.build_model()
     net = to_floatnet(model, ckpt.input_shape, ckpt.normalization.channel_scale, name=ckpt.model_name,
                       made_from_record=record, self_check=self_check, neuron=neuron, neuron_params=neuron_params,
-                      bias_shift_timesteps=bias_shift_timesteps)
+                      bias_shift_timesteps=bias_shift_timesteps, offset_steps=offset_steps)
     net.meta.update({"data_name": ckpt.data_name, "data_fingerprint": ckpt.data_fingerprint,
                      "checkpoint_epoch": int(ckpt.epoch)})
     if ckpt.p is not None:

@@ -1,6 +1,10 @@
-"""Neuron modes for a converted FloatNet (DESIGN C2): `apply_neuron_mode(net, mode, params)`, FloatNet -> FloatNet.
+"""Neuron modes for a converted FloatNet (DESIGN C2): `apply_neuron_mode(net, mode, params)`, FloatNet -> FloatNet,
+and `convert_inference_mode(net, mode, offset_steps)` (FloatNet or IntNet -> the net in that mode / offset choice).
 
 Mode "subtract" returns the net itself (the paper's conversion: th = p*s, pre-charge th/2, v >= th, v <- v - th).
+Modes "negative" (signed spikes, QFFS) and "accumulate" (accumulate-then-fire, Datta et al.) keep subtract's
+parameters (th = p*s, pre-charge th/2, the same weights: the same integer net) and change only the neuron model
+of every node, relays included (a negative relay forwards +1 and -1 alike; an accumulate relay delays by T + 1).
 Mode "zero" (`ResetToZeroIF`: v > th, then v <- 0; Lava's stock LIF) re-parametrises every node (`ZeroParams`):
     th = alpha*p*s,   pre-charge = pc_th*th + pc_s*s (clamped to [0, th]),   bias <- bias + beta*s,
 and scales every synapse out of a node by 1/alpha, so a spike still carries p*s downstream (the currents are
@@ -66,9 +70,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..errors import ConversionError
-from ..ir import ZERO, FloatNet, NeuronNode, replace_nodes
+from ..ir import ZERO, FloatNet, NeuronNode, neuron_model, replace_nodes
 
-NEURON_MODES = ("subtract", "zero")
+NEURON_MODES = ("subtract", "zero", "negative", "accumulate")
+SAME_PARAMS_MODES = ("negative", "accumulate")  # subtract's parameters, another neuron model
 
 
 @dataclass(frozen=True)
@@ -133,7 +138,9 @@ def apply_neuron_mode(net: FloatNet, mode: str = "subtract", params: ZeroParams 
     if mode == "subtract":
         return net
     if any(n.neuron.name != "subtract" for n in net.nodes):
-        raise ConversionError("zero mode: the net must come from the subtract conversion (every node subtract)")
+        raise ConversionError(f"{mode} mode: the net must come from the subtract conversion (every node subtract)")
+    if mode in SAME_PARAMS_MODES:
+        return _with_model(net, mode)
     new, alphas = [], {}
     for node in net.nodes:
         zn, alphas[node.name] = _zero_node(node, params)
@@ -144,12 +151,59 @@ def apply_neuron_mode(net: FloatNet, mode: str = "subtract", params: ZeroParams 
                                                            "relay_alpha": RELAY_ALPHA})
 
 
+def _with_model(net, mode: str):
+    """Copy of a subtract net (FloatNet or IntNet) whose every neuron node runs `mode` (same parameters)."""
+    model = neuron_model(mode)
+    nodes = []
+    for n in net.nodes:
+        n = copy.copy(n)
+        n.neuron = model
+        nodes.append(n)
+    return replace_nodes(net, nodes, neuron_mode={"mode": mode})
+
+
+def convert_inference_mode(net, mode: str = "subtract", offset_steps: int = 0,
+                           zero_params: ZeroParams = DEFAULT_ZERO):
+    """The net in neuron `mode` with two-stage offset calibration of `offset_steps` rho steps (0 = off): pure,
+    returns a new net (or `net` itself when nothing changes). `net` must be a subtract-mode net.
+
+    FloatNet: any mode of NEURON_MODES (then `target.to_fixed_point` gives its IntNet; fixed point re-derives
+    the scales, which for "negative" must cover signed inputs). IntNet: "subtract", "negative" and
+    "accumulate" only (the same integers, another neuron model; re-run `target.check_fit` on the result, whose
+    bound differs: signed inputs, T steps without reset); "zero" needs the FloatNet (other thresholds).
+    offset_steps > 0 only with mode "subtract" (ConversionError otherwise)."""
+    from ..ir import IntNet
+    from ..offset_calibration import check_offset_steps, with_offset_steps
+
+    check_mode(mode)
+    offset_steps = check_offset_steps(offset_steps)
+    if net.meta.get("offset_steps"):
+        net = with_offset_steps(net, 0)  # the mode change starts from the net without calibration
+    if offset_steps and mode != "subtract":
+        raise ConversionError(f"offset_steps {offset_steps}: offset calibration needs neuron mode subtract, got "
+                              f"{mode}; allowed: offset_steps 0 with {mode}")
+    if isinstance(net, IntNet):
+        if mode == "zero":
+            raise ConversionError("mode zero from an IntNet: convert the FloatNet (zero mode changes thresholds, "
+                                  "pre-charges and weights); allowed from an IntNet: subtract, negative, accumulate")
+        if mode != "subtract" and any(n.neuron.name != "subtract" for n in net.nodes):
+            raise ConversionError(f"{mode} mode: the net must come from the subtract conversion (every node "
+                                  "subtract)")
+        out = net if mode == "subtract" else _with_model(net, mode)
+    else:
+        out = apply_neuron_mode(net, mode, zero_params)
+    return with_offset_steps(out, offset_steps) if offset_steps else out
+
+
 def mode_of(meta: dict) -> dict:
-    """The `neuron` / `neuron_params` keywords of `convert_checkpoint` that made a FloatNet with this meta
-    (re-derivation, C8): {} for subtract, else the recorded mode and parameters."""
+    """The `neuron` / `neuron_params` (and `offset_steps`) keywords of `convert_checkpoint` that made a FloatNet
+    with this meta (re-derivation, C8): {} for subtract without calibration, else the recorded choices."""
+    rho = {"offset_steps": int(meta["offset_steps"])} if meta.get("offset_steps") else {}
     rec = meta.get("neuron_mode")
     if not rec:
-        return {}
+        return rho
+    if rec.get("mode") in SAME_PARAMS_MODES:
+        return {"neuron": rec["mode"], **rho}
     if rec.get("relay_alpha", RELAY_ALPHA) != RELAY_ALPHA:
         raise ConversionError(f"neuron_mode: relay_alpha {rec['relay_alpha']} differs from this version's "
                               f"{RELAY_ALPHA}; allowed: {RELAY_ALPHA}")
@@ -157,4 +211,5 @@ def mode_of(meta: dict) -> dict:
     return {"neuron": check_mode(rec["mode"]), "neuron_params": ZeroParams(**{k: float(rec[k]) for k in names})}
 
 
-__all__ = ["NEURON_MODES", "ZeroParams", "DEFAULT_ZERO", "apply_neuron_mode", "check_mode", "mode_of"]
+__all__ = ["NEURON_MODES", "ZeroParams", "DEFAULT_ZERO", "apply_neuron_mode", "convert_inference_mode", "check_mode",
+           "mode_of"]

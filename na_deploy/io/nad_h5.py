@@ -11,7 +11,9 @@ Layout (format version 1)::
 
 Node and input order are the zero-padded group names. No timestamps are stored, so the same net gives the
 same bytes. Attribute keys of version 1 that differ from the IR's field names: `levels` holds a neuron
-node's `p`; `reset` holds the name of its neuron model (`na_deploy.ir.neuron`, e.g. "subtract").
+node's `p`; `reset` holds the name of its neuron model (`na_deploy.ir.neuron`: "subtract", "zero", "negative",
+"accumulate"). Inference options of the whole net live in meta: `offset_steps` (two-stage offset calibration,
+rho; absent = 0; validated on load like every IR rule: an int >= 0, > 0 only for an all-subtract net).
 """
 from __future__ import annotations
 

@@ -91,9 +91,28 @@ class _Net:
                     raise IRError(f"node {n.name}: input from {s.source} ({s.op.kind}) has shape {tuple(out)}, "
                                   f"node shape is {tuple(n.shape)}")
             seen[n.name] = n.shape
+        _check_offset_steps(self)
 
     def _check_synapse(self, node, syn: Synapse) -> None:
         raise NotImplementedError
+
+
+def offset_steps(net) -> int:
+    """rho of two-stage offset calibration (meta "offset_steps"; 0 = off), see na_deploy.offset_calibration."""
+    return int(net.meta.get("offset_steps", 0) or 0)
+
+
+def _check_offset_steps(net) -> None:
+    """meta offset_steps: an int >= 0, and > 0 only for a net whose every node runs mode "subtract"."""
+    rho = net.meta.get("offset_steps", 0)
+    if rho is None:
+        return
+    if isinstance(rho, bool) or not isinstance(rho, (int, np.integer)) or rho < 0:
+        raise IRError(f"meta offset_steps = {rho!r}; allowed: an integer >= 0 (0 = no offset calibration)")
+    bad = [n.name for n in net.nodes if n.neuron.name != "subtract"]
+    if rho > 0 and bad:
+        raise IRError(f"meta offset_steps = {rho}: offset calibration needs neuron mode subtract; node {bad[0]} "
+                      f"runs {net.node(bad[0]).neuron.name!r}")
 
 
 @dataclass(eq=False)

@@ -24,7 +24,7 @@ from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from na_deploy.hw_targets.loihi2.lava_proc.process import (MEMBRANE_BITS, Accumulator, GradedSource,
-                                                           SubtractiveIF)
+                                                           SubtractiveIF, window_span)
 from na_deploy.ir.neuron import neuron_model
 
 
@@ -47,24 +47,32 @@ def live(k: int, tau: int, d: int, T: int, n_samples: int) -> bool:
     return k < n_samples and d + 1 <= tau <= d + T
 
 
+def offset_of(v: np.ndarray, th: int) -> np.ndarray:
+    """Offset calibration: o = clip(floor(v_rho / th), -1, 1) from the residual membrane after stage 1."""
+    return np.clip(np.floor_divide(v, th), -1, 1)
+
+
 @implements(proc=SubtractiveIF, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("fixed_pt")
 class PySubtractiveIFModelFixed(PyLoihiProcessModel):
-    """Integer IF in its window (C3) with the node's neuron model (C2):
+    """Integer IF in its window (C3) with the node's neuron model (C2), `process.SubtractiveIF`:
     v <- wrap24(v + a_in + bias); (v, z) <- model.fire_and_reset(v, vth)
-    ("subtract": z = v >= vth; v <- v - z * vth)."""
+    ("subtract": z = v >= vth; v <- v - z * vth; "negative", "accumulate" and offset calibration: see
+    SubtractiveIF and the process module doc)."""
 
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
-    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=1)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=2)
     result_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
-    trace_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=1)
+    trace_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=2)
+    event_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
     v: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
     vth: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
     bias: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
     precharge: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
     window: np.ndarray = LavaPyType(np.ndarray, np.int64)
     spike_count: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    event_count: np.ndarray = LavaPyType(np.ndarray, np.int64)
 
     def run_spk(self) -> None:
         a_in = self.a_in.recv().astype(np.int64)
@@ -76,24 +84,48 @@ class PySubtractiveIFModelFixed(PyLoihiProcessModel):
         self.s_out.send(z.astype(np.int32))
 
     def update(self, a_in: np.ndarray) -> np.ndarray:
-        """One step of the population; returns the spikes z (0/1, int64)."""
+        """One step of the population; returns the spikes z (int64: 0/1, or -1/0/1 for a signed model)."""
         k, tau, d, T, n = slot_position(self.time_step, self.window)
-        if not live(k, tau, d, T, n):
+        model = neuron_model(self.proc_params.get("neuron", "subtract"))
+        rho = int(self.proc_params.get("offset_steps", 0))
+        span = window_span(model.name, T, rho)
+        if k >= n or not d + 1 <= tau <= d + span:
             return np.zeros(self.v.shape, dtype=np.int64)
-        th = int(self.vth[0])
-        if tau == d + 1:  # re-arm at the window start of every sample
+        th, step = int(self.vth[0]), tau - d  # step: 1 .. span within this sample's window
+        if step == 1:  # re-arm at the window start of every sample
             self.v[...] = int(self.precharge[0])
             self.spike_count[...] = 0
-        model = neuron_model(self.proc_params.get("neuron", "subtract"))
-        v, z = model.fire_and_reset(wrap_signed(self.v + a_in + self.bias), th)
-        z = np.asarray(z).astype(np.int64)
-        self.v[...] = v
-        self.spike_count += z
-        if self.proc_params.get("record_steps", False):
-            self.trace_out.send(z.astype(np.int32))
-        if tau == d + T:
+            self.event_count[...] = 0
+        if rho and step == rho + 1:  # stage 2 of offset calibration: re-arm at pc + o * th, count afresh
+            self.v[...] = int(self.precharge[0]) + offset_of(self.v, th) * th
+            self.spike_count[...] = 0
+        delay = model.emit_delay(T)  # "accumulate": integrate only in steps 1..T, then fire only
+        z = self.step(model, a_in, th, integrate=not delay or step <= delay, fire=not delay or step > delay)
+        self.event_count += np.abs(z)
+        if step > span - T:  # the window the result counts: stage 2 / the fire phase / all of it
+            self.spike_count += z
+            if self.proc_params.get("record_steps", False):
+                self.trace_out.send(z.astype(np.int32))
+        if step == span:
             self.result_out.send(self.spike_count.astype(np.int32))
+            if self.proc_params.get("events", False):
+                self.event_out.send(self.event_count.astype(np.int32))
         return z
+
+    def step(self, model, a_in: np.ndarray, th: int, integrate: bool, fire: bool) -> np.ndarray:
+        """One step of the node's model on v: integrate (v <- wrap24(v + a_in + bias)) and / or fire and
+        reset (the model's `fire_and_reset`, with the window's running net count for a stateful model such
+        as "negative"); returns z (zeros when it does not fire)."""
+        v = wrap_signed(self.v + a_in + self.bias) if integrate else self.v.copy()
+        if not fire:
+            self.v[...] = v
+            return np.zeros(self.v.shape, dtype=np.int64)
+        if model.stateful:
+            v, z = model.fire_and_reset(v, th, self.spike_count.copy())
+        else:
+            v, z = model.fire_and_reset(v, th)
+        self.v[...] = v
+        return np.asarray(z).astype(np.int64)
 
 
 @implements(proc=Accumulator, protocol=LoihiProtocol)
