@@ -153,6 +153,9 @@ def load_net_pair(net_path: str, float_net: Optional[str]):
                    "DIR/train/<class>/..., DIR/val/<class>/... (val/ is the test split); the test split is "
                    "used. Default: the embedded scikit-learn digits test split.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Split seed of the embedded digits.")
+@click.option("--augment", default=None, metavar="[none|cifar|imagenet]",
+              help="The augmentation the net was trained with, for its evaluation view of an image folder "
+                   "(imagenet: resize 256 + centre crop 224, mixed image sizes allowed) [default: none].")
 @click.option("--timesteps", default="1,2,4,8,16,32", show_default=True, help="Comma-separated T values.")
 @click.option("--samples", type=int, default=None, help="Use the first N test samples [default: all].")
 @click.option("--target", "target_name", default="loihi2", show_default=True, help="Hardware target.")
@@ -161,8 +164,8 @@ def load_net_pair(net_path: str, float_net: Optional[str]):
 @click.option("--json", "json_out", default=None, metavar="FILE", help="Write every number as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @one_line_errors
-def simulate(net_path: str, float_net: Optional[str], data: Optional[str], seed: int, timesteps: str,
-             samples: Optional[int], target_name: str, device: Optional[str], plot: Optional[str],
+def simulate(net_path: str, float_net: Optional[str], data: Optional[str], seed: int, augment: Optional[str],
+             timesteps: str, samples: Optional[int], target_name: str, device: Optional[str], plot: Optional[str],
              json_out: Optional[str], quiet: bool) -> None:
     """Accuracy vs time steps of the quantized ANN, the float SNN and the target's integer SNN (bit-exact
     reference simulator), prediction agreement float vs integer, and the occasional-noise table (share of
@@ -192,17 +195,17 @@ def simulate(net_path: str, float_net: Optional[str], data: Optional[str], seed:
     except SimulationError:
         raise NaDeployError(f"--timesteps: T = {max(Ts)} exceeds this net's max_timesteps {tmax} (the T its static "
                             "24-bit bound is proven for); re-run convert with --max-timesteps") from None
-    ds = load_dataset(data, seed=seed)
-    x, y = ds.x_test, ds.y_test
-    if samples is not None:
-        x, y = x[:samples], y[:samples]
-    if tuple(x.shape[1:]) != tuple(inet.input.shape):
-        raise NaDeployError(f"--data {data or 'digits'}: images are {tuple(x.shape[1:])}, the net expects "
+    from na_deploy.loaders import eval_inputs
+
+    ds = load_dataset(data, seed=seed, augment=augment)
+    if tuple(ds.input_shape) != tuple(inet.input.shape):
+        raise NaDeployError(f"--data {data or 'digits'}: images are {tuple(ds.input_shape)}, the net expects "
                             f"{tuple(inet.input.shape)}")
-    if len(x) == 0:
+    x, y, n = eval_inputs(ds, samples)  # a folder is streamed in batches (bounded memory)
+    if n == 0:
         raise NaDeployError(f"--data {data or 'digits'}: the test split is empty")
-    acc = accuracy_vs_timesteps(fnet, inet, target, x, y, Ts, device=device, progress=not quiet)
-    click.echo(f"{inet.meta.get('model', 'net')} on {ds.name}: {len(x)} test samples, target {target.name}")
+    acc = accuracy_vs_timesteps(fnet, inet, target, x, y, Ts, device=device, progress=not quiet, total=n)
+    click.echo(f"{inet.meta.get('model', 'net')} on {ds.name}: {n} test samples, target {target.name}")
     click.echo(format_accuracy_table(acc))
     for rep in acc.noise.values():
         click.echo(format_noise_table(rep))
@@ -210,7 +213,7 @@ def simulate(net_path: str, float_net: Optional[str], data: Optional[str], seed:
         click.echo("occasional noise: no T in --timesteps is a multiple k*p for every layer's p; add such T")
     res = acc.to_dict()
     res.update({"net": str(net_path), "float_net": float_file, "target": target.name, "data": ds.name,
-                "samples": int(len(x)), "timesteps": Ts})
+                "samples": int(n), "timesteps": Ts})
     if plot:
         from na_deploy.plots import plot_accuracy_vs_t
 

@@ -94,15 +94,15 @@ def _export_nir(net_path: str, out: str, force: bool) -> None:
 
 def _load_inputs(net, data: Optional[str], samples: int):
     from na_deploy.data import load_dataset
+    from na_deploy.loaders import first_test_images
 
     ds = load_dataset(data)
-    x = ds.x_test
     name = data or "embedded digits"
-    if tuple(x.shape[1:]) != tuple(net.input.shape):
-        raise DataError(f"{name}: x_test images have shape {tuple(x.shape[1:])}; the net's input needs "
+    if tuple(ds.input_shape) != tuple(net.input.shape):
+        raise DataError(f"{name}: x_test images have shape {tuple(ds.input_shape)}; the net's input needs "
                         f"{tuple(net.input.shape)}")
     if samples < 1:
         raise DataError(f"--samples must be >= 1, got {samples}")
-    if samples > len(x):
-        raise DataError(f"--samples {samples}: {name} has only {len(x)} test images")
-    return x[:samples]
+    if samples > ds.num_test:
+        raise DataError(f"--samples {samples}: {name} has only {ds.num_test} test images")
+    return first_test_images(ds, samples)[0]  # a folder: only these images are decoded

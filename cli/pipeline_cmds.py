@@ -168,9 +168,10 @@ def report(net_path, data, samples, timesteps, synop_pj, neuron_update_pj, spike
     trace = x = None
     if samples:
         from na_deploy.data import load_dataset
+        from na_deploy.loaders import first_test_images
 
         ds = load_dataset(data)
-        x = ds.x_test[:samples]
+        x = first_test_images(ds, samples)[0]  # a folder: only these images are decoded
         if tuple(x.shape[1:]) != tuple(net.input.shape):
             raise NaDeployError(f"--data: images are {tuple(x.shape[1:])}, the net expects {tuple(net.input.shape)}")
         trace = target.reference_simulate(net, x, timesteps)

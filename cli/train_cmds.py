@@ -73,7 +73,7 @@ def _common(fn):
         click.option("--augment", default=None, metavar="[none|cifar|imagenet]", expose_value=False,
                      callback=_data_option, help="Training augmentation (default none): cifar = pad 4 + random crop "
                      "+ flip; imagenet = RandomResizedCrop 224 + flip, evaluation resize 256 + centre crop 224 "
-                     "(image folders only). Not stored in the checkpoint: give it again with --resume."),
+                     "(image folders only). Stored in the checkpoint: --resume continues with it."),
         click.option("--workers", default=0, show_default=True, type=int, expose_value=False, callback=_data_option,
                      help="DataLoader worker processes for image folders / augmented data (0: the main process)."),
     ]
@@ -138,6 +138,16 @@ def _check_data_given(ck, data: Optional[str], option: str, path: str) -> None:
                         f"that file with --data")
 
 
+def _resume_augment(ck, resume: str) -> None:
+    """A resumed run trains with its checkpoint's augmentation; a different --augment is refused in one line."""
+    meta = click.get_current_context().meta
+    was, asked = ck.hparams.get("augment", "none"), meta.get("na_deploy.augment")
+    if asked is not None and asked != was:
+        raise UserError(f"--augment {asked} conflicts with --resume {resume}, whose run has --augment {was}; a "
+                        "resumed run continues as planned (drop --augment or give the checkpoint's value)")
+    meta["na_deploy.augment"] = was
+
+
 def _resume(kind: str, resume: str, given: dict, data: Optional[str], device: str, quiet: bool) -> None:
     """`train --resume` / `quantize --resume`: check the checkpoint against the command and the options the
     user gave, load the same data, and continue the run. Every refusal comes before anything is written."""
@@ -165,6 +175,7 @@ def _resume(kind: str, resume: str, given: dict, data: Optional[str], device: st
                         f"{parent}; a resumed run needs no --from")
     check_resumable(ck)  # finished run, missing state, weights of another model: before the data is read
     _check_data_given(ck, data, "--resume", resume)
+    _resume_augment(ck, resume)
     dataset = load_dataset(data, ck.seed, ck.num_classes, _warn, f"the checkpoint {resume}")
     check_compatible(ck, dataset)
     _say(f"resuming {ck.kind} {ck.model_name} from {resume} after epoch {ck.epoch} of {ck.epochs} "

@@ -260,8 +260,15 @@ def train_full_precision(dataset: Dataset, model_name: str, epochs: int = FP_DEF
         kind="fp", model_name=model_name, model_kwargs=kwargs, input_shape=dataset.input_shape,
         num_classes=dataset.num_classes, channel_scale=norm.channel_scale, state_dict={},
         data_fingerprint=dataset.fingerprint, data_name=dataset.name, seed=seed, epochs=epochs,
-        hparams={"lr": lr, "batch_size": batch_size, "weight_decay": weight_decay, "momentum": MOMENTUM})
+        hparams={"lr": lr, "batch_size": batch_size, "weight_decay": weight_decay, "momentum": MOMENTUM,
+                 **_augment_hparam(dataset)})
     return run_and_save(model, dataset, template, out, dev, f"fp {model_name}", progress, stop_after)
+
+
+def _augment_hparam(dataset) -> dict:
+    """{"augment": name} for an augmented run (resume continues it), {} for none: same bytes as before."""
+    augment = getattr(dataset, "augment", "none") or "none"
+    return {} if augment == "none" else {"augment": augment}
 
 
 def check_compatible(ckpt: Checkpoint, dataset: Dataset, model_name: Optional[str] = None) -> None:
@@ -324,7 +331,8 @@ def train_qat(dataset: Dataset, fp_checkpoint: Checkpoint | str, p: int = 2, noi
         data_fingerprint=dataset.fingerprint, data_name=dataset.name, seed=seed, p=p,
         noise_adaptor=bool(noise_adaptor), epochs=epochs,
         hparams={"lr": lr, "batch_size": batch_size, "weight_decay": weight_decay, "momentum": MOMENTUM,
-                 **({"l1_sparsity": l1_sparsity} if l1_sparsity > 0 else {})},  # absent at 0: same bytes as before
+                 **({"l1_sparsity": l1_sparsity} if l1_sparsity > 0 else {}),  # absent at 0: same bytes as before
+                 **_augment_hparam(dataset)},
         parent={"path": fp.path, "data_fingerprint": fp.data_fingerprint, "kind": fp.kind})
     return run_and_save(model, dataset, template, out, dev, f"qat p={p} {tag}", progress, stop_after, history)
 

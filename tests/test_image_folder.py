@@ -206,3 +206,36 @@ def test_unreadable_file_found_by_a_worker_is_named_in_one_line(tmp_path):
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
     assert "--augment 'flip': unknown augmentation; allowed: none, cifar, imagenet" in r.output
     assert not (tmp_path / "fp.pt").exists()
+
+
+def test_simulate_streams_a_folder_and_equals_the_arrays(folder, tmp_path):
+    """`simulate --data DIR` evaluates the folder's val split streamed in batches (loaders.eval_inputs): the same
+    figures as accuracy_vs_timesteps on the split loaded as arrays."""
+    import json
+
+    from click.testing import CliRunner
+
+    from na_deploy.accuracy import accuracy_vs_timesteps
+    from na_deploy.cli.main import cli
+    from na_deploy.convert import convert_checkpoint
+    from na_deploy.hw_targets import get_target
+    from na_deploy.loaders import eval_inputs
+    from na_deploy.train import train_full_precision, train_qat
+
+    root, _ = folder
+    ds = load_dataset(root)
+    fp = train_full_precision(ds, "digits_cnn", epochs=1, batch_size=4, progress=False)
+    train_qat(ds, fp.checkpoint, epochs=1, batch_size=4, progress=False, out=str(tmp_path / "q.pt"))
+    r = CliRunner().invoke(cli, ["convert", str(tmp_path / "q.pt"), "--out", str(tmp_path / "n.nad.h5"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["simulate", str(tmp_path / "n.nad.h5"), "--data", str(root), "--timesteps", "1,2",
+                                 "--json", str(tmp_path / "s.json"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    got = json.loads((tmp_path / "s.json").read_text())
+    x, y, n = eval_inputs(ds)
+    assert callable(x) and y is None and n == got["samples"] == ds.num_test  # streamed, not an array
+    target = get_target("loihi2")
+    fnet = convert_checkpoint(str(tmp_path / "q.pt"))
+    inet = target.to_fixed_point(fnet, max_timesteps=256)
+    want = accuracy_vs_timesteps(fnet, inet, target, ds.x_test, ds.y_test, [1, 2], progress=False).to_dict()
+    assert got["snn_accuracy"] == json.loads(json.dumps(want["snn_accuracy"]))

@@ -289,6 +289,7 @@ def part_fp(tmp_path_factory, digits):
     ("data", "trained on data 'digits(seed=0)' (fingerprint"),
     ("no_data", "its run trained on 'a.npz', not the embedded digits; give that file with --data"),
     ("done", "run already complete (epoch 2 of 2); nothing to resume"),
+    ("augment", "--augment cifar conflicts with --resume"),
 ])
 def test_resume_bad_input_one_line_exit_2_nothing_written(tmp_path, fp_ckpt, part_fp, case, fragment):
     inputs = tmp_path / "inputs"
@@ -312,6 +313,7 @@ def test_resume_bad_input_one_line_exit_2_nothing_written(tmp_path, fp_ckpt, par
         "data": ["train", "--resume", part_fp, "--data", write_npz(inputs / "b.npz", y_train=ten, y_test=ten[:6])],
         "no_data": ["train", "--resume", forge(part_fp, inputs / "n.pt", data_name="a.npz")],
         "done": ["train", "--resume", fp_ckpt],
+        "augment": ["train", "--resume", part_fp, "--augment", "cifar"],
     }[case]
     before = {p: Path(p).read_bytes() for p in (fp_ckpt, part_fp, qat)}
     out_dir = tmp_path / "out"
@@ -320,3 +322,19 @@ def test_resume_bad_input_one_line_exit_2_nothing_written(tmp_path, fp_ckpt, par
     lines = r.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], r.output
     assert not out_dir.exists() and all(Path(p).read_bytes() == b for p, b in before.items())
+
+
+def test_augmentation_is_recorded_and_resume_continues_with_it(tmp_path):
+    """A `--augment cifar` run records it in the checkpoint (none: nothing, the old bytes); `--resume` without
+    --augment continues with cifar, so the resumed run equals the uninterrupted one."""
+    aug = load_dataset(None, seed=0, augment="cifar")
+    full, part = str(tmp_path / "full.pt"), str(tmp_path / "part.pt")
+    kw = dict(epochs=2, seed=0, device="cpu", batch_size=256, progress=False)
+    train_full_precision(aug, "digits_cnn", out=full, **kw)
+    train_full_precision(aug, "digits_cnn", out=part, stop_after=1, **kw)
+    assert load_checkpoint(full).hparams["augment"] == "cifar"
+    r = run("train", "--resume", part, "--device", "cpu", "--quiet")
+    assert r.exit_code == 0, r.output
+    a, b = load_checkpoint(full), load_checkpoint(part)
+    assert b.hparams["augment"] == "cifar" and b.epoch == 2
+    assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
