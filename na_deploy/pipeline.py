@@ -273,29 +273,45 @@ def run_pipeline(cfg: PipelineConfig, target: Target, out: str | Path, force: bo
                  log: Callable[[str], None] = print, backend: Optional[Backend] = None) -> dict:
     """Run every stage; return the report dict (also written as report.json / report.md). backend: what exports
     and verifies the IntNet (default: `target.backend()`, e.g. Lava for loihi2)."""
-    from .data import load_dataset
     cfg.validate()
     timer = _Timer()
-    with timer("load_data"):  # validates --data and its labels before any folder is made
-        data = load_dataset(cfg.data, cfg.seed, cfg.num_classes, log, augment=cfg.augment, workers=cfg.workers)
-    if cfg.verify_samples > data.num_test:
-        raise NaDeployError(f"--verify-samples {cfg.verify_samples} conflicts with the data: its test split has "
-                            f"{data.num_test} samples")
-    final, run_dir = prepare_out_dir(out, force)
+    with timer("load_data"):
+        data = load_run_data(cfg, log)
     t_start = time.perf_counter()
-    try:
+    with run_folder(out, force, log, "pipeline") as (final, run_dir):
         log(f"[pipeline] data {data.name}: {data.num_train} train / {data.num_test} test, "
             f"input {tuple(data.input_shape)}, {data.num_classes} classes; run folder {final}")
         report = _run_stages(cfg, target, backend, data, run_dir, timer, log)
         report["timings_s"] = {**timer.timings, "total": round(time.perf_counter() - t_start, 3)}
         _write_report(run_dir, report)
+    return report
+
+
+def load_run_data(cfg: PipelineConfig, log: Callable[[str], None]):
+    """The run's data set (`pipeline`, `pipeline --compare`): --data, its labels and --verify-samples are checked
+    before any folder is made."""
+    from .data import load_dataset
+
+    data = load_dataset(cfg.data, cfg.seed, cfg.num_classes, log, augment=cfg.augment, workers=cfg.workers)
+    if cfg.verify_samples > data.num_test:
+        raise NaDeployError(f"--verify-samples {cfg.verify_samples} conflicts with the data: its test split has "
+                            f"{data.num_test} samples")
+    return data
+
+
+@contextlib.contextmanager
+def run_folder(out: str | Path, force: bool, log: Callable[[str], None], what: str):
+    """`with run_folder(out, force, log, "pipeline") as (final, run_dir):` the run is built in `<out>.partial/`
+    and renamed to `<out>` only when the block finishes; on a failure the partial folder stays, and is said so."""
+    final, run_dir = prepare_out_dir(out, force)
+    try:
+        yield final, run_dir
     except BaseException:
-        log(f"[pipeline] failed; partial results left in {run_dir} (not marked complete)")
+        log(f"[{what}] failed; partial results left in {run_dir} (not marked complete)")
         raise
     if final.exists():
         shutil.rmtree(final)
     run_dir.rename(final)
-    return report
 
 
 def _json(o):

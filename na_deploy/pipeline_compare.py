@@ -10,7 +10,6 @@ folder, built as `<out>.partial` and renamed only when complete (like `run_pipel
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -21,6 +20,7 @@ from .atomic import atomic_write_text
 from .checks import check_timesteps
 from .compare_variants import Inference, Training, Variant
 from .errors import NaDeployError
+from .loaders import first_test_images
 from .offset_calibration import steps_per_inference
 from .protocols import Target, require_fit
 
@@ -65,17 +65,14 @@ def _groups(inf: Inference, timesteps: list[int]) -> list[tuple[Optional[int], l
 
 
 def _spikes_per_inference(trace, n: int) -> float:
-    counts = trace.extra.get("event_counts") or getattr(trace, "event_counts", None) or trace.spike_counts
-    return float(sum(int(np.asarray(c).sum()) for c in counts.values())) / max(n, 1)
+    """Messages per sample (`Trace.events()`: negative spikes and offset calibration's stage 1 included)."""
+    return float(sum(int(np.asarray(c).sum()) for c in trace.events().values())) / max(n, 1)
 
 
-def _evaluate(v: Variant, ckpt: Path, cfg, data, target: Target, timesteps: list[int], timer, log) -> dict:
-    """Accuracy (float, integer), spikes and steps per inference vs T of one variant; its nets for verify."""
+def _evaluate(v: Variant, ckpt: Path, cfg, x, y, target: Target, timesteps: list[int], timer, log) -> dict:
+    """Accuracy (float, integer), spikes and steps per inference vs T of one variant on the test samples x, y."""
     from .float_sim import simulate_float
 
-    x, y = data.x_test, data.y_test
-    if cfg.eval_samples:
-        x, y = x[: cfg.eval_samples], y[: cfg.eval_samples]
     res = {"float": {}, "integer": {}, "spikes_per_inference": {}, "steps_per_inference": {}}
     top = max(*timesteps, cfg.verify_timesteps)
     with timer(f"evaluate_{v.name}"):
@@ -106,20 +103,17 @@ def _verify_variant(v: Variant, ckpt: Path, cfg, data, target: Target, timer) ->
     try:
         backend = target.backend(net=inet)
         with timer(f"verify_{v.name}"):
-            r = verify(inet, data.x_test[:n], T, target, backend).to_dict()
+            r = verify(inet, first_test_images(data, n)[0], T, target, backend).to_dict()
     except NaDeployError as e:  # a mode the backend cannot run: the reason, not a crash
         return {**section, "reason": str(e)}
     return {**section, "bit_exact": bool(r["equal"]), "mismatches": int(r["mismatching_samples"]),
             "backend": getattr(backend, "name", str(backend)), "first_mismatch": r.get("first_mismatch")}
 
 
-def _ann_accuracy(ckpt: Path, data, cfg) -> float:
+def _ann_accuracy(ckpt: Path, x, y, cfg) -> float:
     from .ann_eval import ann_forward, argmax_lowest
     from .convert import convert_checkpoint
 
-    x, y = data.x_test, data.y_test
-    if cfg.eval_samples:
-        x, y = x[: cfg.eval_samples], y[: cfg.eval_samples]
     logits, _ = ann_forward(convert_checkpoint(ckpt), x, device=cfg.device, progress=False)
     return float((argmax_lowest(logits).numpy() == y).mean())
 
@@ -127,11 +121,12 @@ def _ann_accuracy(ckpt: Path, data, cfg) -> float:
 def _run(cfg, variants, target, data, run_dir: Path, timer, log) -> dict:
     ckpts = _train(cfg, data, run_dir, variants, timer, log)
     timesteps = check_timesteps(cfg.timesteps)
-    ann = {tr: _ann_accuracy(p, data, cfg) for tr, p in ckpts.items()}
+    x, y = first_test_images(data, cfg.eval_samples or data.num_test)  # evaluated by every variant
+    ann = {tr: _ann_accuracy(p, x, y, cfg) for tr, p in ckpts.items()}
     rows = {}
     for v in variants:
         ck = ckpts[v.training]
-        row = _evaluate(v, ck, cfg, data, target, timesteps, timer, log)
+        row = _evaluate(v, ck, cfg, x, y, target, timesteps, timer, log)
         rows[v.name] = {"training": {"noise_adaptor": v.training.noise_adaptor, "l1": v.training.l1,
                                      "checkpoint": ck.name},
                         "inference": {"neuron": v.inference.neuron, "offset_steps": v.inference.offset_steps,
@@ -146,22 +141,17 @@ def run_compare(cfg, variants: list[Variant], target: Target, out: str | Path, f
     """Train, evaluate and verify every variant; write compare.{json,md,png} and report.json; return the
     "compare" dict. The run folder appears (renamed from `<out>.partial`) only when everything finished."""
     from .compare_report import format_compare_md, plot_compare
-    from .data import load_dataset
-    from .pipeline import _Timer, prepare_out_dir
+    from .pipeline import _Timer, load_run_data, run_folder
 
     cfg.validate()
     timer = _Timer()
-    data = load_dataset(cfg.data, seed=cfg.seed, num_classes=cfg.num_classes, warn=log)
-    if cfg.verify_samples > len(data.x_test):
-        raise NaDeployError(f"--verify-samples {cfg.verify_samples} conflicts with the data: its test split has "
-                            f"{len(data.x_test)} samples")
-    final, run_dir = prepare_out_dir(out, force)
+    data = load_run_data(cfg, log)
     t0 = time.perf_counter()
-    try:
+    with run_folder(out, force, log, "compare") as (_, run_dir):
         comp = _run(cfg, variants, target, data, run_dir, timer, log)
         comp["command_config"] = {"model": cfg.model, "data": data.name, "p": cfg.p, "seed": cfg.seed,
                                   "epochs_fp": cfg.epochs_fp, "epochs_qat": cfg.epochs_qat,
-                                  "eval_samples": cfg.eval_samples or int(len(data.x_test))}
+                                  "eval_samples": cfg.eval_samples or int(data.num_test)}
         report = {"compare": comp, "timings_s": {**timer.timings, "total": round(time.perf_counter() - t0, 3)}}
         plot_compare(comp, run_dir / "compare_accuracy.png", title=f"{cfg.model} on {data.name}, p={cfg.p}")
         text = json.dumps(report, indent=2, sort_keys=True, default=float)
@@ -169,12 +159,6 @@ def run_compare(cfg, variants: list[Variant], target: Target, out: str | Path, f
         atomic_write_text(run_dir / "report.json", text)
         atomic_write_text(run_dir / "compare.md", format_compare_md(comp))
         atomic_write_text(run_dir / "COMPLETE", "finished\n")
-    except BaseException:
-        log(f"[compare] failed; partial results left in {run_dir} (not marked complete)")
-        raise
-    if final.exists():
-        shutil.rmtree(final)
-    run_dir.rename(final)
     return comp
 
 

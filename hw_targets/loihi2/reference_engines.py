@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from na_deploy.errors import SimulationError
+from na_deploy.offset_calibration import offset_start
 
 
 def _wrap(v, bits: int):
@@ -59,8 +60,7 @@ class _NumpyBackend:
 
     def offset_start(self, plan, v):
         """Stage 2's start pc + o * th, o = clip(floor(v_rho / th), -1, 1) (two-stage offset calibration)."""
-        th = plan.node.threshold
-        return plan.node.precharge + np.clip(np.floor_divide(v, th), -1, 1) * th
+        return offset_start(v, plan.node.precharge, plan.node.threshold)
 
     def abs(self, z):
         return np.abs(z)
@@ -106,8 +106,7 @@ class _TorchBackend:
         return z_all, v
 
     def offset_start(self, plan, v):
-        th = plan.node.threshold
-        return plan.node.precharge + torch.div(v, th, rounding_mode="floor").clamp_(-1, 1) * th
+        return offset_start(v, plan.node.precharge, plan.node.threshold)
 
     def abs(self, z):
         return z.abs()

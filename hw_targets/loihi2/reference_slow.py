@@ -15,6 +15,7 @@ import numpy as np
 
 from na_deploy.errors import IRError, SimulationError
 from na_deploy.ir import INPUT_NAME, AvgPool2d, Conv2d, Dense, Identity, IntNet
+from na_deploy.offset_calibration import offset_start
 from na_deploy.protocols import Trace
 
 
@@ -162,8 +163,7 @@ def slow_reference_simulate(net: IntNet, inputs: np.ndarray, timesteps: int, mem
         pcs, first = None, None
         if rho:
             _, first, _, v1 = _run_sample(net, x, rho, membrane_bits)
-            pcs = {n.name: n.precharge + np.clip(np.floor_divide(v1[n.name], n.threshold), -1, 1) * n.threshold
-                   for n in net.nodes}
+            pcs = {n.name: offset_start(v1[n.name], n.precharge, n.threshold) for n in net.nodes}
         c, e, readout[b], _ = _run_sample(net, x, T, membrane_bits, pcs)
         for k in counts:
             counts[k][b] = c[k]

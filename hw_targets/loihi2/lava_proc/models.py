@@ -26,6 +26,7 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 from na_deploy.hw_targets.loihi2.lava_proc.process import (MEMBRANE_BITS, Accumulator, GradedSource,
                                                            SubtractiveIF, window_span)
 from na_deploy.ir.neuron import neuron_model
+from na_deploy.offset_calibration import offset_start
 
 
 def wrap_signed(v: np.ndarray, bits: int = MEMBRANE_BITS) -> np.ndarray:
@@ -45,11 +46,6 @@ def live(k: int, tau: int, d: int, T: int, n_samples: int) -> bool:
     """True inside the window [d + 1, d + T] of a sample that exists; past the last sample slot a
     population idles like outside its window."""
     return k < n_samples and d + 1 <= tau <= d + T
-
-
-def offset_of(v: np.ndarray, th: int) -> np.ndarray:
-    """Offset calibration: o = clip(floor(v_rho / th), -1, 1) from the residual membrane after stage 1."""
-    return np.clip(np.floor_divide(v, th), -1, 1)
 
 
 @implements(proc=SubtractiveIF, protocol=LoihiProtocol)
@@ -97,7 +93,7 @@ class PySubtractiveIFModelFixed(PyLoihiProcessModel):
             self.spike_count[...] = 0
             self.event_count[...] = 0
         if rho and step == rho + 1:  # stage 2 of offset calibration: re-arm at pc + o * th, count afresh
-            self.v[...] = int(self.precharge[0]) + offset_of(self.v, th) * th
+            self.v[...] = offset_start(self.v, int(self.precharge[0]), th)  # o = clip(floor(v_rho/th), -1, 1)
             self.spike_count[...] = 0
         delay = model.emit_delay(T)  # "accumulate": integrate only in steps 1..T, then fire only
         z = self.step(model, a_in, th, integrate=not delay or step <= delay, fire=not delay or step > delay)
@@ -120,10 +116,7 @@ class PySubtractiveIFModelFixed(PyLoihiProcessModel):
         if not fire:
             self.v[...] = v
             return np.zeros(self.v.shape, dtype=np.int64)
-        if model.stateful:
-            v, z = model.fire_and_reset(v, th, self.spike_count.copy())
-        else:
-            v, z = model.fire_and_reset(v, th)
+        v, z = model.fire_and_reset(v, th, self.spike_count.copy() if model.stateful else None)
         self.v[...] = v
         return np.asarray(z).astype(np.int64)
 
