@@ -40,7 +40,7 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from na_deploy.checkpoint import load_checkpoint
+    from na_deploy.training.checkpoint import load_checkpoint
 
     with tempfile.TemporaryDirectory() as tmp:
         ckpts, walls = {}, {}

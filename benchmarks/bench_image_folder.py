@@ -73,7 +73,7 @@ def make_shapes(root: str | Path, size: int = 32, n_train: int = 40, n_val: int 
 def speed(data: str, augment: str, batch_size: int, epochs: int) -> None:
     import torch
 
-    from na_deploy.data import load_dataset, make_loaders
+    from na_deploy.data.arrays import load_dataset, make_loaders
 
     batches = {}
     for workers in (0, 2):

@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from na_deploy.ir import INPUT_NAME, Conv2d, Dense, InputNode, IntNet, IntNeuronNode, IntReadoutNode, Synapse
-from na_deploy.verify import first_difference
+from na_deploy.verify.bit_exact import first_difference
 
 
 def _calibrated_threshold(currents: np.ndarray, rate: float = 0.3) -> int:
@@ -28,7 +28,7 @@ def _calibrated_threshold(currents: np.ndarray, rate: float = 0.3) -> int:
 
 def digits_conv_net(x: np.ndarray, seed: int = 0) -> IntNet:
     """Digits-sized conv IntNet: conv(1->8) -> conv(8->16, stride 2) -> conv(16->16) -> dense(256->10)."""
-    from na_deploy.hw_targets.loihi2.reference_slow import int_op
+    from na_deploy.hw_targets.loihi2.reference.slow import int_op
 
     rng = np.random.default_rng(seed)
     specs = [("conv1", 8, 1, 3), ("conv2", 16, 2, 127), ("conv3", 16, 1, 127)]
@@ -54,7 +54,7 @@ def main() -> None:
     ap.add_argument("--rebuild-samples", type=int, default=3)
     args = ap.parse_args()
 
-    from na_deploy.data import load_dataset
+    from na_deploy.data.arrays import load_dataset
     from na_deploy.hw_targets.loihi2 import TARGET
 
     backend = TARGET.backend()

@@ -20,10 +20,10 @@ import numpy as np
 
 def property_run(nets: int) -> None:
     from na_deploy.hw_targets.loihi2 import TARGET
-    from na_deploy.hw_targets.loihi2.reference_slow import slow_reference_simulate
+    from na_deploy.hw_targets.loihi2.reference.slow import slow_reference_simulate
     from na_deploy.ir import ZERO, replace_nodes
     from na_deploy.testing import TOPOLOGIES, random_inputs, random_intnet
-    from na_deploy.verify import first_difference
+    from na_deploy.verify.bit_exact import first_difference
 
     backend = TARGET.backend("lava-lif")
     per = math.ceil(nets / len(TOPOLOGIES))
@@ -51,10 +51,10 @@ def property_run(nets: int) -> None:
 def seconds_per_sample(samples: int, T: int) -> None:
     from bench_lava import digits_conv_net
 
-    from na_deploy.data import load_dataset
+    from na_deploy.data.arrays import load_dataset
     from na_deploy.hw_targets.loihi2 import TARGET
     from na_deploy.ir import ZERO, replace_nodes
-    from na_deploy.verify import first_difference
+    from na_deploy.verify.bit_exact import first_difference
 
     digits = load_dataset(None).x_test.astype(np.int64)
     sub = digits_conv_net(digits)

@@ -20,7 +20,7 @@ def build_nets(p: int, seed: int, input_size: int):
     from na_deploy.hw_targets.loihi2 import TARGET
     from na_deploy.models import build_model
     from na_deploy.testing import settle_batchnorm
-    from na_deploy.surgery import quantize_model
+    from na_deploy.training.surgery import quantize_model
 
     torch.manual_seed(seed)
     model = quantize_model(build_model("tiny_resnet", 1, 10, input_size), p, True)
@@ -52,7 +52,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from na_deploy.float_sim import simulate_float
+    from na_deploy.simulate.float_snn import simulate_float
     from na_deploy.hw_targets.loihi2 import TARGET
 
     fnet, inet, report = build_nets(args.p, 0, args.input_size)

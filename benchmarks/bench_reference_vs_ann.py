@@ -42,7 +42,7 @@ def build(name: str, channels: int, size: int, p: int, seed: int = 0):
     """The quantized torch model (eval) and its FloatNet, bench_reference's recipe."""
     from na_deploy.convert import to_floatnet
     from na_deploy.models import build_model
-    from na_deploy.surgery import quantize_model
+    from na_deploy.training.surgery import quantize_model
     from na_deploy.testing import settle_batchnorm
 
     torch.manual_seed(seed)
@@ -114,7 +114,7 @@ def profile_reference(run) -> tuple[float, dict, int]:
 def op_breakdown(run) -> dict:
     """Seconds of one reference run inside each IR op type (spike -> float cast + the torch op), by wrapping the
     numpy engine's `apply` for the duration of this call (restored after; nothing in the package changes)."""
-    from na_deploy.hw_targets.loihi2 import reference as R
+    from na_deploy.hw_targets.loihi2.reference import fast as R
 
     spent: dict[str, list] = {}
     orig_apply, orig_init = R._NumpyBackend.apply, R._SynapsePlan.__init__
@@ -143,7 +143,7 @@ def locality_probe(inet, T: int, B: int, repeats: int) -> tuple[str, float, floa
     """The net's largest spike-fed conv synapse as the reference runs it (one op on the whole (T*B) batch) vs the
     same op on T chunks of B samples (what the ANN's T passes do): the same FLOPs, a smaller working set."""
     from na_deploy.ir import INPUT_NAME, Conv2d
-    from na_deploy.torch_ops import compile_op
+    from na_deploy.simulate.torch_ops import compile_op
 
     syns = [(int(np.prod(n.shape)), n, s) for n in inet.all_nodes() for s in n.inputs
             if isinstance(s.op, Conv2d) and s.source != INPUT_NAME]
@@ -169,7 +169,7 @@ def locality_probe(inet, T: int, B: int, repeats: int) -> tuple[str, float, floa
 def plan_dtypes(inet, T: int) -> tuple[int, int, int, int]:
     """(float32 synapses, float64 synapses, int32 nodes, int64 nodes) as the reference plans them on the CPU."""
     from na_deploy.hw_targets.loihi2 import LOIHI2
-    from na_deploy.hw_targets.loihi2.reference import _NodePlan
+    from na_deploy.hw_targets.loihi2.reference.fast import _NodePlan
 
     plans = [_NodePlan(n, T, torch.device("cpu"), LOIHI2) for n in inet.all_nodes()]
     syn = [s.dtype for p in plans for s in p.synapses]
@@ -207,8 +207,8 @@ def lava_per_sample(inet, x1: np.ndarray, T: int, budget_s: float, ref_trace=Non
     seconds (measured total when finished, else build + first + per_step * remaining), finished, exact."""
     from lava.magma.core.run_configs import Loihi2SimCfg
 
-    from na_deploy.hw_targets.loihi2.lava_graph import build_lava_graph
-    from na_deploy.hw_targets.loihi2.lava_runtime import RUN_TAG, run_steps_or_raise, teardown
+    from na_deploy.hw_targets.loihi2.lava.graph import build_lava_graph
+    from na_deploy.hw_targets.loihi2.lava.runtime import RUN_TAG, run_steps_or_raise, teardown
 
     t0 = time.perf_counter()
     graph = build_lava_graph(inet, T, x1, result_buffer=1)

@@ -1,5 +1,5 @@
 """Lava == reference on a whole net for the neuron modes `negative`, `accumulate` and for two-stage offset
-calibration (`subtract` with offset_steps rho): `na_deploy.verify.verify` (every node's spike counts and the
+calibration (`subtract` with offset_steps rho): `na_deploy.verify.bit_exact.verify` (every node's spike counts and the
 readout of every sample) plus equality of the event counts, and Lava seconds per sample.
 
     .venv/bin/python benchmarks/lava_modes_digits.py runs/ci_demo/qat.ckpt [--samples 100] [--timesteps 8]
@@ -19,11 +19,11 @@ import time
 import numpy as np
 
 from na_deploy.convert import convert_checkpoint
-from na_deploy.data import load_dataset
+from na_deploy.data.arrays import load_dataset
 from na_deploy.errors import NaDeployError
 from na_deploy.hw_targets.loihi2 import TARGET
 from na_deploy.ir import neuron_model
-from na_deploy.verify import verify
+from na_deploy.verify.bit_exact import verify
 
 
 def int_net(ckpt: str, mode: str, rho: int, max_t: int):

@@ -16,7 +16,7 @@ import argparse
 import numpy as np
 
 from na_deploy.atomic import atomic_write_bytes
-from na_deploy.golden import npz_bytes
+from na_deploy.verify.golden import npz_bytes
 
 SIZE = 32
 SHAPES = ("disk", "square", "triangle", "cross", "ring")

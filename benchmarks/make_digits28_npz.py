@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from na_deploy.data import load_dataset, round_half_up_to_uint8
+from na_deploy.data.arrays import load_dataset, round_half_up_to_uint8
 
 
 def main(path: str, seed: int = 0) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from na_deploy.convert import convert_checkpoint
-from na_deploy.data import load_dataset
+from na_deploy.data.arrays import load_dataset
 from na_deploy.hw_targets.loihi2 import TARGET
 
 TS = (1, 2, 4, 8, 16, 32)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from na_deploy.accuracy import auto_batch_size, trace_bytes_per_image
+from na_deploy.evaluate.accuracy import auto_batch_size, trace_bytes_per_image
 
 ROOT = Path(__file__).resolve().parents[1]
 OLD_PEAK_OVER_TRACES = 2.2  # the old path's evaluation memory / its integer traces (measured: 1111 MiB / 527 MiB)
@@ -57,7 +57,7 @@ def load_nets(run: str | None, tmax: int):
 
 def images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """n digits test images drawn with replacement and perturbed (integer noise in [-8, 8]), with labels."""
-    from na_deploy.data import load_digits_dataset
+    from na_deploy.data.arrays import load_digits_dataset
 
     d = load_digits_dataset(seed)
     rng = np.random.default_rng(seed)
@@ -70,7 +70,7 @@ def child(args) -> None:
     """One variant in this process: prints one JSON line."""
     import torch
 
-    from na_deploy.accuracy import accuracy_vs_timesteps
+    from na_deploy.evaluate.accuracy import accuracy_vs_timesteps
     from na_deploy.hw_targets.loihi2 import TARGET
 
     torch.set_num_threads(1)
@@ -110,7 +110,7 @@ def resnet18_bytes(tmax: int) -> tuple[int, int]:
 
     from na_deploy.models import build_model
     from na_deploy.convert import to_floatnet
-    from na_deploy.surgery import quantize_model
+    from na_deploy.training.surgery import quantize_model
 
     torch.manual_seed(0)
     model = quantize_model(build_model("resnet18", 3, 10, 32), 2, True, step_size=0.5).eval()

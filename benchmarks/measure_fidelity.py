@@ -1,6 +1,6 @@
 """Measurement (prints, asserts nothing): the integer SNN's prediction agreement with the float SNN and the
-quantized ANN (na_deploy.fidelity) on the digits pipeline nets, honest and tampered, at several T.
-These numbers justify `na_deploy.fidelity.DEFAULT_MIN_AGREEMENT`.
+quantized ANN (na_deploy.verify.fidelity) on the digits pipeline nets, honest and tampered, at several T.
+These numbers justify `na_deploy.verify.fidelity.DEFAULT_MIN_AGREEMENT`.
 
 Make the nets first (about 30 s on 2 cores; the second arm is optional):
 
@@ -54,8 +54,8 @@ def main() -> None:
     ap.add_argument("--ridge", action="store_true", help="also the untrained ridge-readout net (small margins)")
     args = ap.parse_args()
 
-    from na_deploy.data import load_dataset
-    from na_deploy.fidelity import DEFAULT_MIN_AGREEMENT
+    from na_deploy.data.arrays import load_dataset
+    from na_deploy.verify.fidelity import DEFAULT_MIN_AGREEMENT
     from na_deploy.io import load_net
 
     run = Path(args.run)
@@ -86,7 +86,7 @@ def main() -> None:
 
 def measure(arms, fnet, x, y, ts, device) -> None:
     """Print agreement rows (and per-node differences at T=8) for each (label, IntNet) against `fnet`."""
-    from na_deploy.fidelity import fidelity
+    from na_deploy.verify.fidelity import fidelity
     from na_deploy.hw_targets.loihi2 import TARGET
 
     for label, net in arms:

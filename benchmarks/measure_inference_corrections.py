@@ -21,13 +21,13 @@ import time
 
 import numpy as np
 
-from na_deploy.ann_eval import ann_forward
+from na_deploy.simulate.ann import ann_forward
 from na_deploy.convert import convert_checkpoint
 from na_deploy.convert.neuron_modes import convert_inference_mode
-from na_deploy.data import load_dataset
-from na_deploy.float_sim import simulate_float
+from na_deploy.data.arrays import load_dataset
+from na_deploy.simulate.float_snn import simulate_float
 from na_deploy.hw_targets.loihi2 import TARGET
-from na_deploy.offset_calibration import steps_per_inference
+from na_deploy.ir.offset_calibration import steps_per_inference
 
 VARIANTS = (("subtract", "subtract", 0), ("negative", "negative", 0), ("accumulate", "accumulate", 0),
             ("subtract+offset rho=2", "subtract", 2), ("subtract+offset rho=4", "subtract", 4))

@@ -11,9 +11,9 @@ import argparse
 import numpy as np
 
 from na_deploy.convert import to_floatnet
-from na_deploy.data import load_dataset
+from na_deploy.data.arrays import load_dataset
 from na_deploy.hw_targets.loihi2 import TARGET
-from na_deploy.train import train_full_precision, train_qat
+from na_deploy.training.loop import train_full_precision, train_qat
 
 TS = (1, 2, 4, 8, 16)
 

@@ -13,9 +13,9 @@ import dataclasses
 
 import numpy as np
 
-from na_deploy.data import load_dataset
-from na_deploy.hw_targets.loihi2.netx_format import netx_rules, netx_runnable
-from na_deploy.hw_targets.loihi2.reference import reference_simulate
+from na_deploy.data.arrays import load_dataset
+from na_deploy.hw_targets.loihi2.netx.format import netx_rules, netx_runnable
+from na_deploy.hw_targets.loihi2.reference.fast import reference_simulate
 from na_deploy.io import load_intnet
 from na_deploy.ir.graph import replace_nodes
 

@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from na_deploy.convert.neuron_modes import DEFAULT_ZERO, ZeroParams, apply_neuron_mode
-from na_deploy.data import load_dataset
-from na_deploy.float_sim import simulate_float
+from na_deploy.data.arrays import load_dataset
+from na_deploy.simulate.float_snn import simulate_float
 from na_deploy.io import load_net
 from na_deploy.hw_targets.loihi2.fixed_point import quantize_node
 from na_deploy.ir import IntNet
-from na_deploy.hw_targets.loihi2.reference import reference_simulate_multi
+from na_deploy.hw_targets.loihi2.reference.fast import reference_simulate_multi
 
 TS = [1, 2, 4, 8, 16, 32]
 ALPHAS = [1.0, 0.9, 0.8, 0.75, 0.7, 0.6, 0.5]

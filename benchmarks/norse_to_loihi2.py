@@ -20,11 +20,11 @@ import nir
 import numpy as np
 import torch
 
-from na_deploy.data import load_dataset
-from na_deploy.float_sim import simulate_float
+from na_deploy.data.arrays import load_dataset
+from na_deploy.simulate.float_snn import simulate_float
 from na_deploy.hw_targets.loihi2 import TARGET
 from na_deploy.io.nir_io import load_nir
-from na_deploy.verify import verify
+from na_deploy.verify.bit_exact import verify
 
 
 def train_mlp(x: torch.Tensor, y: torch.Tensor, epochs: int = 60) -> torch.nn.Sequential:

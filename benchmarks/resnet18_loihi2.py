@@ -70,8 +70,8 @@ def process_step_costs(inet, stock_steps: int) -> list[tuple[str, int, float, fl
     import scipy.sparse as sp
     from lava.proc.conv import utils as lava_conv_utils
 
-    from na_deploy.hw_targets.loihi2.lava_layout import conv_weights_for_lava, lava_shape
-    from na_deploy.hw_targets.loihi2.lava_proc.conv_fast import conv_apply, conv_kernel
+    from na_deploy.hw_targets.loihi2.lava.layout import conv_weights_for_lava, lava_shape
+    from na_deploy.hw_targets.loihi2.lava.processes.conv_fast import conv_apply, conv_kernel
     from na_deploy.ir import Conv2d, Dense, Identity
 
     rng = np.random.default_rng(0)
@@ -124,9 +124,9 @@ def stock_lava_steps(inet, x1: np.ndarray, T: int, steps: int) -> tuple[float, f
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.conv.process import Conv
 
-    from na_deploy.hw_targets.loihi2.lava_graph import build_lava_graph
-    from na_deploy.hw_targets.loihi2.lava_proc import conv_fast
-    from na_deploy.hw_targets.loihi2.lava_runtime import RUN_TAG, run_steps_or_raise, teardown
+    from na_deploy.hw_targets.loihi2.lava.graph import build_lava_graph
+    from na_deploy.hw_targets.loihi2.lava.processes import conv_fast
+    from na_deploy.hw_targets.loihi2.lava.runtime import RUN_TAG, run_steps_or_raise, teardown
 
     keep = conv_fast.ConvFast
     conv_fast.ConvFast = Conv  # what lava_graph._conv_process builds
@@ -165,7 +165,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     from na_deploy.hw_targets.loihi2 import TARGET
-    from na_deploy.verify import verify
+    from na_deploy.verify.bit_exact import verify
 
     T, B = args.timesteps, args.samples
     t_all = time.perf_counter()

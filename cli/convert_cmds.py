@@ -5,7 +5,7 @@ Files: `convert` writes TWO `.nad.h5` files, both atomically, the FloatNet first
     OUT                      the IntNet (fixed point for the target): what export / verify / report / Lava read;
     OUT with .nad.h5 -> .float.nad.h5 (or --float-out)   the FloatNet it came from (BN folded, real weights):
                              what the ANN and float-SNN columns of `simulate` need.
-(the same layout `na-deploy pipeline` writes, through the same `na_deploy.provenance.save_net_pair`). The chain is
+(the same layout `na-deploy pipeline` writes, through the same `na_deploy.verify.provenance.save_net_pair`). The chain is
 recorded (C8): the FloatNet's meta `made_from` names the checkpoint (base name + SHA-256), the IntNet's names the
 FloatNet, so `simulate` finds the sibling by itself and refuses a FloatNet that is not the one the IntNet came
 from (files written before issue 11 record the FloatNet under the legacy key `float_net`; both are read).
@@ -20,9 +20,9 @@ from typing import Optional
 import click
 
 from na_deploy.errors import NaDeployError, SimulationError
-from na_deploy.provenance_records import FLOAT_SUFFIX, float_net_record, float_path_for, sha256_file
+from na_deploy.io.made_from import FLOAT_SUFFIX, float_net_record, float_path_for, sha256_file
 
-from .main import one_line_errors, parse_timesteps
+from na_deploy.cli.main import one_line_errors, parse_timesteps
 
 def _check_out(out: str, option: str) -> Path:
     """An output file option as a Path; refuses a directory (before anything is computed)."""
@@ -54,7 +54,7 @@ def _check_out(out: str, option: str) -> Path:
 @click.option("--offset-steps", "offset_steps", type=int, default=0, show_default=True, metavar="RHO",
               help="Two-stage offset calibration (COS, mode subtract only): a RHO-step run first sets each "
                    "neuron's start to pc + o*th, o in {-1, 0, 1}; 0 = off. Stored in the net; simulate / verify "
-                   "refuse T < RHO; one inference takes RHO + T steps (na_deploy.offset_calibration).")
+                   "refuse T < RHO; one inference takes RHO + T steps (na_deploy.ir.offset_calibration).")
 @click.option("--bn-bias-shift", "bias_shift", type=int, default=None, metavar="T",
               help="Datta et al.'s BN-bias shift for T steps instead of the pre-charge: bias += pre-charge / T "
                    "(th / 2T in mode subtract), pre-charge 0 (convert/bias_shift.py derives it).")
@@ -74,7 +74,7 @@ def convert(checkpoint: str, out: str, float_out: Optional[str], target_name: st
     from na_deploy.convert.neuron_modes import NEURON_MODES
     from na_deploy.hw_targets import get_target
     from na_deploy.protocols import require_fit
-    from na_deploy.provenance import save_net_pair
+    from na_deploy.verify.provenance import save_net_pair
 
     if neuron not in NEURON_MODES:
         raise NaDeployError(f"--neuron {neuron}: unknown neuron mode; allowed: {', '.join(NEURON_MODES)}")
@@ -171,12 +171,12 @@ def simulate(net_path: str, float_net: Optional[str], data: Optional[str], seed:
     reference simulator), prediction agreement float vs integer, and the occasional-noise table (share of
     neurons whose count over T = k*p differs from the regular IF count for the input it received; and "off
     grid": count != k x its ANN level, which at k >= 2 also counts the finer rate resolution), from one run per simulator."""
-    from na_deploy.accuracy import accuracy_vs_timesteps, format_accuracy_table
+    from na_deploy.evaluate.accuracy import accuracy_vs_timesteps, format_accuracy_table
     from na_deploy.atomic import atomic_write_text
     from na_deploy.checks import check_timesteps
-    from na_deploy.data import load_dataset
+    from na_deploy.data.arrays import load_dataset
     from na_deploy.hw_targets import get_target
-    from na_deploy.noise_report import format_noise_table
+    from na_deploy.evaluate.occasional_noise import format_noise_table
 
     target = get_target(target_name)
     Ts = parse_timesteps(timesteps)
@@ -186,7 +186,7 @@ def simulate(net_path: str, float_net: Optional[str], data: Optional[str], seed:
         if path:
             _check_out(path, opt)
     inet, fnet, float_file = load_net_pair(net_path, float_net)
-    from na_deploy.offset_calibration import check_run
+    from na_deploy.ir.offset_calibration import check_run
 
     check_run(inet, Ts)  # T < rho: "offset calibration (rho steps) is longer than the run (T steps)"
     tmax = int(inet.meta.get("max_timesteps", max(Ts)))
@@ -195,7 +195,7 @@ def simulate(net_path: str, float_net: Optional[str], data: Optional[str], seed:
     except SimulationError:
         raise NaDeployError(f"--timesteps: T = {max(Ts)} exceeds this net's max_timesteps {tmax} (the T its static "
                             "24-bit bound is proven for); re-run convert with --max-timesteps") from None
-    from na_deploy.loaders import eval_inputs
+    from na_deploy.data.loaders import eval_inputs
 
     ds = load_dataset(data, seed=seed, augment=augment)
     if tuple(ds.input_shape) != tuple(inet.input.shape):
@@ -215,7 +215,7 @@ def simulate(net_path: str, float_net: Optional[str], data: Optional[str], seed:
     res.update({"net": str(net_path), "float_net": float_file, "target": target.name, "data": ds.name,
                 "samples": int(n), "timesteps": Ts})
     if plot:
-        from na_deploy.plots import plot_accuracy_vs_t
+        from na_deploy.evaluate.plots import plot_accuracy_vs_t
 
         arm = {"ann": res["ann_accuracy"], **res["snn_accuracy"]}
         plot_accuracy_vs_t({str(inet.meta.get("model", "net")): arm}, plot,

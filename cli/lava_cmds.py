@@ -13,7 +13,7 @@ import click
 
 from na_deploy.errors import DataError
 
-from .main import one_line_errors
+from na_deploy.cli.main import one_line_errors
 
 
 def _load_intnet(path: str):
@@ -93,8 +93,8 @@ def _export_nir(net_path: str, out: str, force: bool) -> None:
 
 
 def _load_inputs(net, data: Optional[str], samples: int):
-    from na_deploy.data import load_dataset
-    from na_deploy.loaders import first_test_images
+    from na_deploy.data.arrays import load_dataset
+    from na_deploy.data.loaders import first_test_images
 
     ds = load_dataset(data)
     name = data or "embedded digits"

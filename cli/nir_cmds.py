@@ -14,7 +14,7 @@ import click
 
 from na_deploy.errors import NaDeployError
 
-from .main import one_line_errors
+from na_deploy.cli.main import one_line_errors
 
 
 @click.command("import")

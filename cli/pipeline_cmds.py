@@ -8,7 +8,7 @@ import click
 
 from na_deploy.errors import NaDeployError
 
-from .main import parse_timesteps
+from na_deploy.cli.main import parse_timesteps
 
 
 def _config_fields(options: dict) -> dict:
@@ -17,8 +17,8 @@ def _config_fields(options: dict) -> dict:
 
     from click.core import ParameterSource
 
-    from na_deploy.pipeline import PipelineConfig
-    from na_deploy.presets import resolve_config
+    from na_deploy.pipeline.run import PipelineConfig
+    from na_deploy.pipeline.presets import resolve_config
 
     ctx = click.get_current_context()
     given = {k: v for k, v in options.items() if k != "preset" and ctx.get_parameter_source(k)
@@ -72,7 +72,7 @@ def _config_fields(options: dict) -> dict:
                    "make it fixed point for max(--timesteps, --verify-timesteps), then Lava export, verify and "
                    "accuracy vs T on --data (required).")
 @click.option("--preset", default=None, metavar="NAME",
-              help="Hyperparameters from the paper's §5.1 (na_deploy/presets.py): cifar10-resnet18, imagenet-resnet50, "
+              help="Hyperparameters from the paper's §5.1 (na_deploy/pipeline/presets.py): cifar10-resnet18, imagenet-resnet50, "
                    "smoke; every flag you give overrides its value; report.json's config holds what ran.")
 @click.option("--lr-fp", "lr_fp", type=float, default=0.1, show_default=True, help="Full-precision initial LR (cosine).")
 @click.option("--lr-qat", "lr_qat", type=float, default=0.05, show_default=True, help="QAT initial LR (cosine).")
@@ -95,7 +95,7 @@ def pipeline(target_name, out, force, compare, compare_l1, compare_offset_steps,
     COMPLETE} and prints the summary table. Exit 1 if Lava and the reference simulator disagree anywhere.
     """
     from na_deploy.hw_targets import get_target
-    from na_deploy.pipeline import PipelineConfig, format_summary, run_pipeline
+    from na_deploy.pipeline.run import PipelineConfig, format_summary, run_pipeline
 
     data, from_nir = options["data"], options["from_nir"]
     if data is not None and not Path(data).exists():
@@ -104,7 +104,7 @@ def pipeline(target_name, out, force, compare, compare_l1, compare_offset_steps,
         raise NaDeployError(f"--from-nir {from_nir}: no such file")
     variants = None
     if compare is not None:
-        from na_deploy.compare_variants import parse_variants
+        from na_deploy.pipeline.variants import parse_variants
         variants = parse_variants(compare, compare_l1, compare_offset_steps)  # before anything is written
         clash = [f for f, v in (("--from-nir", from_nir), ("--neuron", options["neuron"]),
                                 ("--compare-no-noise-adaptor", options["compare_no_noise_adaptor"])) if v]
@@ -127,7 +127,7 @@ def pipeline(target_name, out, force, compare, compare_l1, compare_offset_steps,
 
 def _run_compare(cfg, variants, target, out, force) -> None:
     """`pipeline --compare`: the variant tables (compare.md); exit 1 if any verified variant is not bit-exact."""
-    from na_deploy.pipeline_compare import run_compare
+    from na_deploy.pipeline.compare import run_compare
 
     comp = run_compare(cfg, variants, target, out, force=force, log=lambda m: click.echo(m, err=True))
     click.echo((Path(out) / "compare.md").read_text())
@@ -167,8 +167,8 @@ def report(net_path, data, samples, timesteps, synop_pj, neuron_update_pj, spike
     energy = target.energy_model(**overrides)
     trace = x = None
     if samples:
-        from na_deploy.data import load_dataset
-        from na_deploy.loaders import first_test_images
+        from na_deploy.data.arrays import load_dataset
+        from na_deploy.data.loaders import first_test_images
 
         ds = load_dataset(data)
         x = first_test_images(ds, samples)[0]  # a folder: only these images are decoded

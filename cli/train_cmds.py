@@ -1,6 +1,6 @@
 """`na-deploy train` (full precision) and `na-deploy quantize` (QAT with the noise adaptor).
 
-Thin: parse options, call na_deploy.train. Every bad input is a one-line `error: ...`, exit code 2, and is
+Thin: parse options, call na_deploy.training.loop. Every bad input is a one-line `error: ...`, exit code 2, and is
 detected before anything is written.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Optional
 import click
 from click.core import ParameterSource
 
-from .main import UserError, one_line_errors
+from na_deploy.cli.main import UserError, one_line_errors
 
 DATA_HELP = ("Data set: an .npz with arrays x_train, y_train, x_test, y_test (uint8 0-255 or float in [0,1]; "
              "N x H x W or N x C x H x W; integer labels in [0, K)), or an image folder DIR/train/<class>/*.png|jpg, "
@@ -52,8 +52,8 @@ def _data_option(ctx, param, value):
 
 
 def load_dataset(*args, **kwargs):
-    """na_deploy.data.load_dataset with the running command's --augment and --workers."""
-    from na_deploy.data import load_dataset as load
+    """na_deploy.data.arrays.load_dataset with the running command's --augment and --workers."""
+    from na_deploy.data.arrays import load_dataset as load
 
     meta = click.get_current_context().meta
     return load(*args, augment=meta.get("na_deploy.augment"), workers=meta.get("na_deploy.workers", 0), **kwargs)
@@ -84,7 +84,7 @@ def _common(fn):
 
 def _say(message: str, err: bool = False) -> None:
     """click.echo, by rank 0 alone under torchrun."""
-    from na_deploy.distributed import current
+    from na_deploy.training.distributed import current
 
     if current().is_main:
         click.echo(message, err=err)
@@ -92,10 +92,10 @@ def _say(message: str, err: bool = False) -> None:
 
 def torchrun_world(fn):
     """Under torchrun (RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT set) run the command inside
-    the process group (na_deploy.distributed.process_group, DDP training); ranks > 0 show no progress."""
+    the process group (na_deploy.training.distributed.process_group, DDP training); ranks > 0 show no progress."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from na_deploy.distributed import process_group
+        from na_deploy.training.distributed import process_group
 
         with process_group(kwargs.get("device", "auto")) as world:
             if not world.is_main:
@@ -151,8 +151,8 @@ def _resume_augment(ck, resume: str) -> None:
 def _resume(kind: str, resume: str, given: dict, data: Optional[str], device: str, quiet: bool) -> None:
     """`train --resume` / `quantize --resume`: check the checkpoint against the command and the options the
     user gave, load the same data, and continue the run. Every refusal comes before anything is written."""
-    from na_deploy.checkpoint import load_checkpoint
-    from na_deploy.train import check_compatible, check_resumable, resolve_device, resume_training
+    from na_deploy.training.checkpoint import load_checkpoint
+    from na_deploy.training.loop import check_compatible, check_resumable, resolve_device, resume_training
 
     command = "train" if kind == "fp" else "quantize"
     out_path = check_out(given["out"]) if "out" in given else Path(resume)
@@ -203,10 +203,10 @@ def train(model_name: str, epochs: int, lr: float, out: str, data: Optional[str]
     state, the data fingerprint, seed and per-epoch history.
 
     Multi-process: `torchrun --nproc_per_node N na-deploy train ...` trains with DDP (no extra option; see
-    na_deploy.distributed): --batch-size is the global batch, rank 0 writes --out and prints.
+    na_deploy.training.distributed): --batch-size is the global batch, rank 0 writes --out and prints.
     """
-    from na_deploy.checkpoint import check_model_name
-    from na_deploy.train import resolve_device, train_full_precision
+    from na_deploy.training.checkpoint import check_model_name
+    from na_deploy.training.loop import resolve_device, train_full_precision
 
     if resume is not None:
         given = _given("model_name", "epochs", "lr", "batch_size", "seed", "num_classes", "out")
@@ -225,8 +225,8 @@ def _load_from(from_ckpt: str, model_name: Optional[str], data: Optional[str], s
                num_classes: Optional[int]):
     """`quantize --from`: the fp checkpoint, the seed (default: the checkpoint's) and the same data, checked
     against each other before anything is written. The classes are the checkpoint's."""
-    from na_deploy.checkpoint import load_checkpoint
-    from na_deploy.train import check_compatible
+    from na_deploy.training.checkpoint import load_checkpoint
+    from na_deploy.training.loop import check_compatible
 
     fp = load_checkpoint(from_ckpt)
     seed = fp.seed if seed is None else seed
@@ -287,15 +287,15 @@ def quantize(from_ckpt: Optional[str], model_name: Optional[str], p: int, noise_
     Multi-process: `torchrun --nproc_per_node N na-deploy quantize ...` trains with DDP (as `train`); eps is
     drawn per rank from a seed of (--seed, rank, epoch).
     """
-    from na_deploy.checkpoint import check_model_name, load_checkpoint
+    from na_deploy.training.checkpoint import check_model_name, load_checkpoint
     from na_deploy.checks import check_p
-    from na_deploy.train import resolve_device, train_full_precision, train_qat
+    from na_deploy.training.loop import resolve_device, train_full_precision, train_qat
 
     if resume is not None:
         given = _given("from_ckpt", "model_name", "p", "noise_adaptor", "epochs", "lr", "batch_size", "seed",
                        "num_classes", "out", "l1_sparsity")
         return _resume("qat", resume, given, data, device, quiet)
-    from na_deploy.sparsity import check_l1
+    from na_deploy.training.l1_sparsity import check_l1
 
     l1_sparsity = check_l1(l1_sparsity)
     out_path = check_out(out)

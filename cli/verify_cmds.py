@@ -6,9 +6,9 @@ files atomically and turns the verdict into the exit code:
   0  every check passed;  1  a check failed (backend != reference, broken provenance link, fidelity below
   --min-agreement, golden difference);  2  a bad request (unreadable file, bad option, a net failing the fit).
 
-Checks, in order: provenance (`--against`, na_deploy.provenance), reference vs backend on the chosen samples
-(na_deploy.verify), fidelity against the FloatNet (na_deploy.fidelity; on whenever the FloatNet is found),
-golden traces (`--golden` / `--write-golden`, na_deploy.golden). `--shard i/n` picks a deterministic share of
+Checks, in order: provenance (`--against`, na_deploy.verify.provenance), reference vs backend on the chosen samples
+(na_deploy.verify.bit_exact), fidelity against the FloatNet (na_deploy.verify.fidelity; on whenever the FloatNet is found),
+golden traces (`--golden` / `--write-golden`, na_deploy.verify.golden). `--shard i/n` picks a deterministic share of
 the samples; `--jobs J` runs J shards as parallel processes and merges them (cli/verify_jobs.py).
 """
 from __future__ import annotations
@@ -21,9 +21,9 @@ import numpy as np
 
 from na_deploy.errors import NaDeployError
 
-from .lava_cmds import BACKEND_OPTION, TARGET_OPTION, _load_inputs, _load_intnet, _target_and_backend
-from .main import one_line_errors
-from .verify_report import format_report
+from na_deploy.cli.lava_cmds import BACKEND_OPTION, TARGET_OPTION, _load_inputs, _load_intnet, _target_and_backend
+from na_deploy.cli.main import one_line_errors
+from na_deploy.cli.verify_report import format_report
 
 
 def _float_net_for(net, net_path: str, float_net: Optional[str]):
@@ -31,7 +31,7 @@ def _float_net_for(net, net_path: str, float_net: Optional[str]):
     naming rule); None when there is none."""
     from na_deploy.io import load_net
     from na_deploy.ir import FloatNet
-    from na_deploy.provenance import recorded_float_path
+    from na_deploy.verify.provenance import recorded_float_path
 
     if float_net is None:
         cand = recorded_float_path(net_path, net)
@@ -50,7 +50,7 @@ def _select_samples(net, data: Optional[str], samples: int, shard: Optional[str]
     x = _load_inputs(net, data, samples)
     ids = np.arange(len(x))
     if shard:
-        from na_deploy.shards import parse_shard, shard_indices
+        from na_deploy.verify.shards import parse_shard, shard_indices
 
         i, n = parse_shard(shard)
         ids = shard_indices(len(x), i, n)  # refuses a shard count above the sample count
@@ -58,7 +58,7 @@ def _select_samples(net, data: Optional[str], samples: int, shard: Optional[str]
 
 
 def _check_provenance(net_path: str, against: str, target) -> dict:
-    from na_deploy.provenance import check_chain
+    from na_deploy.verify.provenance import check_chain
 
     chain = check_chain(net_path, against, target)
     return {"ok": bool(chain.ok), "message": "provenance chain intact" if chain.ok else chain.broken,
@@ -67,7 +67,7 @@ def _check_provenance(net_path: str, against: str, target) -> dict:
 
 def _check_fidelity(fnet, net, target, x, T: int, min_agreement: Optional[float], max_node_change: Optional[float],
                     trace=None) -> dict:
-    from na_deploy.fidelity import DEFAULT_MIN_AGREEMENT, fidelity
+    from na_deploy.verify.fidelity import DEFAULT_MIN_AGREEMENT, fidelity
 
     m = DEFAULT_MIN_AGREEMENT if min_agreement is None else float(min_agreement)
     rep = fidelity(fnet, net, target, x, T, trace=trace)
@@ -80,7 +80,7 @@ def _check_fidelity(fnet, net, target, x, T: int, min_agreement: Optional[float]
 
 def _check_golden(path: str, report, net) -> dict:
     """Both sides' traces against the golden file (the backend's first: it is what runs)."""
-    from na_deploy.golden import golden_report, load_golden
+    from na_deploy.verify.golden import golden_report, load_golden
 
     golden = load_golden(path)
     if [int(i) for i in golden.sample_ids] != list(report.sample_ids):
@@ -109,7 +109,7 @@ def _write_outputs(payload: dict, json_out: Optional[str], junit: Optional[str])
     if json_out:
         atomic_write_text(json_out, json.dumps(payload, indent=2, default=_jsonable) + "\n")
     if junit:
-        from na_deploy.junit import write_junit
+        from na_deploy.verify.junit import write_junit
 
         write_junit(junit, payload)
 
@@ -127,7 +127,7 @@ def verdict(payload: dict) -> bool:
 
 def _run_checks(o: dict, net, target, backend) -> dict:
     """Every check the options ask for -> the verify JSON payload (see the module docstring)."""
-    from na_deploy.golden import net_digest
+    from na_deploy.verify.golden import net_digest
 
     x, ids = _select_samples(net, o["data"], o["samples"], None if o["jobs"] > 1 else o["shard"])
     payload: dict = {"net": str(o["net_path"]), "data": o["data"] or "digits"}
@@ -140,14 +140,14 @@ def _run_checks(o: dict, net, target, backend) -> dict:
         raise NaDeployError(f"--float-net: its nodes differ from {o['net_path']}'s; pass the FloatNet written with it")
     ref_trace = None
     if o["jobs"] > 1:
-        from .verify_jobs import run_verify_jobs
+        from na_deploy.cli.verify_jobs import run_verify_jobs
 
         merged = run_verify_jobs(o["child_args"], min(o["jobs"], len(x)))
         merged.pop("passed", None)  # recomputed below, with this run's provenance / fidelity
         payload.update(merged)
         golden = None
     else:
-        from na_deploy.verify import verify as verify_on
+        from na_deploy.verify.bit_exact import verify as verify_on
 
         report = verify_on(net, x, o["timesteps"], target, backend, progress=not o["quiet"],
                            sample_ids=ids, timeout_s=o["timeout"])
@@ -155,7 +155,7 @@ def _run_checks(o: dict, net, target, backend) -> dict:
         ref_trace = report.reference_trace
         golden = _check_golden(o["golden"], report, net) if o["golden"] else None
         if o["write_golden"]:
-            from na_deploy.golden import write_golden
+            from na_deploy.verify.golden import write_golden
 
             write_golden(o["write_golden"], net, x, report.reference_trace, ids, report.timesteps)
     fid = None if fnet is None else _check_fidelity(fnet, net, target, x, o["timesteps"], o["min_agreement"],
@@ -202,11 +202,11 @@ def _check_options(o: dict) -> None:
               help="The FloatNet for the fidelity check [default: the one NET records beside it].")
 @click.option("--min-agreement", default=None, type=float,
               help="Fail when the integer SNN agrees with the float SNN on fewer samples than this share "
-                   "[default: na_deploy.fidelity.DEFAULT_MIN_AGREEMENT].")
+                   "[default: na_deploy.verify.fidelity.DEFAULT_MIN_AGREEMENT].")
 @click.option("--max-node-change", default=None, type=float,
               help="Also fail when a node's share of neurons whose spike count differs from the float SNN's exceeds "
                    "its inputs' by more than this (catches an IntNet of another training run; off by default, "
-                   "see na_deploy.fidelity).")
+                   "see na_deploy.verify.fidelity).")
 @click.option("--skip-fidelity", is_flag=True, help="Do not run the fidelity check even where a FloatNet is found.")
 @click.option("--write-golden", default=None, metavar="FILE", help="Store these samples' reference traces.")
 @click.option("--golden", default=None, metavar="FILE", help="Check the traces against a golden file.")
@@ -225,7 +225,7 @@ def verify(**o) -> None:
     when every check passed, 1 when one failed, 2 on a bad request (including a net failing the fit check)."""
     _check_options(o)
     net = _load_intnet(o["net_path"])
-    from na_deploy.offset_calibration import check_run
+    from na_deploy.ir.offset_calibration import check_run
 
     check_run(net, o["timesteps"])  # T < rho (offset calibration): one line, exit 2
     target, backend = _target_and_backend(o["target_name"], o["backend_name"], net)

@@ -3,7 +3,7 @@ verify-merge` (shard reports -> one verdict).
 
 `run_verify_jobs(argv, J)` starts J processes `python -m na_deploy.cli.main verify ARGV --shard k/J --json
 TMP_k --quiet` at once, waits for all of them, and merges their JSON reports with
-`na_deploy.shards.merge_reports`. Each process is a whole verify run (its own Lava runtime, and Lava runs
+`na_deploy.verify.shards.merge_reports`. Each process is a whole verify run (its own Lava runtime, and Lava runs
 each of its processes as an OS process), so J jobs use J runtimes side by side; each child's BLAS / OpenMP
 threads are capped at cores // J unless the caller's environment sets them. A child that exits with 2 (a bad
 request) or dies is reported as a one-line error carrying the child's last stderr line; the other children
@@ -24,10 +24,10 @@ from typing import Callable, Optional, Sequence
 
 import click
 
-from na_deploy.shards import ShardError, load_report, merge_reports
+from na_deploy.verify.shards import ShardError, load_report, merge_reports
 
-from .main import one_line_errors
-from .verify_report import layer_table
+from na_deploy.cli.main import one_line_errors
+from na_deploy.cli.verify_report import layer_table
 
 # options that name one output (or one golden file) of a whole run: a child of --jobs must not get them
 PER_RUN_OPTIONS = ("--shard", "--jobs", "--json", "--junit", "--write-golden", "--golden")

@@ -27,7 +27,7 @@ from na_deploy.errors import IRError
 from na_deploy.ir import IntNet
 from na_deploy.testing import assert_bit_exact
 
-from . import get_backend, get_target
+from na_deploy.hw_targets import get_backend, get_target
 
 
 def load_intnet(net_or_path: Any) -> IntNet:

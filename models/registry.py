@@ -6,7 +6,7 @@ are what a checkpoint records to rebuild the model.
 
 This package imports only torch and the standard library (the layering rule tests/test_layering.py
 enforces), so a refusal here is a `ModelRegistryError` (a ValueError). na_deploy's callers
-(`na_deploy.train.build_registry_model` / `check_model_name`, `Checkpoint.build_model`) turn it into
+(`na_deploy.training.loop.build_registry_model` / `check_model_name`, `Checkpoint.build_model`) turn it into
 na_deploy's `ModelError`, which the CLI prints as a one-line `error: ...` with exit code 2.
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any, Callable, NamedTuple
 
 from torch import nn
 
-from .resnet import resnet18, resnet20, resnet34, resnet50
-from .small import digits_cnn, tiny_resnet
+from na_deploy.models.resnet import resnet18, resnet20, resnet34, resnet50
+from na_deploy.models.small import digits_cnn, tiny_resnet
 
 
 class ModelRegistryError(ValueError):

@@ -1,6 +1,6 @@
 """CIFAR-style residual networks: ResNet-18/34 and ResNet-20 (basic blocks), ResNet-50 (bottleneck).
 
-Conversion-friendly by construction (DESIGN C2/C3):
+Conversion-friendly by construction (contract C2/C3):
 * every conv is followed by BatchNorm (folded later) and has no bias;
 * every activation is its own `nn.ReLU` module (one instance per use site), so surgery can replace it;
 * downsampling happens only with strided convolutions; a shortcut that changes shape is a 1x1 strided

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .resnet import BasicBlock, conv_bn, init_weights
+from na_deploy.models.resnet import BasicBlock, conv_bn, init_weights
 
 
 class TinyResNet(nn.Module):

@@ -9,7 +9,7 @@ from typing import Any, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
-from .errors import ModelError, SimulationError
+from na_deploy.errors import ModelError, SimulationError
 
 PIXEL_MAX = 255  # raw uint8 pixels enter the first layer as graded spikes (C4)
 
@@ -57,7 +57,7 @@ def check_pixels(inputs: Any, input_shape: Sequence[int], pixel_max: int = PIXEL
     """(B, *input_shape) integer pixels in [0, pixel_max] -> int64 array; SimulationError otherwise.
 
     One rule for every simulator and backend (C4): an integer (or bool) dtype; floats are refused, even
-    whole-valued ones (convert float data in [0, 1] with `na_deploy.data`, round half up of x * 255)."""
+    whole-valued ones (convert float data in [0, 1] with `na_deploy.data.arrays`, round half up of x * 255)."""
     x = np.asarray(inputs)
     want = tuple(int(s) for s in input_shape)
     if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != want:

@@ -5,7 +5,7 @@ from typing import Optional
 
 import torch
 
-from .errors import ModelError
+from na_deploy.errors import ModelError
 
 
 def default_device() -> torch.device:

@@ -1,4 +1,4 @@
-"""The two protocols every hardware target implements, and the result types they exchange (DESIGN: Targets).
+"""The two protocols every hardware target implements, and the result types they exchange (docs/contract.md: Targets).
 
 * `Target`: a chip's numbers. Limits, fixed point (FloatNet -> IntNet), fit check, the bit-accurate reference
   simulator, resources. Implemented by `hw_targets.<name>` (e.g. `hw_targets.loihi2.Loihi2Target`).
@@ -7,7 +7,7 @@
 
 The core (`na_deploy`) calls nothing outside these protocols and never imports a target: the CLI resolves
 `--target` / `--backend` in one place (`na_deploy.hw_targets.get_target` / `get_backend`) and passes the
-objects in. `na_deploy.verify` compares a target's reference with any backend (C6).
+objects in. `na_deploy.verify.bit_exact` compares a target's reference with any backend (C6).
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from typing import Any, Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from .errors import FitError
-from .ir import FloatNet, IntNet
+from na_deploy.errors import FitError
+from na_deploy.ir import FloatNet, IntNet
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Helpers for tests, ours and users': random IR networks, and `assert_bit_exact` for a user's own suite.
 
-`assert_bit_exact(net, inputs, T, target)` runs `na_deploy.verify.verify` (the target's reference vs its
+`assert_bit_exact(net, inputs, T, target)` runs `na_deploy.verify.bit_exact.verify` (the target's reference vs its
 default backend, or the one given) and raises AssertionError naming the first mismatch (sample, node,
 neuron, both values, step); it returns the VerifyReport. The core never imports a target: pass one, e.g.
 `na_deploy.hw_targets.loihi2.TARGET` (the pytest fixture `na_bit_exact` in
@@ -20,9 +20,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .ir import (INPUT_NAME, AvgPool2d, Conv2d, Dense, Identity, InputNode, IntNet, IntNeuronNode, IntReadoutNode,
+from na_deploy.ir import (INPUT_NAME, AvgPool2d, Conv2d, Dense, Identity, InputNode, IntNet, IntNeuronNode, IntReadoutNode,
                  Synapse)
-from .verify import verify
+from na_deploy.verify.bit_exact import verify
 
 TOPOLOGIES = ("dense_chain", "conv_chain", "conv_pool_dense", "residual_identity", "residual_conv")
 
@@ -154,7 +154,7 @@ def assert_bit_exact(net: IntNet, inputs: np.ndarray, timesteps: int, target: An
     """Assert that `backend` (default: `target.backend()`) reproduces `target`'s reference simulation of `net`
     on `inputs` at T = `timesteps` exactly (every node's spike counts and the readout potentials of every
     sample, contract C6); return the VerifyReport. Raises AssertionError with `mismatch_message` otherwise.
-    `verify_kwargs` go to `na_deploy.verify.verify` (locate, sample_ids, and the backend's run options such as
+    `verify_kwargs` go to `na_deploy.verify.bit_exact.verify` (locate, sample_ids, and the backend's run options such as
     timeout_s). Nets failing the target's fit check raise FitError, as in verify."""
     backend = target.backend() if backend is None else backend
     report = verify(net, inputs, timesteps, target, backend, **verify_kwargs)
@@ -170,7 +170,7 @@ def settle_batchnorm(model, seed: int = 0, step_size: float = 0.3):
     import torch
     from torch import nn
 
-    from .quant import QuantReLU
+    from na_deploy.training.quantizer import QuantReLU
 
     g = torch.Generator().manual_seed(seed)
     for m in model.modules():
@@ -190,9 +190,9 @@ def ridge_digits_cnn(seed: int = 0, *, data_seed: int = 0, grid: int = 50, width
     import torch
     from torch import nn
 
-    from .data import load_digits_dataset
-    from .models import build_model
-    from .surgery import calibrate_step_sizes, quantize_model
+    from na_deploy.data.arrays import load_digits_dataset
+    from na_deploy.models import build_model
+    from na_deploy.training.surgery import calibrate_step_sizes, quantize_model
 
     torch.manual_seed(seed)
     d = load_digits_dataset(data_seed)
@@ -221,7 +221,7 @@ def tampered(inet: IntNet, node_name: str, threshold: int = 3) -> IntNet:
     threshold set to `threshold` (what provenance and fidelity checks must catch)."""
     import dataclasses
 
-    from .ir import replace_nodes
+    from na_deploy.ir import replace_nodes
 
     def neg(op):
         if isinstance(op, Conv2d):

@@ -9,13 +9,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from na_deploy.checkpoint import save_checkpoint
+from na_deploy.training.checkpoint import save_checkpoint
 from na_deploy.cli.main import cli
 from na_deploy.convert import convert_checkpoint, to_floatnet
 from na_deploy.convert.bias_shift import apply_bias_shift, bias_shift_of
 from na_deploy.errors import NaDeployError
-from na_deploy.float_sim import simulate_float
-from na_deploy.provenance import compare_nets
+from na_deploy.simulate.float_snn import simulate_float
+from na_deploy.verify.provenance import compare_nets
 from na_deploy.testing import ridge_digits_cnn
 
 
@@ -41,7 +41,7 @@ def test_shift_moves_the_precharge_and_first_layer_counts_are_unchanged(digits, 
 
 def test_relays_keep_their_precharge():
     from na_deploy.models import build_model
-    from na_deploy.surgery import quantize_model
+    from na_deploy.training.surgery import quantize_model
 
     torch.manual_seed(0)
     m = quantize_model(build_model("tiny_resnet", 1, 10, 28), p=2).eval()
@@ -52,7 +52,7 @@ def test_relays_keep_their_precharge():
 
 
 def test_recorded_and_re_derived_and_cli(digits, tmp_path):
-    from na_deploy.checkpoint import Checkpoint, cpu_state_dict
+    from na_deploy.training.checkpoint import Checkpoint, cpu_state_dict
 
     model, d, _ = digits
     ck = Checkpoint(kind="qat", model_name="digits_cnn", model_kwargs={"in_channels": 1, "num_classes": 10,

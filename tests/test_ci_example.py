@@ -133,7 +133,7 @@ INNER_TESTS = '''
 import numpy as np
 
 from na_deploy.hw_targets.loihi2 import TARGET
-from na_deploy.hw_targets.loihi2.lava_backend import LavaBackend
+from na_deploy.hw_targets.loihi2.lava.backend import LavaBackend
 from na_deploy.io import save_net
 from na_deploy.testing import random_inputs, random_intnet
 

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from na_deploy.cli.main import cli
-from na_deploy.compare_variants import Inference, Training, parse_variant, parse_variants
+from na_deploy.pipeline.variants import Inference, Training, parse_variant, parse_variants
 from na_deploy.errors import NaDeployError
 
 
@@ -85,9 +85,9 @@ def test_compare_run_writes_tables(compare_run):
 
 def test_compare_numbers_are_the_simulators(compare_run):
     """The table's integer accuracy and spikes are the reference's on that variant's net (re-derived here)."""
-    from na_deploy.data import load_dataset
+    from na_deploy.data.arrays import load_dataset
     from na_deploy.hw_targets import get_target
-    from na_deploy.pipeline_compare import convert_variant
+    from na_deploy.pipeline.compare import convert_variant
 
     out, comp = compare_run
     target = get_target("loihi2")
@@ -108,7 +108,7 @@ def test_steps_per_inference_is_the_lava_slot(inf):
     """The table's "time steps per inference" is the Lava backend's measured per-sample slot."""
     from na_deploy.convert import to_floatnet
     from na_deploy.hw_targets import get_target
-    from na_deploy.offset_calibration import steps_per_inference
+    from na_deploy.ir.offset_calibration import steps_per_inference
     from na_deploy.testing import ridge_digits_cnn
 
     target = get_target("loihi2")

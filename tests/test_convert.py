@@ -8,16 +8,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from na_deploy.ann_eval import ann_forward, argmax_lowest
-from na_deploy.checkpoint import Checkpoint, cpu_state_dict, save_checkpoint
+from na_deploy.simulate.ann import ann_forward, argmax_lowest
+from na_deploy.training.checkpoint import Checkpoint, cpu_state_dict, save_checkpoint
 from na_deploy.convert import convert_checkpoint, fold_batchnorm, to_floatnet
 from na_deploy.errors import ConversionError
 from na_deploy.io import load_net, save_net
 from na_deploy.ir import AvgPool2d, Conv2d, Dense
 from na_deploy.models import MODEL_NAMES, build_model
-from na_deploy.provenance import made_from
-from na_deploy.quant import QuantReLU
-from na_deploy.surgery import quantize_model
+from na_deploy.verify.provenance import made_from
+from na_deploy.training.quantizer import QuantReLU
+from na_deploy.training.surgery import quantize_model
 
 
 # ------------------------------------------------------------------------------------------ helpers

@@ -2,7 +2,7 @@
 one-line `error:` with exit code 2 and nothing written.
 
 Checkpoints are real QAT checkpoints (registry digits_cnn, quantize_model, random BN statistics) written with
-na_deploy.checkpoint. The unsupported-op and MaxPool cases register a small user model in the model registry
+na_deploy.training.checkpoint. The unsupported-op and MaxPool cases register a small user model in the model registry
 (`models.registry._SPECS`, via monkeypatch) because every shipped model converts.
 """
 from __future__ import annotations
@@ -16,14 +16,14 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from na_deploy.checkpoint import Checkpoint, cpu_state_dict, save_checkpoint
+from na_deploy.training.checkpoint import Checkpoint, cpu_state_dict, save_checkpoint
 from na_deploy.cli.main import cli
-from na_deploy.data import load_dataset
+from na_deploy.data.arrays import load_dataset
 from na_deploy.hw_targets.loihi2 import TARGET
 from na_deploy.io import load_net
 from na_deploy.ir import FloatNet, IntNet
 from na_deploy.models import build_model
-from na_deploy.surgery import quantize_model
+from na_deploy.training.surgery import quantize_model
 from na_deploy.testing import settle_batchnorm
 
 KW = {"in_channels": 1, "num_classes": 10, "input_size": 8}

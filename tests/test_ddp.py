@@ -7,7 +7,7 @@ embedded digits with global batch 64 (steps of 64, 64 and a partial 23 -> shards
   c. QAT (noise adaptor off) from the 1-process fp model -> qat_w2.pt        (vs the same in one process)
   d. QAT with the noise adaptor on: each rank's eps and final weights      (eps differ, weights equal)
 and the parent resumes the 2-rank checkpoint fp_w2.pt in one process. With the noise adaptor off every
-BatchNorm uses global-batch statistics (na_deploy.distributed.global_batchnorm), so the 2-rank run computes
+BatchNorm uses global-batch statistics (na_deploy.training.distributed.global_batchnorm), so the 2-rank run computes
 the single-process step on the same global batch: equal to float tolerance (gradient all-reduce order).
 """
 from __future__ import annotations
@@ -24,11 +24,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from na_deploy import distributed
-from na_deploy.checkpoint import build_registry_model, load_checkpoint
-from na_deploy.data import Dataset, load_digits_dataset
-from na_deploy.quant import QuantReLU
-from na_deploy.train import resume_training, train_full_precision, train_qat
+from na_deploy.training import distributed
+from na_deploy.training.checkpoint import build_registry_model, load_checkpoint
+from na_deploy.data.arrays import Dataset, load_digits_dataset
+from na_deploy.training.quantizer import QuantReLU
+from na_deploy.training.loop import resume_training, train_full_precision, train_qat
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_KW = {"widths": (4, 8)}
@@ -182,7 +182,7 @@ def test_resume_across_world_sizes(ddp_run):
 def test_qat_in_two_ranks_equals_one_process_and_converts(ddp_run):
     from na_deploy.convert import convert_checkpoint
     from na_deploy.hw_targets import get_target
-    from na_deploy.verify import verify
+    from na_deploy.verify.bit_exact import verify
 
     tmp, ds = ddp_run
     two = load_checkpoint(tmp / "qat_w2.pt")

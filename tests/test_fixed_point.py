@@ -1,4 +1,4 @@
-"""Loihi 2 fixed point (DESIGN C5) and fit checks: FloatNet -> IntNet is valid, fits, obeys Lava's weight rules,
+"""Loihi 2 fixed point (contract C5) and fit checks: FloatNet -> IntNet is valid, fits, obeys Lava's weight rules,
 agrees with the float SNN on predictions, and crafted nets that break each rule are reported by node and limit.
 
 `random_floatnet` (also used by test_reference.py) draws small FloatNets of several topologies, with residual
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from na_deploy.delays import balance_delays
+from na_deploy.convert.delays import balance_delays
 from na_deploy.errors import FitError
 from na_deploy.ir import (INPUT_NAME, AvgPool2d, Conv2d, Dense, FloatNet, Identity, InputNode, IntNet, IntNeuronNode,
                           NeuronNode, ReadoutNode, Synapse)
@@ -19,8 +19,8 @@ from na_deploy.hw_targets.loihi2.fit import check_fit, static_bounds
 from na_deploy.hw_targets.loihi2.fixed_point import (round_half_away, round_half_up, to_fixed_point,
                                                       to_fixed_point_with_report)
 from na_deploy.hw_targets.loihi2.limits import LOIHI2, Loihi2Limits
-from na_deploy.hw_targets.loihi2.reference import reference_simulate
-from na_deploy.torch_ops import compile_op
+from na_deploy.hw_targets.loihi2.reference.fast import reference_simulate
+from na_deploy.simulate.torch_ops import compile_op
 from na_deploy.testing import random_intnet
 
 FLOAT_TOPOLOGIES = ("dense_chain", "conv_chain", "conv_pool_dense", "residual_identity", "residual_conv")

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from na_deploy.ann_eval import ann_forward, argmax_lowest
+from na_deploy.simulate.ann import ann_forward, argmax_lowest
 from na_deploy.convert import to_floatnet
 from na_deploy.errors import SimulationError
-from na_deploy.float_sim import check_timesteps, simulate_float
+from na_deploy.simulate.float_snn import check_timesteps, simulate_float
 from na_deploy.ir import Conv2d, Dense, FloatNet, Identity, InputNode, NeuronNode, ReadoutNode, Synapse
 from na_deploy.models import build_model
-from na_deploy.surgery import quantize_model
+from na_deploy.training.surgery import quantize_model
 from na_deploy.testing import ridge_digits_cnn
 
 

@@ -1,4 +1,4 @@
-"""Golden traces (na_deploy.golden): the content digest of a net, the golden file's round trip, its deterministic
+"""Golden traces (na_deploy.verify.golden): the content digest of a net, the golden file's round trip, its deterministic
 bytes, a changed net caught with its first difference named, and every corrupt file as a one-line GoldenError.
 
 The net is the real path: registry digits_cnn -> quantize_model (random BN statistics, step size 0.3) ->
@@ -16,17 +16,17 @@ import pytest
 import torch
 
 from na_deploy.convert import to_floatnet
-from na_deploy.data import load_digits_dataset
-from na_deploy.golden import (FORMAT_NAME, TOOLCHAIN, Golden, GoldenError, compare_golden, golden_report,
+from na_deploy.data.arrays import load_digits_dataset
+from na_deploy.verify.golden import (FORMAT_NAME, TOOLCHAIN, Golden, GoldenError, compare_golden, golden_report,
                               load_golden, net_digest, toolchain_versions, write_golden)
 from na_deploy.hw_targets.loihi2 import TARGET
 from na_deploy.io import load_net, save_net
 from na_deploy.ir import Conv2d, Synapse
 from na_deploy.ir.graph import replace_nodes
 from na_deploy.models import build_model
-from na_deploy.surgery import quantize_model
+from na_deploy.training.surgery import quantize_model
 from na_deploy.testing import settle_batchnorm
-from na_deploy.verify import first_difference
+from na_deploy.verify.bit_exact import first_difference
 
 T = 8
 

@@ -1,4 +1,4 @@
-"""Image-folder data with augmentation, streamed through a DataLoader (issue 13 item 2; DESIGN C4).
+"""Image-folder data with augmentation, streamed through a DataLoader (issue 13 item 2; contract C4).
 
 Tiny generated folders (a few 8x8 / mixed-size PNGs in tmp_path). What is proven: folder pixels reach the network
 as the uint8 files hold them (C4: no mean, scale = 1/(255 std)); batches are seeded and identical with 0 or 2
@@ -15,9 +15,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from na_deploy.cli.main import cli
-from na_deploy.data import Dataset, batches, channel_std, load_dataset, make_loaders, test_batches
+from na_deploy.data.arrays import Dataset, batches, channel_std, load_dataset, make_loaders, test_batches
 from na_deploy.errors import DataError
-from na_deploy.transforms import CIFAR_PAD, cifar_train, eval_view, sample_rng, train_view
+from na_deploy.data.transforms import CIFAR_PAD, cifar_train, eval_view, sample_rng, train_view
 
 
 def write_folder(root, classes=("cat", "ant", "bee"), n_train=4, n_val=2, size=(8, 8), seed=0, mode="RGB"):
@@ -142,7 +142,7 @@ def test_imagenet_views_resize_mixed_sizes(tmp_path):
 
 
 def test_training_and_calibration_run_on_a_folder(folder):
-    from na_deploy.train import calibration_batch, dataset_accuracy, train_full_precision, train_qat
+    from na_deploy.training.loop import calibration_batch, dataset_accuracy, train_full_precision, train_qat
 
     root, arrays = folder
     ds = load_dataset(root, augment="cifar")
@@ -215,12 +215,12 @@ def test_simulate_streams_a_folder_and_equals_the_arrays(folder, tmp_path):
 
     from click.testing import CliRunner
 
-    from na_deploy.accuracy import accuracy_vs_timesteps
+    from na_deploy.evaluate.accuracy import accuracy_vs_timesteps
     from na_deploy.cli.main import cli
     from na_deploy.convert import convert_checkpoint
     from na_deploy.hw_targets import get_target
-    from na_deploy.loaders import eval_inputs
-    from na_deploy.train import train_full_precision, train_qat
+    from na_deploy.data.loaders import eval_inputs
+    from na_deploy.training.loop import train_full_precision, train_qat
 
     root, _ = folder
     ds = load_dataset(root)

@@ -5,7 +5,7 @@ import h5py
 import numpy as np
 import pytest
 
-from na_deploy.delays import balance_delays
+from na_deploy.convert.delays import balance_delays
 from na_deploy.errors import IRError
 from na_deploy.ir import (AvgPool2d, Conv2d, Dense, FloatNet, Identity, InputNode, IntNet, IntNeuronNode,
                           IntReadoutNode, NeuronNode, ReadoutNode, Synapse)

@@ -1,4 +1,4 @@
-"""JUnit XML of a verify report (na_deploy/junit.py): what CI tools read.
+"""JUnit XML of a verify report (na_deploy/verify/junit.py): what CI tools read.
 
 One test case per sample and per node (+ the readout potentials, + each check section present), failures
 carrying the first difference, suite counts that add up, deterministic bytes, read back both by xml.etree and
@@ -15,7 +15,7 @@ import pytest
 from junitparser import Failure, JUnitXml, Skipped
 
 from na_deploy.errors import NaDeployError
-from na_deploy.junit import CHECKS_CLASS, LAYERS_CLASS, READOUT_CASE, SAMPLES_CLASS, junit_xml, write_junit
+from na_deploy.verify.junit import CHECKS_CLASS, LAYERS_CLASS, READOUT_CASE, SAMPLES_CLASS, junit_xml, write_junit
 
 
 def _report(bad: bool = False) -> dict:
@@ -157,7 +157,7 @@ def _shard(ids: list, i: int, n: int) -> dict:
 
 
 def test_merged_shard_reports_name_a_missing_shard():
-    from na_deploy.shards import merge_reports
+    from na_deploy.verify.shards import merge_reports
 
     parts = [_shard([0, 3], 1, 3), _shard([1, 4], 2, 3), _shard([2], 3, 3)]
     cases = {c.get("name"): c for c in _cases(junit_xml(merge_reports(parts)))}
@@ -172,10 +172,10 @@ def test_merged_shard_reports_name_a_missing_shard():
 def test_real_verify_report_with_an_injected_fault():
     """verify on Lava with one hidden conv weight changed after build (the on_build fault hook): the JUnit
     failures name the samples and the node that verify found different; the other node's case passes."""
-    pytest.importorskip("na_deploy.hw_targets.loihi2.lava_backend")
+    pytest.importorskip("na_deploy.hw_targets.loihi2.lava.backend")
     from na_deploy.hw_targets.loihi2 import TARGET
     from na_deploy.testing import random_inputs, random_intnet
-    from na_deploy.verify import verify
+    from na_deploy.verify.bit_exact import verify
 
     rng = np.random.default_rng(12)
     net = random_intnet(rng, "conv_chain", size=4)

@@ -1,4 +1,4 @@
-"""The Lava backend (hw_targets/loihi2/lava_*.py + lava_proc/) against the integer reference.
+"""The Lava backend (hw_targets/loihi2/lava/) against the integer reference.
 
 C3/C6: Lava's per-node spike counts and readout potentials equal `reference_slow` exactly, on every sample,
 for >= 200 random IntNets (NA_DEPLOY_LAVA_NETS overrides the count). Plus: op layouts (conv / pool / dense
@@ -17,19 +17,19 @@ import numpy as np
 import pytest
 
 from na_deploy.errors import FitError, SimulationError
-from na_deploy.hw_targets.loihi2.reference_slow import int_op, shift, slow_reference_simulate
+from na_deploy.hw_targets.loihi2.reference.slow import int_op, shift, slow_reference_simulate
 from na_deploy.ir import (INPUT_NAME, AvgPool2d, Conv2d, Dense, Identity, InputNode, IntNet, IntNeuronNode,
                           IntReadoutNode, Synapse)
 from na_deploy.hw_targets.loihi2 import TARGET
 from na_deploy.testing import TOPOLOGIES, random_inputs, random_intnet
-from na_deploy.verify import first_difference, reference_step_records, verify
+from na_deploy.verify.bit_exact import first_difference, reference_step_records, verify
 
-lb = pytest.importorskip("na_deploy.hw_targets.loihi2.lava_backend")
+lb = pytest.importorskip("na_deploy.hw_targets.loihi2.lava.backend")
 from lava.magma.core.run_conditions import RunSteps  # noqa: E402  (after lava_backend: fork start method)
 from lava.magma.core.run_configs import Loihi2SimCfg  # noqa: E402
 
-from na_deploy.hw_targets.loihi2.lava_proc import models as lava_models  # noqa: E402
-from na_deploy.hw_targets.loihi2.lava_proc.process import Accumulator, GradedSource  # noqa: E402
+from na_deploy.hw_targets.loihi2.lava.processes import models as lava_models  # noqa: E402
+from na_deploy.hw_targets.loihi2.lava.processes.process import Accumulator, GradedSource  # noqa: E402
 
 pytestmark = pytest.mark.lava
 

@@ -12,13 +12,13 @@ import pytest
 from click.testing import CliRunner
 
 from na_deploy.cli.main import cli
-from na_deploy.hw_targets.loihi2.reference_slow import slow_reference_simulate
+from na_deploy.hw_targets.loihi2.reference.slow import slow_reference_simulate
 from na_deploy.io import save_net
-from na_deploy.provenance import sha256_file
+from na_deploy.verify.provenance import sha256_file
 from na_deploy.testing import random_intnet
 
-lb = pytest.importorskip("na_deploy.hw_targets.loihi2.lava_backend")
-from na_deploy.hw_targets.loihi2.lava_proc import models as lava_models  # noqa: E402
+lb = pytest.importorskip("na_deploy.hw_targets.loihi2.lava.backend")
+from na_deploy.hw_targets.loihi2.lava.processes import models as lava_models  # noqa: E402
 
 pytestmark = pytest.mark.lava
 

@@ -1,4 +1,4 @@
-"""`ConvFast` (hw_targets/loihi2/lava_proc/conv_fast.py) computes exactly what Lava's own `Conv` fixed_pt model
+"""`ConvFast` (hw_targets/loihi2/lava/processes/conv_fast.py) computes exactly what Lava's own `Conv` fixed_pt model
 computes (C6): the same integers, the same one-step delay, the same layouts / padding / stride / dilation /
 groups, binarised binary messages, the 24-bit wrap; and a whole net through the Lava backend gives the same
 trace with `ConvFast` as with Lava's `Conv` and as the reference.
@@ -14,7 +14,7 @@ import pytest
 from na_deploy.hw_targets.loihi2 import TARGET
 from na_deploy.testing import random_inputs, random_intnet
 
-lb = pytest.importorskip("na_deploy.hw_targets.loihi2.lava_backend")
+lb = pytest.importorskip("na_deploy.hw_targets.loihi2.lava.backend")
 from lava.magma.core.run_conditions import RunSteps  # noqa: E402  (after lava_backend: fork start method)
 from lava.magma.core.run_configs import Loihi2SimCfg  # noqa: E402
 from lava.proc.conv import utils as lava_conv_utils  # noqa: E402
@@ -22,9 +22,9 @@ from lava.proc.conv.process import Conv  # noqa: E402
 from lava.proc.io.sink import RingBuffer as Sink  # noqa: E402
 from lava.proc.io.source import RingBuffer as Source  # noqa: E402
 
-from na_deploy.hw_targets.loihi2 import lava_graph  # noqa: E402
-from na_deploy.hw_targets.loihi2.lava_proc import conv_fast  # noqa: E402
-from na_deploy.hw_targets.loihi2.lava_proc.conv_fast import ConvFast, conv_lava_exact, signed_wrap  # noqa: E402
+from na_deploy.hw_targets.loihi2.lava import graph as lava_graph  # noqa: E402
+from na_deploy.hw_targets.loihi2.lava.processes import conv_fast  # noqa: E402
+from na_deploy.hw_targets.loihi2.lava.processes.conv_fast import ConvFast, conv_lava_exact, signed_wrap  # noqa: E402
 
 pytestmark = pytest.mark.lava
 
@@ -68,8 +68,8 @@ def test_conv_equals_lava_utils_conv_on_random_cases():
 def test_conv_lava_layout_is_torch_conv2d():
     """With the project's weight mapping (lava_layout.conv_weights_for_lava), ConvFast's conv is the IR's
     conv2d (reference_slow.int_op) on (C, H, W) maps, strided, padded and grouped."""
-    from na_deploy.hw_targets.loihi2.lava_layout import conv_weights_for_lava, from_lava_layout, to_lava_layout
-    from na_deploy.hw_targets.loihi2.reference_slow import int_op
+    from na_deploy.hw_targets.loihi2.lava.layout import conv_weights_for_lava, from_lava_layout, to_lava_layout
+    from na_deploy.hw_targets.loihi2.reference.slow import int_op
     from na_deploy.ir import Conv2d
 
     rng = np.random.default_rng(3)
@@ -161,9 +161,9 @@ def test_lava_graph_uses_conv_fast_and_equals_stock_conv_and_reference(monkeypat
 
 
 def test_conv_fast_module_has_no_torch_and_no_side_effects():
-    """Lava executes every module of lava_proc/ while searching for models: conv_fast imports no torch and
+    """Lava executes every module of processes/ while searching for models: conv_fast imports no torch and
     runs nothing at import beyond definitions."""
-    path = Path(lava_graph.__file__).parent / "lava_proc" / "conv_fast.py"
+    path = Path(lava_graph.__file__).parent / "processes" / "conv_fast.py"
     tree = ast.parse(path.read_text())
     names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
@@ -177,8 +177,8 @@ def test_resnet18_smoke_preset_is_a_valid_pipeline_config():
     """cifar10-resnet18-smoke: resnet18, p = 2, verify 2 samples at T = 4, timesteps (1, 2, 4); a valid config."""
     from dataclasses import fields
 
-    from na_deploy.pipeline import PipelineConfig
-    from na_deploy.presets import PRESETS, resolve_config
+    from na_deploy.pipeline.run import PipelineConfig
+    from na_deploy.pipeline.presets import PRESETS, resolve_config
 
     defaults = {f.name: f.default for f in fields(PipelineConfig)}
     c = resolve_config(defaults, "cifar10-resnet18-smoke", {})
@@ -195,7 +195,7 @@ def test_cifar_like_generator_is_deterministic_and_loads(tmp_path):
     import subprocess
     import sys
 
-    from na_deploy.data import load_dataset
+    from na_deploy.data.arrays import load_dataset
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "make_cifar_like_npz.py"
     paths = [tmp_path / n for n in ("a.npz", "b.npz", "c.npz")]

@@ -1,4 +1,4 @@
-"""Backend "lava-lif" (hw_targets/loihi2/lava_lif_backend.py): mode "zero" IntNets on Lava's stock LIF.
+"""Backend "lava-lif" (hw_targets/loihi2/lava/lif_backend.py): mode "zero" IntNets on Lava's stock LIF.
 
 Exactness (C3, C6): per-node spike counts and readout potentials equal `reference_slow` on every node and
 sample, for random zero-mode IntNets (NA_DEPLOY_LAVA_LIF_NETS, default 100, ~1.5 min; the full 200, ~3 min,
@@ -20,13 +20,13 @@ import pytest
 
 from na_deploy.errors import ExportNotSupported, FitError
 from na_deploy.hw_targets.loihi2 import TARGET
-from na_deploy.hw_targets.loihi2.reference_slow import slow_reference_simulate
+from na_deploy.hw_targets.loihi2.reference.slow import slow_reference_simulate
 from na_deploy.ir import (ZERO, Dense, InputNode, IntNet, IntNeuronNode, IntReadoutNode, Synapse,
                           replace_nodes)
 from na_deploy.testing import TOPOLOGIES, random_inputs, random_intnet
-from na_deploy.verify import first_difference, reference_step_records, verify
+from na_deploy.verify.bit_exact import first_difference, reference_step_records, verify
 
-llb = pytest.importorskip("na_deploy.hw_targets.loihi2.lava_lif_backend")
+llb = pytest.importorskip("na_deploy.hw_targets.loihi2.lava.lif_backend")
 
 pytestmark = pytest.mark.lava
 

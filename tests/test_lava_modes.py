@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 
 from na_deploy.errors import FitError, SimulationError
-from na_deploy.hw_targets.loihi2.reference_slow import int_op, shift, wrap
+from na_deploy.hw_targets.loihi2.reference.slow import int_op, shift, wrap
 from na_deploy.ir import INPUT_NAME, IntNet, NeuronModel, neuron_model
 from na_deploy.testing import TOPOLOGIES, random_inputs, random_intnet
 
-lb = pytest.importorskip("na_deploy.hw_targets.loihi2.lava_backend")
+lb = pytest.importorskip("na_deploy.hw_targets.loihi2.lava.backend")
 from na_deploy.hw_targets.loihi2 import TARGET  # noqa: E402
-from na_deploy.hw_targets.loihi2.lava_graph import build_lava_graph, window_starts  # noqa: E402
-from na_deploy.hw_targets.loihi2.lava_runtime import run_graph  # noqa: E402
+from na_deploy.hw_targets.loihi2.lava.graph import build_lava_graph, window_starts  # noqa: E402
+from na_deploy.hw_targets.loihi2.lava.runtime import run_graph  # noqa: E402
 
 pytestmark = pytest.mark.lava
 
@@ -231,7 +231,7 @@ def test_digits_net_lava_equals_reference_and_spec_every_node_and_step(digits_in
     """The digits net in each mode (the conversion of both new modes is subtract's: same integer net, only the
     neuron differs; offset calibration: meta offset_steps): Lava == `reference_simulate` (every node, the
     readout, event counts) on 3 samples, and Lava's per-step records of the last sample == the spec model's."""
-    from na_deploy.hw_targets.loihi2.reference import reference_simulate
+    from na_deploy.hw_targets.loihi2.reference.fast import reference_simulate
 
     base, x = digits_intnet
     net = IntNet(input=base.input, nodes=[dataclasses.replace(n, neuron=_model(mode)) for n in base.nodes],

@@ -5,11 +5,11 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from na_deploy.checkpoint import build_registry_model
+from na_deploy.training.checkpoint import build_registry_model
 from na_deploy.errors import ModelError
 from na_deploy.models import MODEL_NAMES, ModelRegistryError, build_model
-from na_deploy.quant import QuantReLU
-from na_deploy.surgery import (calibrate_step_sizes, mse_optimal_step, quant_layers, quantization_mse,
+from na_deploy.training.quantizer import QuantReLU
+from na_deploy.training.surgery import (calibrate_step_sizes, mse_optimal_step, quant_layers, quantization_mse,
                                quantize_model)
 
 # name -> (in_channels, input_size, expected number of ReLUs: stem + per-block ReLUs)

@@ -1,4 +1,4 @@
-"""Backend "netx" and `export --format netx` (hw_targets/loihi2/netx_format.py, netx_backend.py, netx_export.py).
+"""Backend "netx" and `export --format netx` (hw_targets/loihi2/netx/format.py, netx_backend.py, netx_export.py).
 
 Proof by the real reader (C3, C6): our netx file, loaded by lava-dl's own `netx.hdf5.Network` and run in Lava
 (Loihi2SimCfg, fixed_pt, Lava's stock LIFReset built by netx), gives per-layer spike counts and readout potentials
@@ -23,14 +23,14 @@ from na_deploy.cli.main import cli
 from na_deploy.convert import to_floatnet
 from na_deploy.errors import ExportNotSupported, FitError
 from na_deploy.hw_targets.loihi2 import TARGET
-from na_deploy.hw_targets.loihi2.netx_format import netx_layers, netx_runnable, netx_rules, write_netx
-from na_deploy.hw_targets.loihi2.reference import reference_simulate
+from na_deploy.hw_targets.loihi2.netx.format import netx_layers, netx_runnable, netx_rules, write_netx
+from na_deploy.hw_targets.loihi2.reference.fast import reference_simulate
 from na_deploy.io import load_net, save_net
 from na_deploy.ir import ZERO, Dense, IntNet, Synapse, replace_nodes
 from na_deploy.testing import random_inputs, random_intnet, ridge_digits_cnn
-from na_deploy.verify import first_difference
+from na_deploy.verify.bit_exact import first_difference
 
-nxb = pytest.importorskip("na_deploy.hw_targets.loihi2.netx_backend")
+nxb = pytest.importorskip("na_deploy.hw_targets.loihi2.netx.backend")
 
 pytestmark = pytest.mark.lava
 

@@ -1,4 +1,4 @@
-"""The neuron model as one strategy (DESIGN C2 "Neuron modes"): the same step on every array type, the
+"""The neuron model as one strategy (contract C2 "Neuron modes"): the same step on every array type, the
 in-place numpy form equal to the generic one, the stable HDF5 encoding, and refusal by name where a target
 cannot run a model."""
 from dataclasses import replace
@@ -99,8 +99,8 @@ def test_a_target_refuses_a_model_it_cannot_run_by_name():
 def test_every_model_runs_identically_in_the_fast_and_the_slow_reference_C6(name, topology):
     """Both references take their step from the node's model, so any registered model (a new one too) is
     checked fast == slow, numpy and torch engines, without another line of test."""
-    from na_deploy.hw_targets.loihi2.reference import reference_simulate
-    from na_deploy.hw_targets.loihi2.reference_slow import slow_reference_simulate
+    from na_deploy.hw_targets.loihi2.reference.fast import reference_simulate
+    from na_deploy.hw_targets.loihi2.reference.slow import slow_reference_simulate
     from na_deploy.ir import replace_nodes
     from na_deploy.testing import random_inputs
 

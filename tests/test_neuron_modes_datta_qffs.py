@@ -1,4 +1,4 @@
-"""Neuron modes "negative" (QFFS signed spikes) and "accumulate" (Datta's accumulate-then-fire), DESIGN C2 / C3 /
+"""Neuron modes "negative" (QFFS signed spikes) and "accumulate" (Datta's accumulate-then-fire), contract C2 / C3 /
 C5 / C6: the rules by hand, the float SNN equal to the integer reference on exactly representable nets (every
 mode), signed counts and event counts, one run per T for a windowed model, the fit bound, the converter."""
 import copy
@@ -10,13 +10,13 @@ import torch
 
 from na_deploy.convert.neuron_modes import NEURON_MODES, apply_neuron_mode, convert_inference_mode, mode_of
 from na_deploy.errors import ConversionError
-from na_deploy.float_sim import simulate_float
+from na_deploy.simulate.float_snn import simulate_float
 from na_deploy.hw_targets.loihi2 import TARGET
 from na_deploy.hw_targets.loihi2.fit import (accumulate_membrane_interval, check_fit, membrane_interval, node_bound,
                                              op_interval)
 from na_deploy.hw_targets.loihi2.limits import LOIHI2
-from na_deploy.hw_targets.loihi2.reference import reference_simulate, reference_simulate_multi
-from na_deploy.hw_targets.loihi2.reference_slow import slow_reference_simulate
+from na_deploy.hw_targets.loihi2.reference.fast import reference_simulate, reference_simulate_multi
+from na_deploy.hw_targets.loihi2.reference.slow import slow_reference_simulate
 from na_deploy.ir import Dense, FloatNet, Identity, IntNet, NeuronNode, ReadoutNode, Synapse, replace_nodes
 from na_deploy.ir.neuron import ACCUMULATE, NEGATIVE, SUBTRACT
 from na_deploy.testing import random_inputs, random_intnet

@@ -15,7 +15,7 @@ from na_deploy.errors import IRError, ModelError
 from na_deploy.io import load_net, save_net
 from na_deploy.io.nir_io import from_nir, load_nir, nir_warnings, to_nir, write_nir
 from na_deploy.ir import ZERO, AvgPool2d, Conv2d, Identity, replace_nodes
-from na_deploy.hw_targets.loihi2.reference import reference_simulate
+from na_deploy.hw_targets.loihi2.reference.fast import reference_simulate
 from na_deploy.testing import TOPOLOGIES, random_inputs, random_intnet
 
 
@@ -132,9 +132,9 @@ def test_foreign_graph_to_loihi2_fixed_point(tmp_path):
     reference agrees with the float SNN. (At the default max_timesteps = 256 the stock LIF's 17-bit membrane
     must hold 256 steps of worst-case negative drift from raw pixels, which coarsens layer 1 to weights
     {-1, 0, 1} and silences it: the fixed point must be made for the T it runs.)"""
-    from na_deploy.float_sim import simulate_float
+    from na_deploy.simulate.float_snn import simulate_float
     from na_deploy.hw_targets.loihi2 import TARGET
-    from na_deploy.hw_targets.loihi2.reference import reference_simulate
+    from na_deploy.hw_targets.loihi2.reference.fast import reference_simulate
 
     nir.write(tmp_path / "f.nir", _foreign_graph())
     fnet = load_nir(tmp_path / "f.nir")
@@ -329,9 +329,9 @@ def test_norse_made_nir_to_bit_exact_lava(tmp_path):
     import torch
     from norse.torch import to_nir as norse_to_nir
 
-    from na_deploy.float_sim import simulate_float
+    from na_deploy.simulate.float_snn import simulate_float
     from na_deploy.hw_targets.loihi2 import TARGET
-    from na_deploy.verify import verify
+    from na_deploy.verify.bit_exact import verify
 
     net, T = _norse_mlp(), 8
     g = norse_to_nir(net, torch.zeros(64))

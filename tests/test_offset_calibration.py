@@ -1,4 +1,4 @@
-"""Two-stage offset calibration (COS-style, na_deploy.offset_calibration): stored in the IR, carried through fixed
+"""Two-stage offset calibration (COS-style, na_deploy.ir.offset_calibration): stored in the IR, carried through fixed
 point and HDF5, the same in the fast and the slow reference (C6) and in the float SNN, the fit bound covering
 pc +- th, T < rho refused everywhere with one line, and the CLI (`convert --offset-steps`, `simulate`)."""
 import numpy as np
@@ -7,18 +7,18 @@ import torch
 from click.testing import CliRunner
 
 from na_deploy.cli.main import cli
-from na_deploy.checkpoint import Checkpoint, cpu_state_dict, save_checkpoint
+from na_deploy.training.checkpoint import Checkpoint, cpu_state_dict, save_checkpoint
 from na_deploy.convert.neuron_modes import convert_inference_mode, mode_of
 from na_deploy.errors import ConversionError, IRError, SimulationError
-from na_deploy.float_sim import simulate_float
+from na_deploy.simulate.float_snn import simulate_float
 from na_deploy.hw_targets.loihi2 import TARGET
 from na_deploy.hw_targets.loihi2.fit import check_fit, membrane_interval, node_bound
-from na_deploy.hw_targets.loihi2.reference import reference_simulate, reference_simulate_multi
-from na_deploy.hw_targets.loihi2.reference_slow import slow_reference_simulate
+from na_deploy.hw_targets.loihi2.reference.fast import reference_simulate, reference_simulate_multi
+from na_deploy.hw_targets.loihi2.reference.slow import slow_reference_simulate
 from na_deploy.io import load_net, save_net
 from na_deploy.ir import IntNet
 from na_deploy.ir.neuron import SUBTRACT
-from na_deploy.offset_calibration import offset_start, steps_per_inference, with_offset_steps
+from na_deploy.ir.offset_calibration import offset_start, steps_per_inference, with_offset_steps
 from na_deploy.testing import random_inputs, ridge_digits_cnn
 
 from test_neuron_modes_datta_qffs import float_twin, pow2_net

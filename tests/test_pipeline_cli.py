@@ -12,8 +12,8 @@ from na_deploy.hw_targets.loihi2 import TARGET
 from na_deploy.hw_targets.loihi2.limits import LOIHI2
 from na_deploy.hw_targets.loihi2.target import Loihi2Target
 from na_deploy.io import load_net
-from na_deploy.pipeline import PipelineConfig, run_pipeline
-from na_deploy.provenance import check_chain, made_from, sha256_file
+from na_deploy.pipeline.run import PipelineConfig, run_pipeline
+from na_deploy.verify.provenance import check_chain, made_from, sha256_file
 
 SMALL = ["--epochs-fp", "2", "--epochs-qat", "2", "--timesteps", "1,2,4", "--eval-samples", "60"]
 

@@ -1,4 +1,4 @@
-"""`pipeline --preset` (na_deploy/presets.py): the paper's §5.1 values, overridable flag by flag, recorded in
+"""`pipeline --preset` (na_deploy/pipeline/presets.py): the paper's §5.1 values, overridable flag by flag, recorded in
 report.json's config; an unknown preset or a bad value is one line, exit 2, nothing written."""
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from click.testing import CliRunner
 
 from na_deploy.cli.main import cli
 from na_deploy.errors import NaDeployError
-from na_deploy.pipeline import PipelineConfig
-from na_deploy.presets import PRESETS, resolve_config
+from na_deploy.pipeline.run import PipelineConfig
+from na_deploy.pipeline.presets import PRESETS, resolve_config
 
 DEFAULTS = {f.name: f.default for f in fields(PipelineConfig)}
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from na_deploy.checkpoint import Checkpoint, cpu_state_dict, save_checkpoint
+from na_deploy.training.checkpoint import Checkpoint, cpu_state_dict, save_checkpoint
 from na_deploy.cli.convert_cmds import load_net_pair
 from na_deploy.cli.main import cli
 from na_deploy.errors import NaDeployError
@@ -25,8 +25,8 @@ from na_deploy.hw_targets.loihi2 import TARGET
 from na_deploy.io import load_net, save_net
 from na_deploy.ir import FloatNet, IntNet
 from na_deploy.models import build_model
-from na_deploy.provenance import RERUN_ADVICE, check_chain, made_from, sha256_file
-from na_deploy.surgery import quantize_model
+from na_deploy.verify.provenance import RERUN_ADVICE, check_chain, made_from, sha256_file
+from na_deploy.training.surgery import quantize_model
 from na_deploy.testing import settle_batchnorm
 
 KW = {"in_channels": 1, "num_classes": 10, "input_size": 8}

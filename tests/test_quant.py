@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from na_deploy.quant import QuantReLU, round_half_up
+from na_deploy.training.quantizer import QuantReLU, round_half_up
 
 
 def hand_forward(v, s, p, eps=None):

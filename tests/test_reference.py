@@ -11,9 +11,9 @@ from na_deploy.errors import SimulationError
 from na_deploy.ir import INPUT_NAME, Dense, InputNode, IntNet, IntNeuronNode, IntReadoutNode, Synapse
 from na_deploy.hw_targets.loihi2.fixed_point import to_fixed_point
 from na_deploy.hw_targets.loihi2.limits import LOIHI2
-from na_deploy.hw_targets.loihi2.reference import reference_simulate, reference_simulate_multi
-from na_deploy.hw_targets.loihi2.reference_slow import slow_reference_simulate
-from na_deploy.verify import first_difference
+from na_deploy.hw_targets.loihi2.reference.fast import reference_simulate, reference_simulate_multi
+from na_deploy.hw_targets.loihi2.reference.slow import slow_reference_simulate
+from na_deploy.verify.bit_exact import first_difference
 from na_deploy.testing import TOPOLOGIES, random_inputs, random_intnet
 from test_fixed_point import FLOAT_TOPOLOGIES, random_floatnet, random_pixels
 
@@ -109,7 +109,7 @@ def test_C6_exact_near_float32_limit_and_with_24_bit_wrap(weight, bias, th):
 def test_C6_float32_conv_exact_just_below_2_24():
     """A 48-channel pixel conv with |weights| 127: partial sums up to ~1.4e7 < 2**24 run in float32 (the fast
     path) and must still be exact (no Winograd/FFT-style inexact algorithm may be picked)."""
-    from na_deploy.hw_targets.loihi2.reference import _SynapsePlan
+    from na_deploy.hw_targets.loihi2.reference.fast import _SynapsePlan
     from na_deploy.ir import Conv2d
 
     rng = np.random.default_rng(1)

@@ -1,7 +1,7 @@
 """Loihi 2 resource / energy report: exact counts on hand-checkable nets."""
 import numpy as np
 
-from na_deploy.hw_targets.loihi2.reference_slow import slow_reference_simulate
+from na_deploy.hw_targets.loihi2.reference.slow import slow_reference_simulate
 from na_deploy.hw_targets.loihi2.resources import EnergyModel, fan_out_map, format_resource_report, resource_report
 from na_deploy.ir import AvgPool2d, Conv2d, Dense, Identity, InputNode, IntNet, IntNeuronNode, IntReadoutNode, Synapse
 

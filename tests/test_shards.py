@@ -1,4 +1,4 @@
-"""Sharded and parallel verification (issue 11, C6 at scale): `na_deploy.shards` and `cli/verify_jobs.py`.
+"""Sharded and parallel verification (issue 11, C6 at scale): `na_deploy.verify.shards` and `cli/verify_jobs.py`.
 
 Shards partition the samples exactly (sample k in shard (k mod n) + 1); merging the reports of real verify
 runs on the 4 shards of 8 samples equals the report of one run on all 8 (Lava runs for real, with one readout
@@ -21,9 +21,9 @@ from na_deploy.cli.verify_jobs import run_verify_jobs
 from na_deploy.errors import NaDeployError
 from na_deploy.hw_targets.loihi2 import TARGET
 from na_deploy.io import save_net
-from na_deploy.shards import ShardError, merge_reports, parse_shard, shard_indices
+from na_deploy.verify.shards import ShardError, merge_reports, parse_shard, shard_indices
 from na_deploy.testing import random_inputs, random_intnet
-from na_deploy.verify import verify
+from na_deploy.verify.bit_exact import verify
 
 BACKEND = TARGET.backend()
 T = 3
@@ -231,7 +231,7 @@ def conv_net_file(tmp_path_factory):
 def test_verify_jobs_equals_one_run_and_verify_merge(conv_net_file, tmp_path):
     """--jobs 2 (two real `python -m na_deploy.cli.main verify --shard k/2` processes) == verify of all 6
     samples in this process == verify-merge of the reports of `verify --shard 1/2` and `--shard 2/2`."""
-    from na_deploy.data import load_dataset
+    from na_deploy.data.arrays import load_dataset
 
     net, path = conv_net_file
     args = [str(path), "--samples", "6", "--timesteps", str(T)]

@@ -1,7 +1,7 @@
 """The literal integer reference (the executable IntNet semantics) against hand-computed cases (C2, C3, C7)."""
 import numpy as np
 
-from na_deploy.hw_targets.loihi2.reference_slow import shift, slow_reference_simulate, wrap
+from na_deploy.hw_targets.loihi2.reference.slow import shift, slow_reference_simulate, wrap
 from na_deploy.ir import Dense, Identity, InputNode, IntNet, IntNeuronNode, IntReadoutNode, Synapse
 
 

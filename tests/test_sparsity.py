@@ -1,4 +1,4 @@
-"""Datta et al.'s fine-grained L1 activation regularizer (na_deploy/sparsity.py, `quantize --l1-sparsity`).
+"""Datta et al.'s fine-grained L1 activation regularizer (na_deploy/training/l1_sparsity.py, `quantize --l1-sparsity`).
 
 R is exactly the mean quantized level per neuron (= spikes per neuron per p steps of the SNN); QAT with λ > 0
 from the same full-precision checkpoint and seed ends with fewer active levels than λ = 0; λ travels in the QAT
@@ -15,11 +15,11 @@ from click.testing import CliRunner
 from torch import nn
 
 from na_deploy.cli.main import cli
-from na_deploy.data import load_dataset
+from na_deploy.data.arrays import load_dataset
 from na_deploy.errors import NaDeployError
-from na_deploy.quant import QuantReLU
-from na_deploy.sparsity import ActivationL1, check_l1
-from na_deploy.train import train_full_precision, train_qat
+from na_deploy.training.quantizer import QuantReLU
+from na_deploy.training.l1_sparsity import ActivationL1, check_l1
+from na_deploy.training.loop import train_full_precision, train_qat
 
 
 def test_penalty_is_the_mean_quantized_level_per_neuron():

@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from na_deploy.accuracy import (CHUNK_TRACE_BYTES, MAX_BATCH, accuracy_vs_timesteps, auto_batch_size, iter_chunks,
+from na_deploy.evaluate.accuracy import (CHUNK_TRACE_BYTES, MAX_BATCH, accuracy_vs_timesteps, auto_batch_size, iter_chunks,
                                 trace_bytes_per_image)
 from na_deploy.convert import to_floatnet
 from na_deploy.errors import SimulationError
 from na_deploy.hw_targets.loihi2 import TARGET
 from na_deploy.models import build_model
-from na_deploy.noise_report import firing_rates, merge_reports, noise_report
-from na_deploy.surgery import quantize_model
+from na_deploy.evaluate.occasional_noise import firing_rates, merge_reports, noise_report
+from na_deploy.training.surgery import quantize_model
 
 TS = [1, 2, 4, 8]
 N = 30
@@ -98,7 +98,7 @@ def test_resource_report_from_totals_equals_full_trace(nets, one_chunk):
 
 def test_merge_reports_of_halves_equals_whole(nets):
     fnet, inet, x, y = nets
-    from na_deploy.ann_eval import ann_forward
+    from na_deploy.simulate.ann import ann_forward
 
     def rep(sl):
         _, lv = ann_forward(fnet, x[sl], device="cpu")

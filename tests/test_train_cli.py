@@ -6,14 +6,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from na_deploy.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
+from na_deploy.training.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from na_deploy.cli.main import cli
-from na_deploy.data import load_dataset
+from na_deploy.data.arrays import load_dataset
 from na_deploy.errors import CheckpointError
 from na_deploy.models import build_model
-from na_deploy.quant import QuantReLU
-from na_deploy.surgery import quant_layers
-from na_deploy.train import model_accuracy, train_full_precision, train_qat
+from na_deploy.training.quantizer import QuantReLU
+from na_deploy.training.surgery import quant_layers
+from na_deploy.training.loop import model_accuracy, train_full_precision, train_qat
 
 FAST = ["--quiet", "--device", "cpu", "--batch-size", "128"]
 
@@ -181,7 +181,7 @@ def test_help_speaks_the_papers_terms():
 
 @pytest.mark.parametrize("kind", ["fp", "qat"])
 def test_interrupted_run_resumes_to_the_same_weights(digits, tmp_path, kind):
-    from na_deploy.train import resume_training
+    from na_deploy.training.loop import resume_training
 
     kw = dict(seed=2, device="cpu", batch_size=128, progress=False)
     if kind == "fp":
@@ -229,7 +229,7 @@ def test_pipeline_refuses_empty_classes_before_any_folder(tmp_path):
 # -------------------------------------------------------------------------------------------- --resume
 def interrupt_after_epoch(monkeypatch, k):
     """Ctrl-C right after the checkpoint of epoch `k` is written: what an interrupted run leaves."""
-    import na_deploy.train as train_module
+    import na_deploy.training.loop as train_module
 
     real = train_module.save_checkpoint
 

@@ -9,7 +9,7 @@ import numpy as np
 from na_deploy.ir import neuron_model
 from na_deploy.protocols import Trace
 from na_deploy.testing import random_intnet
-from na_deploy.verify import first_difference, locate_step, prefix_causal
+from na_deploy.verify.bit_exact import first_difference, locate_step, prefix_causal
 
 
 def _trace(events):

@@ -13,22 +13,22 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from na_deploy.checkpoint import Checkpoint, cpu_state_dict, save_checkpoint
+from na_deploy.training.checkpoint import Checkpoint, cpu_state_dict, save_checkpoint
 from na_deploy.cli.main import cli
 from na_deploy.convert import convert_checkpoint, to_floatnet
 from na_deploy.convert.neuron_modes import DEFAULT_ZERO, NEURON_MODES, mode_of, RELAY_ALPHA, ZeroParams, apply_neuron_mode
 from na_deploy.errors import ConversionError, NaDeployError
-from na_deploy.float_sim import simulate_float
+from na_deploy.simulate.float_snn import simulate_float
 from na_deploy.hw_targets.loihi2.fixed_point import quantize_node
-from na_deploy.hw_targets.loihi2.reference import reference_simulate
+from na_deploy.hw_targets.loihi2.reference.fast import reference_simulate
 from na_deploy.hw_targets.loihi2.target import Loihi2Target
 from na_deploy.io import load_net, save_net
 from na_deploy.ir import ZERO, IntNet
 from na_deploy.models import build_model
-from na_deploy.pipeline import PipelineConfig, run_pipeline
+from na_deploy.pipeline.run import PipelineConfig, run_pipeline
 from na_deploy.protocols import Violation
-from na_deploy.provenance import compare_nets
-from na_deploy.surgery import quantize_model
+from na_deploy.verify.provenance import compare_nets
+from na_deploy.training.surgery import quantize_model
 from na_deploy.testing import ridge_digits_cnn
 
 T = 8

@@ -3,8 +3,8 @@
 `TARGET` is the `na_deploy.protocols.Target` object the CLI resolves for `--target loihi2`. Importing this
 package does not import Lava (the Lava backend loads lazily in `Loihi2Target.build` / `run`).
 """
-from .limits import LOIHI2, Loihi2Limits
-from .target import Loihi2Target
+from na_deploy.hw_targets.loihi2.limits import LOIHI2, Loihi2Limits
+from na_deploy.hw_targets.loihi2.target import Loihi2Target
 
 TARGET = Loihi2Target()
 

@@ -1,4 +1,4 @@
-"""Does an IntNet fit Loihi 2? Design-rule checks and the static 24-bit bound (DESIGN C5).
+"""Does an IntNet fit Loihi 2? Design-rule checks and the static 24-bit bound (contract C5).
 
 `check_fit(net, limits)` returns every broken rule as a `Violation(node, quantity, value, limit)`; an empty
 list means the net fits. Rules (each a small function in `limits.py` style):
@@ -42,7 +42,7 @@ import numpy as np
 from na_deploy.ir import INPUT_NAME, AvgPool2d, Conv2d, Dense, Identity, IntNet, IntReadoutNode
 from na_deploy.protocols import Violation
 
-from .limits import (LOIHI2, Loihi2Limits, lif_bias, rule_equal, rule_integer, rule_member, rule_range,
+from na_deploy.hw_targets.loihi2.limits import (LOIHI2, Loihi2Limits, lif_bias, rule_equal, rule_integer, rule_member, rule_range,
                      rule_step)
 
 
@@ -228,7 +228,7 @@ def static_bounds(net: IntNet, limits: Loihi2Limits = LOIHI2, timesteps: int | N
 
 # ------------------------------------------------------------------------------------ design rules
 def synapse_rules(node: str, syn, limits: Loihi2Limits) -> list[Violation]:
-    """Weight / gain range and exponent per op type (Lava's Dense and Conv rules, DESIGN Lava facts)."""
+    """Weight / gain range and exponent per op type (Lava's Dense and Conv rules, docs/contract.md, Lava facts)."""
     op, src = syn.op, syn.source
     if isinstance(op, Conv2d):
         return (rule_integer(node, f"conv weight dtype (from {src})", op.weight)
@@ -336,7 +336,7 @@ def topology_rules(net: IntNet) -> list[Violation]:
         depths = sorted({d[s.source] for s in n.inputs})
         if len(depths) > 1:
             out.append(Violation(n.name, "input hop counts", depths, "all equal (C3)",
-                                 "insert relays with na_deploy.delays.balance_delays"))
+                                 "insert relays with na_deploy.convert.delays.balance_delays"))
         d[n.name] = 1 + depths[-1]
     return out
 

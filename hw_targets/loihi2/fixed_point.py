@@ -1,4 +1,4 @@
-"""FloatNet -> IntNet for Loihi 2 (DESIGN C5): integer weights, thresholds, biases, pre-charges and one real
+"""FloatNet -> IntNet for Loihi 2 (contract C5): integer weights, thresholds, biases, pre-charges and one real
 scale per node, plus a per-node quantization report and the static 24-bit bound.
 
 Scale (sigma_m): one integer unit of node m's membrane is worth sigma_m (real). All inputs of m share it
@@ -37,14 +37,14 @@ from typing import Optional
 
 import numpy as np
 
-from na_deploy.delays import balance_delays
+from na_deploy.convert.delays import balance_delays
 from na_deploy.errors import FitError
 from na_deploy.rounding import round_half_away, round_half_up
 from na_deploy.ir import (INPUT_NAME, AvgPool2d, Conv2d, Dense, FloatNet, Identity, IntNet, IntNeuronNode,
                           IntReadoutNode, NeuronNode, ReadoutNode, Synapse)
 
-from .fit import NodeBound, bound_options, check_fit, lif_ratios, node_bound
-from .limits import LOIHI2, Loihi2Limits
+from na_deploy.hw_targets.loihi2.fit import NodeBound, bound_options, check_fit, lif_ratios, node_bound
+from na_deploy.hw_targets.loihi2.limits import LOIHI2, Loihi2Limits
 
 ROUNDING = {
     "weights": "round half away from zero",

@@ -1,8 +1,8 @@
-"""Loihi 2 numeric limits (DESIGN C5) and the design rules that check one quantity against one limit.
+"""Loihi 2 numeric limits (contract C5) and the design rules that check one quantity against one limit.
 
 Every number below says where it comes from:
-  [C5]    DESIGN.md contract clause C5;
-  [LAVA]  /work/shared/notes/lava-0.10-facts.md, i.e. lava-nc 0.10.0 source read and checked by runs
+  [C5]    docs/contract.md clause C5;
+  [LAVA]  docs/contract.md "Lava facts": lava-nc 0.10.0 source read and checked by runs
           (`proc/dense/models.py`, `utils/weightutils.py`, `proc/conv/models.py`, `proc/lif/models.py`);
   [DOC]   Loihi 2 / Lava documentation;
   [ASSUMPTION] our choice where no source pins the number (stated why).

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from na_deploy.ir import INPUT_NAME, AvgPool2d, Conv2d, Dense, Identity, IntNet
-from na_deploy.torch_ops import compile_op
+from na_deploy.simulate.torch_ops import compile_op
 from na_deploy.protocols import Trace
 
 

@@ -1,4 +1,4 @@
-"""`Loihi2Target`: the `na_deploy.protocols.Target` implementation for Intel Loihi 2 (DESIGN: Targets).
+"""`Loihi2Target`: the `na_deploy.protocols.Target` implementation for Intel Loihi 2 (docs/contract.md: Targets).
 
 Limits, fixed point, fit check, the bit-exact reference simulator and the resource model live beside this
 file. Its backends, "lava" (`lava_backend.LavaBackend`, our own process, mode "subtract") and "lava-lif"
@@ -15,8 +15,9 @@ from na_deploy.errors import NaDeployError
 from na_deploy.ir import FloatNet, IntNet
 from na_deploy.protocols import Trace, Violation
 
-from . import fit, fixed_point, reference
-from .limits import LOIHI2, Loihi2Limits
+from na_deploy.hw_targets.loihi2 import fit, fixed_point
+from na_deploy.hw_targets.loihi2.reference import fast as reference
+from na_deploy.hw_targets.loihi2.limits import LOIHI2, Loihi2Limits
 
 # lava: our own process (mode "subtract"); lava-lif: Lava's stock LIF (mode "zero"); netx: our netx file loaded
 # by lava-dl's netx.hdf5.Network (stock LIF, mode "zero", chains only)
@@ -55,12 +56,12 @@ class Loihi2Target:
 
     # -- resources / energy (what `na-deploy report` and the pipeline print)
     def resource_report(self, net: IntNet, trace: Optional[Trace] = None, **kw: Any) -> dict:
-        from .resources import resource_report
+        from na_deploy.hw_targets.loihi2.resources import resource_report
 
         return resource_report(net, trace, **kw)
 
     def format_resource_report(self, report: dict) -> str:
-        from .resources import format_resource_report
+        from na_deploy.hw_targets.loihi2.resources import format_resource_report
 
         return format_resource_report(report)
 
@@ -68,7 +69,7 @@ class Loihi2Target:
         """The per-op energy assumptions of `resource_report` (overrides: synop_pj, neuron_update_pj, spike_pj)."""
         from dataclasses import replace
 
-        from .resources import EnergyModel
+        from na_deploy.hw_targets.loihi2.resources import EnergyModel
 
         model = EnergyModel()
         return replace(model, source="user-supplied per-op energies", **overrides) if overrides else model
@@ -83,13 +84,13 @@ class Loihi2Target:
         if name not in BACKENDS:
             raise NaDeployError(f"--backend {name!r}: unknown for target {self.name}; known: {', '.join(BACKENDS)}")
         if name == "netx":
-            from .netx_backend import NetxBackend
+            from na_deploy.hw_targets.loihi2.netx.backend import NetxBackend
 
             return NetxBackend(self)
         if name == "lava-lif":
-            from .lava_lif_backend import LavaLIFBackend
+            from na_deploy.hw_targets.loihi2.lava.lif_backend import LavaLIFBackend
 
             return LavaLIFBackend(self)
-        from .lava_backend import LavaBackend
+        from na_deploy.hw_targets.loihi2.lava.backend import LavaBackend
 
         return LavaBackend(self)

@@ -1,4 +1,4 @@
-"""torch QAT model -> FloatNet (DESIGN contract C2, C3, C4, C7).
+"""torch QAT model -> FloatNet (contract C2, C3, C4, C7).
 
 `to_floatnet(model, input_shape, channel_scale)` traces the eval-mode model with torch.fx (QuantReLU kept
 as a leaf) and walks the graph once. Every tensor between two quantized activations is an *affine map of
@@ -30,13 +30,13 @@ Rules (each one exact):
 * Normalisation (C4): x_norm = x_uint8 * channel_scale_c is folded into the first layer's weights
   (W[:, c] *= channel_scale_c), so the FloatNet input is the raw uint8 image.
 * MaxPool, ReLU and other activations, any other op: ConversionError naming the fx node / module path.
-Afterwards `na_deploy.delays.balance_delays` inserts relays so all paths into a node have equal hop counts
+Afterwards `na_deploy.convert.delays.balance_delays` inserts relays so all paths into a node have equal hop counts
 (C3), and a self-check runs the FloatNet as a quantized ANN against the torch model (float64, random
 pixels) so a misread op can never pass silently.
 """
-from .affine import bn_affine, fold_batchnorm
-from .api import check_against_torch, convert_checkpoint, to_floatnet
-from .fx_walk import trace_model
+from na_deploy.convert.affine import bn_affine, fold_batchnorm
+from na_deploy.convert.api import check_against_torch, convert_checkpoint, to_floatnet
+from na_deploy.convert.fx_walk import trace_model
 
 __all__ = ["to_floatnet", "convert_checkpoint", "fold_batchnorm", "bn_affine", "trace_model",
            "check_against_torch"]

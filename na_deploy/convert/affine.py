@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ConversionError, NaDeployError
-from ..ir import INPUT_NAME, AvgPool2d, Conv2d, Dense, Identity
-from ..torch_ops import compile_op
+from na_deploy.errors import ConversionError, NaDeployError
+from na_deploy.ir import INPUT_NAME, AvgPool2d, Conv2d, Dense, Identity
+from na_deploy.simulate.torch_ops import compile_op
 
 Shape = tuple[int, ...]
 

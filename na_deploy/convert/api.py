@@ -13,17 +13,17 @@ import torch
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from .. import __version__
-from ..delays import balance_delays
-from ..errors import ConversionError, NaDeployError
-from ..ir import FloatNet, InputNode
-from ..provenance_records import made_from
-from ..quant import QuantReLU
-from .affine import Shape
-from .fx_walk import _MAXPOOL_MODULES, _Converter, trace_model
-from .bias_shift import apply_bias_shift
-from ..offset_calibration import check_offset_steps, with_offset_steps
-from .neuron_modes import DEFAULT_ZERO, ZeroParams, apply_neuron_mode, check_mode
+from na_deploy import __version__
+from na_deploy.convert.delays import balance_delays
+from na_deploy.errors import ConversionError, NaDeployError
+from na_deploy.ir import FloatNet, InputNode
+from na_deploy.io.made_from import made_from
+from na_deploy.training.quantizer import QuantReLU
+from na_deploy.convert.affine import Shape
+from na_deploy.convert.fx_walk import _MAXPOOL_MODULES, _Converter, trace_model
+from na_deploy.convert.bias_shift import apply_bias_shift
+from na_deploy.ir.offset_calibration import check_offset_steps, with_offset_steps
+from na_deploy.convert.neuron_modes import DEFAULT_ZERO, ZeroParams, apply_neuron_mode, check_mode
 
 
 def _check_channel_scale(channel_scale: Any, input_shape: Shape) -> np.ndarray:
@@ -45,7 +45,7 @@ def _check_convertible(model: nn.Module, input_shape: Shape, name: Optional[str]
     quants = [m for m in model.modules() if isinstance(m, QuantReLU)]
     if not quants:
         raise ConversionError(f"model {name or type(model).__name__} is not a QAT model (no QuantReLU); quantize it "
-                              "first (na_deploy.surgery.quantize_model / `na-deploy quantize`)")
+                              "first (na_deploy.training.surgery.quantize_model / `na-deploy quantize`)")
     for path, m in model.named_modules():
         if isinstance(m, _MAXPOOL_MODULES):
             raise ConversionError(f"module '{path}': {type(m).__name__} (MaxPool) has no spiking equivalent; "
@@ -87,7 +87,7 @@ def to_floatnet(model: nn.Module, input_shape: Sequence[int], channel_scale: Any
     mode ("subtract", the paper's conversion, or "zero", reset to zero with `neuron_params`; see
     `convert.neuron_modes`), applied after the self-check (which checks the subtract conversion).
     `bias_shift_timesteps` = T: Datta et al.'s bias shift for T steps instead of the pre-charge (`bias_shift`).
-    `offset_steps` = rho > 0: two-stage offset calibration (`na_deploy.offset_calibration`; mode subtract only).
+    `offset_steps` = rho > 0: two-stage offset calibration (`na_deploy.ir.offset_calibration`; mode subtract only).
     """
     check_mode(neuron)
     _check_offset(neuron, offset_steps)
@@ -133,7 +133,7 @@ def check_against_torch(net: FloatNet, model: nn.Module, n_images: int = 2, seed
     uint8 images; ConversionError if the logits differ by more than rtol * max|logit| (returns that error).
 
     Both sides evaluate in float64, so a quantization level can only flip on a tie closer than ~1e-12."""
-    from ..ann_eval import ann_forward
+    from na_deploy.simulate.ann import ann_forward
 
     gen = torch.Generator().manual_seed(seed)
     x = torch.randint(0, 256, (n_images,) + tuple(net.input.shape), generator=gen, dtype=torch.int64)
@@ -153,12 +153,12 @@ def check_against_torch(net: FloatNet, model: nn.Module, n_images: int = 2, seed
 def convert_checkpoint(ckpt: Any, self_check: bool = True, neuron: str = "subtract",
                        neuron_params: ZeroParams = DEFAULT_ZERO, bias_shift_timesteps: Optional[int] = None,
                        offset_steps: int = 0) -> FloatNet:
-    """FloatNet of a QAT checkpoint (`na_deploy.checkpoint.Checkpoint` or a path to one); meta["made_from"]
+    """FloatNet of a QAT checkpoint (`na_deploy.training.checkpoint.Checkpoint` or a path to one); meta["made_from"]
     records the checkpoint file (base name + SHA-256) when it was loaded from one. `neuron`, `offset_steps`: as
     `to_floatnet`."""
     check_mode(neuron)
     _check_offset(neuron, offset_steps)
-    from ..checkpoint import load_checkpoint
+    from na_deploy.training.checkpoint import load_checkpoint
 
     if isinstance(ckpt, (str, os.PathLike)):
         ckpt = load_checkpoint(ckpt)

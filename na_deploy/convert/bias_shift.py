@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..checks import check_timestep
-from ..ir import FloatNet
-from ..ir.graph import replace_nodes
+from na_deploy.checks import check_timestep
+from na_deploy.ir import FloatNet
+from na_deploy.ir.graph import replace_nodes
 
 
 def apply_bias_shift(net: FloatNet, timesteps: int) -> FloatNet:

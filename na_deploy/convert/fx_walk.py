@@ -19,10 +19,10 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConversionError
-from ..ir import INPUT_NAME, NeuronNode, ReadoutNode, Synapse
-from ..quant import QuantReLU
-from .affine import (Refusal, Shape, _bias_vector, _fold_input_scale, _Lin, _pair, apply_add, apply_batchnorm,
+from na_deploy.errors import ConversionError
+from na_deploy.ir import INPUT_NAME, NeuronNode, ReadoutNode, Synapse
+from na_deploy.training.quantizer import QuantReLU
+from na_deploy.convert.affine import (Refusal, Shape, _bias_vector, _fold_input_scale, _Lin, _pair, apply_add, apply_batchnorm,
                      apply_conv, apply_flatten, apply_linear, apply_pool)
 
 _ALLOWED = ("Conv2d, BatchNorm1d/2d (after Conv2d/Linear), Linear, QuantReLU, AvgPool2d/AdaptiveAvgPool2d, "
@@ -44,9 +44,9 @@ _FUNCTIONAL_ACTIVATION_NAMES = {"relu", "gelu", "silu", "mish", "elu", "selu", "
                                 "relu6", "softplus", "hardswish", "hardsigmoid", "sigmoid", "tanh", "softmax",
                                 "log_softmax", "threshold", "prelu", "rrelu", "glu"}
 _MAXPOOL_WHY = "(MaxPool) has no spiking equivalent; convert to AvgPool first (quantize_model does this)"
-_ACTIVATION_WHY = "is not a QuantReLU; quantize the model first (na_deploy.surgery.quantize_model)"
+_ACTIVATION_WHY = "is not a QuantReLU; quantize the model first (na_deploy.training.surgery.quantize_model)"
 _ACTIVATION_FN_WHY = ("is an activation but not a QuantReLU; quantize the model first "
-                      "(na_deploy.surgery.quantize_model)")
+                      "(na_deploy.training.surgery.quantize_model)")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Neuron modes for a converted FloatNet (DESIGN C2): `apply_neuron_mode(net, mode, params)`, FloatNet -> FloatNet,
+"""Neuron modes for a converted FloatNet (contract C2): `apply_neuron_mode(net, mode, params)`, FloatNet -> FloatNet,
 and `convert_inference_mode(net, mode, offset_steps)` (FloatNet or IntNet -> the net in that mode / offset choice).
 
 Mode "subtract" returns the net itself (the paper's conversion: th = p*s, pre-charge th/2, v >= th, v <- v - th).
@@ -69,8 +69,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..errors import ConversionError
-from ..ir import ZERO, FloatNet, NeuronNode, neuron_model, replace_nodes
+from na_deploy.errors import ConversionError
+from na_deploy.ir import ZERO, FloatNet, NeuronNode, neuron_model, replace_nodes
 
 NEURON_MODES = ("subtract", "zero", "negative", "accumulate")
 SAME_PARAMS_MODES = ("negative", "accumulate")  # subtract's parameters, another neuron model
@@ -172,8 +172,8 @@ def convert_inference_mode(net, mode: str = "subtract", offset_steps: int = 0,
     "accumulate" only (the same integers, another neuron model; re-run `target.check_fit` on the result, whose
     bound differs: signed inputs, T steps without reset); "zero" needs the FloatNet (other thresholds).
     offset_steps > 0 only with mode "subtract" (ConversionError otherwise)."""
-    from ..ir import IntNet
-    from ..offset_calibration import check_offset_steps, with_offset_steps
+    from na_deploy.ir import IntNet
+    from na_deploy.ir.offset_calibration import check_offset_steps, with_offset_steps
 
     check_mode(mode)
     offset_steps = check_offset_steps(offset_steps)

@@ -24,9 +24,9 @@ from typing import Union
 import h5py
 import numpy as np
 
-from ..atomic import atomic_path
-from ..errors import IRError
-from ..ir import (OP_TYPES, AvgPool2d, Conv2d, Dense, FloatNet, Identity, InputNode, IntNet, IntNeuronNode,
+from na_deploy.atomic import atomic_path
+from na_deploy.errors import IRError
+from na_deploy.ir import (OP_TYPES, AvgPool2d, Conv2d, Dense, FloatNet, Identity, InputNode, IntNet, IntNeuronNode,
                   IntReadoutNode, NeuronModel, NeuronNode, ReadoutNode, Synapse)
 
 FORMAT_NAME = "na-deploy-ir"

@@ -18,8 +18,8 @@ from __future__ import annotations
 import nir
 import numpy as np
 
-from ..errors import IRError, ModelError
-from ..ir import (INPUT_NAME, ZERO, AvgPool2d, Conv2d, Dense, FloatNet, Identity, InputNode, NeuronNode,
+from na_deploy.errors import IRError, ModelError
+from na_deploy.ir import (INPUT_NAME, ZERO, AvgPool2d, Conv2d, Dense, FloatNet, Identity, InputNode, NeuronNode,
                   ReadoutNode, Synapse)
 
 NIR_DT = 1e-4  # the time step snnTorch's NIR reader and writer assume (CubaLIF import)

@@ -23,11 +23,11 @@ from typing import Union
 import nir
 import numpy as np
 
-from ..atomic import atomic_path
-from ..errors import IRError, ModelError
-from ..ir import (INPUT_NAME, ZERO, AvgPool2d, Conv2d, Dense, FloatNet, Identity, InputNode, IntNet, IntNeuronNode,
+from na_deploy.atomic import atomic_path
+from na_deploy.errors import IRError, ModelError
+from na_deploy.ir import (INPUT_NAME, ZERO, AvgPool2d, Conv2d, Dense, FloatNet, Identity, InputNode, IntNet, IntNeuronNode,
                   IntReadoutNode, NeuronNode, ReadoutNode, Synapse)
-from .nad_h5 import as_dict_meta
+from na_deploy.io.nad_h5 import as_dict_meta
 
 FORMAT_NAME = "na-deploy-nir"
 FORMAT_VERSION = 1
@@ -264,7 +264,7 @@ def from_nir(graph: nir.NIRGraph, input_scale: float | None = None) -> Net:
     if not isinstance(graph, nir.NIRGraph):
         raise IRError(f"from_nir needs a nir.NIRGraph, got {type(graph).__name__}")
     if META not in (graph.metadata or {}):
-        from .nir_foreign import DEFAULT_INPUT_SCALE, foreign_floatnet
+        from na_deploy.io.nir_foreign import DEFAULT_INPUT_SCALE, foreign_floatnet
 
         return foreign_floatnet(graph, DEFAULT_INPUT_SCALE if input_scale is None else input_scale)
     try:

@@ -1,4 +1,4 @@
-"""The one intermediate representation every stage after training consumes (DESIGN: "The one IR").
+"""The one intermediate representation every stage after training consumes (docs/contract.md: "The one IR").
 
 A network is a DAG: one `InputNode`, neuron nodes in topological order, and one readout node.
 Each neuron/readout node has one or more `Synapse`s, each from one source node through one synaptic
@@ -11,7 +11,7 @@ Two flavours with the same topology:
   a per-synapse power-of-two exponent, integer threshold / bias / pre-charge and a per-node `scale`
   (the real value of one integer unit of that node's membrane; all inputs of a node share it, C5).
 
-Semantics (DESIGN contract C2-C4, C7), per sample, T time steps
+Semantics (contract C2-C4, C7), per sample, T time steps
 ---------------------------------------------------------------
 Payload of a source: the input node sends the raw integer pixels `x` (0..255, graded) every step (C4);
 a neuron node sends its spike z in {0, 1}; in the FloatNet a spike carries the value `threshold`.
@@ -34,10 +34,10 @@ Spike counts are counted over each node's window; the readout's final potential 
 Modules: `ops` (synaptic ops, `Synapse`), `neuron` (neuron models), `nodes`, `graph` (FloatNet / IntNet).
 Files: `na_deploy.io.save_net` / `load_net` (the IR never imports its file format).
 """
-from .graph import FloatNet, IntNet, replace_nodes
-from .neuron import NEURON_MODELS, SUBTRACT, ZERO, NeuronModel, ResetToZeroIF, SubtractIF, neuron_model
-from .nodes import INPUT_NAME, ROLES, InputNode, IntNeuronNode, IntReadoutNode, NeuronNode, ReadoutNode, node_kind
-from .ops import OP_TYPES, AvgPool2d, Conv2d, Dense, Identity, Op, Shape, Synapse
+from na_deploy.ir.graph import FloatNet, IntNet, replace_nodes
+from na_deploy.ir.neuron import NEURON_MODELS, SUBTRACT, ZERO, NeuronModel, ResetToZeroIF, SubtractIF, neuron_model
+from na_deploy.ir.nodes import INPUT_NAME, ROLES, InputNode, IntNeuronNode, IntReadoutNode, NeuronNode, ReadoutNode, node_kind
+from na_deploy.ir.ops import OP_TYPES, AvgPool2d, Conv2d, Dense, Identity, Op, Shape, Synapse
 
 __all__ = [
     "Conv2d", "Dense", "AvgPool2d", "Identity", "Op", "OP_TYPES", "Shape", "Synapse",

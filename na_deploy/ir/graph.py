@@ -10,9 +10,9 @@ from typing import Any, ClassVar, Iterable
 
 import numpy as np
 
-from ..errors import IRError
-from .nodes import INPUT_NAME, InputNode, IntNeuronNode, IntReadoutNode, NeuronNode, ReadoutNode
-from .ops import Shape, Synapse, is_int_array
+from na_deploy.errors import IRError
+from na_deploy.ir.nodes import INPUT_NAME, InputNode, IntNeuronNode, IntReadoutNode, NeuronNode, ReadoutNode
+from na_deploy.ir.ops import Shape, Synapse, is_int_array
 
 
 @dataclass(eq=False)
@@ -53,13 +53,13 @@ class _Net:
     def depths(self) -> dict[str, int]:
         """Hop count from the input (C3): input 0; a node is 1 + the depth of its sources.
 
-        Raises IRError if a node's sources disagree (unbalanced paths; see `na_deploy.delays`)."""
+        Raises IRError if a node's sources disagree (unbalanced paths; see `na_deploy.convert.delays`)."""
         d = {INPUT_NAME: 0}
         for n in self.all_nodes():
             src = {s.source: d[s.source] for s in n.inputs}
             if len(set(src.values())) != 1:
                 raise IRError(f"node {n.name}: inputs arrive with different hop counts {src} (C3); "
-                              "balance the paths (na_deploy.delays.balance_delays) before simulating")
+                              "balance the paths (na_deploy.convert.delays.balance_delays) before simulating")
             d[n.name] = 1 + next(iter(src.values()))
         return d
 
@@ -98,7 +98,7 @@ class _Net:
 
 
 def offset_steps(net) -> int:
-    """rho of two-stage offset calibration (meta "offset_steps"; 0 = off), see na_deploy.offset_calibration."""
+    """rho of two-stage offset calibration (meta "offset_steps"; 0 = off), see na_deploy.ir.offset_calibration."""
     return int(net.meta.get("offset_steps", 0) or 0)
 
 

@@ -1,7 +1,7 @@
-"""Neuron models: what one integrate-and-fire population does at each step of its window (DESIGN C2, "Neuron
+"""Neuron models: what one integrate-and-fire population does at each step of its window (contract C2, "Neuron
 modes"). A model is a small frozen strategy object, and every simulator and backend takes its step from it:
-the float SNN (`na_deploy.float_sim`), the fast and the slow reference (`hw_targets.loihi2.reference*`) and
-the Lava process model (`hw_targets.loihi2.lava_proc.models`). A backend that cannot express a model refuses
+the float SNN (`na_deploy.simulate.float_snn`), the fast and the slow reference (`hw_targets.loihi2.reference*`) and
+the Lava process model (`hw_targets.loihi2.lava.processes.models`). A backend that cannot express a model refuses
 it by name (the Loihi 2 fit check lists the models its Lava process implements: `Loihi2Limits.neuron_models`).
 
 One step of node m, inside its window (C3), with I(t) the synaptic current plus bias:
@@ -35,7 +35,7 @@ from typing import Any, Callable, ClassVar, Optional
 
 import numpy as np
 
-from ..errors import IRError
+from na_deploy.errors import IRError
 
 
 def is_tensor(x: Any) -> bool:
@@ -170,7 +170,7 @@ class SubtractIF(NeuronModel):
 
 @dataclass(frozen=True)
 class ResetToZeroIF(NeuronModel):
-    """Lava's stock LIF rule as an IF neuron (mode "zero", DESIGN C2): fire when v > th (strict), then v <- 0.
+    """Lava's stock LIF rule as an IF neuron (mode "zero", contract C2): fire when v > th (strict), then v <- 0.
     What `lava.proc.lif` (`PyLifModelBitAcc`, du = 4095, dv = 0) and lava-dl's netx run; the residue above
     the threshold is lost at each spike, so the subtract conversion (th = p*s, pre-charge th/2) needs its own
     choice of threshold, pre-charge and bias (the converter's `neuron` option)."""

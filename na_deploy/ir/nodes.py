@@ -6,7 +6,7 @@
 
 Every neuron node carries its `neuron` model (`na_deploy.ir.neuron`: compare, reset, pre-charge rule,
 payload sign), `p` (the number of positive levels of the quantized activation it replaces, th = p*s) and
-its `role` ("layer", or "relay" for a delay relay inserted by `na_deploy.delays.balance_delays`).
+its `role` ("layer", or "relay" for a delay relay inserted by `na_deploy.convert.delays.balance_delays`).
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import IRError
-from .neuron import SUBTRACT, NeuronModel, neuron_model
-from .ops import Shape, Synapse, is_int_array
+from na_deploy.errors import IRError
+from na_deploy.ir.neuron import SUBTRACT, NeuronModel, neuron_model
+from na_deploy.ir.ops import Shape, Synapse, is_int_array
 
 INPUT_NAME = "input"
 ROLES = ("layer", "relay")

@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Union
 
 import numpy as np
 
-from ..errors import IRError
+from na_deploy.errors import IRError
 
 Shape = tuple[int, ...]
 

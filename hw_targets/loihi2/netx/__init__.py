@@ -1,0 +1,1 @@
+"""lava-dl's netx format: its writer, export bundle and backend."""

@@ -1,0 +1,1 @@
+"""Data: npz arrays and the embedded digits, image folders, loaders, transforms, label checks (C4)."""

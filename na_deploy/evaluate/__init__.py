@@ -1,0 +1,1 @@
+"""Evaluation: accuracy vs time steps, occasional noise, plots."""

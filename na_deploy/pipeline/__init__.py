@@ -1,0 +1,1 @@
+"""The whole job: training -> conversion -> fixed point -> verify, its variants and reports."""
