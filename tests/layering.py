@@ -1,4 +1,4 @@
-"""Static layering and size checks over the repository's package folders (used by tests/test_layering.py).
+"""Static layering, stage and size checks over the repository's package folders (used by tests/test_layering.py).
 
 Everything here reads source text with `ast`; nothing is imported, so a check cannot be fooled (or slowed)
 by import side effects. Every check is a pure function of `sources`, a mapping {relative posix path: text},
@@ -23,22 +23,18 @@ Layer rules (`layer_violations`), for imports anywhere in a module, also inside 
   * `na_deploy.hw_targets` never imports `na_deploy.cli`;
   * the IR (`na_deploy.ir`) never imports its file formats (`na_deploy.io`).
 
+Stage rule (`stage_violations`), inside the core, for imports anywhere in a module as above: the core is a
+line of stages, `STAGES`, lowest first; a module may import modules of its own stage and of earlier ones, never
+of a later one (no arrow back up). A sub-package `na_deploy/<name>/` is the stage `<name>` (a sub-package that
+the order lacks is reported: place it); a top-level module `na_deploy/<name>.py` belongs to the shared base,
+unless `MODULE_STAGES` places it: `protocols` states the Target / Backend protocols over IR types (stage ir),
+`testing` calls verify (stage verify). `STAGES_TODAY` is the order today's imports follow (simulate before
+convert: convert imports simulate); tests/test_layering.py holds the code to it and shows, as a strict xfail,
+the edges that break `STAGES`.
+
 Missing modules (`missing_modules`): an import of a `na_deploy...` module that no file provides.
 
-Cycle rule (`import_cycles`): no cycle among module-level imports, i.e. those executed when the module is
-first imported: the module body, including top-level `if` / `try` / `with` blocks and class bodies, but not
-function bodies and not `if TYPE_CHECKING:` blocks (never executed). Edges:
-  * `import a.b.c` / `from a.b import c` give one edge to the resolved module (`a.b.c`). The `__init__`s of
-    the parent packages `a` and `a.b` also run, but those edges are NOT counted: counting them would report
-    every `from .x import y` inside a package whose `__init__` imports x, which Python handles fine
-    (the package is already in sys.modules, partially initialised, and the submodule does not read it).
-  * An edge from a submodule to its OWN package IS counted when it takes names from the package's
-    `__init__` (`from . import name`, `from na_deploy.ir import Node` inside na_deploy/ir/): that reads the
-    half-initialised `__init__` and is a real cycle when the `__init__` imports the submodule.
-
-`import_cycles(sources, lazy=True)` builds the graph from every import instead, lazy ones included: the
-"hidden circles" of issue 8 (ir <-> ir_h5, loihi2.target -> lava_backend -> loihi2 TARGET) went through
-imports inside functions, so they show only there.
+Cycle rule (`import_cycles`): in tests/cycles.py, over the imports read here.
 
 Size rule (`size_offenders`): module length = number of lines of the file; function length = from its
 `def` line to its last line (decorators excluded, docstring and nested functions included); methods and
@@ -65,6 +61,10 @@ MODELS = "na_deploy.models"
 HW_TARGETS = "na_deploy.hw_targets"
 IR = "na_deploy.ir"
 IO = "na_deploy.io"
+# The core's stages, lowest first (issue 18): see "Stage rule" above.
+STAGES = ("base", "ir", "io", "data", "training", "convert", "simulate", "evaluate", "verify", "pipeline")
+STAGES_TODAY = ("base", "ir", "io", "data", "training", "simulate", "convert", "evaluate", "verify", "pipeline")
+MODULE_STAGES = {"protocols": "ir", "testing": "verify"}  # top-level modules outside the base stage
 MODELS_MAY_IMPORT = ("torch",)  # besides the standard library and na_deploy.models itself
 STDLIB: frozenset[str] = frozenset(sys.stdlib_module_names) | {"__future__"}
 
@@ -278,96 +278,37 @@ def missing_modules(sources: Mapping[str, str]) -> list[str]:
             for imp in found if _in(imp.target, CORE) and imp.target not in known]
 
 
-# ---------------------------------------------------------------------------------------------- cycles
-def import_graph(sources: Mapping[str, str], lazy: bool = False) -> dict[str, dict[str, Import]]:
-    """{module: {imported module: the first statement making that edge}} over our modules: import-time
-    statements only, or with `lazy` also those inside functions and under TYPE_CHECKING."""
-    found, _ = all_imports(sources)
-    known = {module_name(p) for p in sources}
-    graph: dict[str, dict[str, Import]] = {m: {} for m in sorted(known)}
+# ---------------------------------------------------------------------------------------------- stages
+def core_packages(sources: Mapping[str, str]) -> set[str]:
+    """Names of the core's sub-packages (folders under na_deploy/): {"ir", "io", ...}."""
+    return {PurePosixPath(p).parts[1] for p in sources if PurePosixPath(p).parts[0] == CORE
+            and len(PurePosixPath(p).parts) > 2}
+
+
+def stage_of(module: str, packages: Iterable[str]) -> Optional[str]:
+    """The stage of a core module: its sub-package's name, else `MODULE_STAGES`' entry, else "base"; None
+    outside the core (na_deploy.cli, .models, .hw_targets and third-party modules)."""
+    if not _in(module, CORE) or any(_in(module, other) for other in (CLI, MODELS, HW_TARGETS)):
+        return None
+    top = module.split(".")[1] if "." in module else ""
+    return top if top in set(packages) else MODULE_STAGES.get(top, "base")
+
+
+def stage_violations(sources: Mapping[str, str], order: Iterable[str] = STAGES) -> list[str]:
+    """One message per core import of a later stage than the importing module's in `order` (the Stage rule),
+    per core sub-package that `order` lacks, and per file that does not parse."""
+    order = tuple(order)
+    rank = {stage: i for i, stage in enumerate(order)}
+    found, messages = all_imports(sources)
+    packages = core_packages(sources)
+    line = " < ".join(order)
+    messages += [f"{CORE}/{name}/: the package {CORE}.{name} is in no stage; place it in the order ({line})"
+                 for name in sorted(packages - set(order))]
     for imp in found:
-        if (imp.at_import or lazy) and imp.target in known:
-            graph[imp.module].setdefault(imp.target, imp)
-    return graph
-
-
-def strongly_connected(graph: Mapping[str, Iterable[str]]) -> list[list[str]]:
-    """Tarjan's strongly connected components (iterative), each sorted, components in discovery order."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    on_stack: set[str] = set()
-    stack: list[str] = []
-    components = []
-    for root in graph:
-        if root in index:
-            continue
-        work = [(root, iter(sorted(graph[root])))]
-        index[root] = low[root] = len(index)
-        stack.append(root)
-        on_stack.add(root)
-        while work:
-            node, children = work[-1]
-            child = next(children, None)
-            if child is not None:
-                if child not in index:
-                    index[child] = low[child] = len(index)
-                    stack.append(child)
-                    on_stack.add(child)
-                    work.append((child, iter(sorted(graph[child]))))
-                elif child in on_stack:
-                    low[node] = min(low[node], index[child])
-                continue
-            work.pop()
-            if work:
-                low[work[-1][0]] = min(low[work[-1][0]], low[node])
-            if low[node] == index[node]:
-                component = []
-                while True:
-                    member = stack.pop()
-                    on_stack.discard(member)
-                    component.append(member)
-                    if member == node:
-                        break
-                components.append(sorted(component))
-    return components
-
-
-def _cycle_through(start: str, members: set[str], graph: Mapping[str, Iterable[str]]) -> list[str]:
-    """A shortest path start -> ... -> start inside one strongly connected component (BFS)."""
-    parents: dict[str, str] = {}
-    frontier = [start]
-    while frontier:
-        nxt = []
-        for node in frontier:
-            for child in sorted(graph[node]):
-                if child not in members:
-                    continue
-                if child == start:
-                    path = [node]
-                    while path[-1] != start:
-                        path.append(parents[path[-1]])
-                    return path[::-1] + [start]
-                if child not in parents:
-                    parents[child] = node
-                    nxt.append(child)
-        frontier = nxt
-    raise AssertionError(f"{start} is in no cycle")  # not reached for a real component
-
-
-def import_cycles(sources: Mapping[str, str], lazy: bool = False) -> list[str]:
-    """One message per import cycle (strongly connected component of the module-level import graph, or with
-    `lazy` of the graph of all imports), showing one concrete cycle with the statement behind each edge."""
-    graph = import_graph(sources, lazy)
-    messages = []
-    for component in strongly_connected(graph):
-        start = component[0]
-        if len(component) == 1 and start not in graph[start]:
-            continue
-        cycle = _cycle_through(start, set(component), graph)
-        edges = "; ".join(graph[a][b].where() for a, b in zip(cycle, cycle[1:]))
-        others = f" (component of {len(component)} modules: {', '.join(component)})" \
-            if len(component) > len(cycle) - 1 else ""
-        messages.append(f"import cycle {' -> '.join(cycle)}{others}: {edges}")
+        src, dst = stage_of(imp.module, packages), stage_of(imp.target, packages)
+        if src in rank and dst in rank and rank[dst] > rank[src]:
+            messages.append(f"{imp.where()}: imports {imp.target}; the {src} stage must not import the later "
+                            f"{dst} stage ({line})")
     return messages
 
 

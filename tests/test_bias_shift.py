@@ -16,7 +16,7 @@ from na_deploy.convert.bias_shift import apply_bias_shift, bias_shift_of
 from na_deploy.errors import NaDeployError
 from na_deploy.simulate.float_snn import simulate_float
 from na_deploy.verify.provenance import compare_nets
-from na_deploy.testing import ridge_digits_cnn
+from helpers import ridge_digits_cnn  # tests/helpers.py
 
 
 @pytest.fixture(scope="module")

@@ -109,7 +109,7 @@ def test_steps_per_inference_is_the_lava_slot(inf):
     from na_deploy.convert import to_floatnet
     from na_deploy.hw_targets import get_target
     from na_deploy.ir.offset_calibration import steps_per_inference
-    from na_deploy.testing import ridge_digits_cnn
+    from helpers import ridge_digits_cnn  # tests/helpers.py
 
     target = get_target("loihi2")
     model, d = ridge_digits_cnn(widths=(2, 4), grid=5)

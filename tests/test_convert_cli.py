@@ -24,7 +24,7 @@ from na_deploy.io import load_net
 from na_deploy.ir import FloatNet, IntNet
 from na_deploy.models import build_model
 from na_deploy.training.surgery import quantize_model
-from na_deploy.testing import settle_batchnorm
+from helpers import settle_batchnorm  # tests/helpers.py
 
 KW = {"in_channels": 1, "num_classes": 10, "input_size": 8}
 

@@ -23,7 +23,7 @@ from na_deploy.simulate.float_snn import simulate_float
 from na_deploy.hw_targets.loihi2 import TARGET
 from na_deploy.models import build_model
 from na_deploy.training.surgery import quantize_model
-from na_deploy.testing import ridge_digits_cnn, tampered
+from helpers import ridge_digits_cnn, tampered  # tests/helpers.py
 
 T = 8
 N = 120

@@ -11,7 +11,7 @@ from na_deploy.simulate.float_snn import check_timesteps, simulate_float
 from na_deploy.ir import Conv2d, Dense, FloatNet, Identity, InputNode, NeuronNode, ReadoutNode, Synapse
 from na_deploy.models import build_model
 from na_deploy.training.surgery import quantize_model
-from na_deploy.testing import ridge_digits_cnn
+from helpers import ridge_digits_cnn  # tests/helpers.py
 
 
 def dyadic_layer(seed=0, p=3, s=0.25, c=2, cout=4, side=5):

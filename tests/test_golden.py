@@ -25,7 +25,7 @@ from na_deploy.ir import Conv2d, Synapse
 from na_deploy.ir.graph import replace_nodes
 from na_deploy.models import build_model
 from na_deploy.training.surgery import quantize_model
-from na_deploy.testing import settle_batchnorm
+from helpers import settle_batchnorm  # tests/helpers.py
 from na_deploy.verify.bit_exact import first_difference
 
 T = 8

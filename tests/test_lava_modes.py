@@ -219,7 +219,7 @@ def test_window_starts_of_plain_nets_are_the_depths():
 def digits_intnet():
     """A small digits_cnn (ridge readout, no SGD) converted as subtract and put through the Loihi 2 fixed point."""
     from na_deploy.convert import to_floatnet
-    from na_deploy.testing import ridge_digits_cnn
+    from helpers import ridge_digits_cnn  # tests/helpers.py
 
     model, d = ridge_digits_cnn(widths=(4, 8), grid=10)
     fnet = to_floatnet(model, d.input_shape, d.normalization.channel_scale, name="digits_cnn")

@@ -1,10 +1,12 @@
 """Layering, import cycles and sizes of the package folders, read with `ast` (nothing is imported).
 
-Rules (issue 8, item 3 and 4; details in tests/layering.py):
+Rules (issue 8, item 3 and 4; details in tests/layering.py and, for cycles, tests/cycles.py):
   * `models/` (na_deploy.models) imports only the standard library and torch;
   * the core (`na_deploy/`) never imports na_deploy.hw_targets or na_deploy.cli, not even inside a function;
   * `hw_targets/` never imports na_deploy.cli;
   * the IR (`na_deploy/ir/`) never imports its file formats (`na_deploy/io/`);
+  * inside the core, no import goes up the stages: base < ir < io < data < training < convert < simulate <
+    evaluate < verify < pipeline (issue 18; today simulate < convert, see the strict xfail below);
   * no cycle among module-level imports, nor (a separate, stricter test) through lazy imports in functions;
   * no import of a na_deploy module that does not exist;
   * no module over 400 lines, no function over 80 lines, except the commented SIZE_ALLOWED entries.
@@ -20,8 +22,9 @@ from pathlib import Path
 import pytest
 
 import layering  # tests/layering.py, beside this file (pytest puts tests/ on sys.path)
-from layering import (import_cycles, layer_violations, missing_modules, module_name, oversized, read_sources,
-                      size_offenders)
+from cycles import import_cycles  # tests/cycles.py
+from layering import (layer_violations, missing_modules, module_name, oversized, read_sources, size_offenders,
+                      stage_violations)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,6 +60,23 @@ def test_folder_names_match_pyproject_package_dir():
 def test_layer_rules_hold(sources):
     messages = layer_violations(sources)
     assert not messages, _report("layering violations", messages)
+
+
+def test_no_import_goes_up_the_stages_as_they_stand_today(sources):
+    """The stage order today's imports follow (simulate before convert) holds: no new arrow back up."""
+    messages = stage_violations(sources, layering.STAGES_TODAY)
+    assert not messages, _report("imports of a later stage", messages)
+
+
+@pytest.mark.xfail(strict=True, reason="convert imports simulate, a later stage: na_deploy/convert/affine.py:29 "
+                   "`from na_deploy.simulate.torch_ops import compile_op`, na_deploy/convert/api.py:136 "
+                   "`from na_deploy.simulate.ann import ann_forward` (the self-check); once they are gone, drop "
+                   "this mark and layering.STAGES_TODAY")
+def test_no_import_goes_up_the_stages(sources):
+    """Issue 18's stage order: base < ir < io < data < training < convert < simulate < evaluate < verify <
+    pipeline; a module imports only its own stage and earlier ones."""
+    messages = stage_violations(sources)
+    assert not messages, _report("imports of a later stage", messages)
 
 
 def test_no_module_level_import_cycles(sources):
@@ -175,6 +195,27 @@ def test_ir_importing_its_file_format_is_reported(sources):
     messages = layer_violations(planted(sources, {"na_deploy/ir/planted.py": code}))
     assert_reported(messages, "na_deploy/ir/planted.py:2:", "`from ..io import save_net`",
                     "must not import its file formats")
+
+
+def test_import_of_a_later_stage_is_reported_even_lazily(sources):
+    code = ('"""An IR module that reaches for the pipeline."""\nfrom na_deploy.pipeline import run_pipeline\n\n\n'
+            "def run(net):\n    import na_deploy.verify.bit_exact\n    return run_pipeline(net)\n")
+    messages = stage_violations(planted(sources, {"na_deploy/ir/planted.py": code}))
+    ours = [m for m in messages if "planted" in m]
+    assert_reported(ours, "na_deploy/ir/planted.py:2:", "`from na_deploy.pipeline import run_pipeline`",
+                    "the ir stage must not import the later pipeline stage")
+    assert_reported(ours, "na_deploy/ir/planted.py:6:", "`import na_deploy.verify.bit_exact`",
+                    "the ir stage must not import the later verify stage")
+    assert len(ours) == 2, ours
+
+
+def test_base_module_importing_a_stage_and_a_package_without_stage_are_reported(sources):
+    files = {"na_deploy/planted.py": "from na_deploy.ir import FloatNet\n",
+             "na_deploy/extras/__init__.py": "from na_deploy.pipeline import run_pipeline\n"}
+    messages = stage_violations(planted(sources, files))
+    assert_reported(messages, "na_deploy/planted.py:1:", "the base stage must not import the later ir stage")
+    assert_reported(messages, "na_deploy/extras/: the package na_deploy.extras is in no stage")
+    assert not [m for m in messages if "extras/__init__.py" in m]  # no stage: no order to break
 
 
 def test_lazy_cycle_is_reported_only_by_the_lazy_check(sources):

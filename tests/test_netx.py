@@ -27,7 +27,8 @@ from na_deploy.hw_targets.loihi2.netx.format import netx_layers, netx_runnable, 
 from na_deploy.hw_targets.loihi2.reference.fast import reference_simulate
 from na_deploy.io import load_net, save_net
 from na_deploy.ir import ZERO, Dense, IntNet, Synapse, replace_nodes
-from na_deploy.testing import random_inputs, random_intnet, ridge_digits_cnn
+from na_deploy.testing import random_inputs, random_intnet
+from helpers import ridge_digits_cnn  # tests/helpers.py
 from na_deploy.verify.bit_exact import first_difference
 
 nxb = pytest.importorskip("na_deploy.hw_targets.loihi2.netx.backend")

@@ -74,7 +74,7 @@ def test_round_trip_covers_every_kind(tmp_path):
 @pytest.mark.slow
 def test_floatnet_round_trip_exact(tmp_path):
     from na_deploy.convert import to_floatnet
-    from na_deploy.testing import ridge_digits_cnn
+    from helpers import ridge_digits_cnn  # tests/helpers.py
 
     model, d = ridge_digits_cnn(widths=(4, 8), grid=10)
     for mode in ("subtract", "zero"):

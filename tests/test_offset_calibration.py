@@ -19,7 +19,8 @@ from na_deploy.io import load_net, save_net
 from na_deploy.ir import IntNet
 from na_deploy.ir.neuron import SUBTRACT
 from na_deploy.ir.offset_calibration import offset_start, steps_per_inference, with_offset_steps
-from na_deploy.testing import random_inputs, ridge_digits_cnn
+from na_deploy.testing import random_inputs
+from helpers import ridge_digits_cnn  # tests/helpers.py
 
 from test_neuron_modes_datta_qffs import float_twin, pow2_net
 

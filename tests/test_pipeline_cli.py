@@ -116,7 +116,7 @@ def test_pipeline_from_nir_imports_converts_and_verifies(tmp_path):
 
     from na_deploy.convert import to_floatnet
     from na_deploy.io.nir_io import to_nir
-    from na_deploy.testing import ridge_digits_cnn
+    from helpers import ridge_digits_cnn  # tests/helpers.py
 
     model, d = ridge_digits_cnn(widths=(4, 8), grid=10)
     fnet = to_floatnet(model, (1, 8, 8), d.normalization.channel_scale, name="digits_cnn", neuron="zero")

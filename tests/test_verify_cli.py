@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from na_deploy.cli.main import cli
 from na_deploy.io import load_net, save_net
-from na_deploy.testing import tampered
+from helpers import tampered  # tests/helpers.py
 
 pytestmark = pytest.mark.lava
 

@@ -29,7 +29,7 @@ from na_deploy.pipeline.run import PipelineConfig, run_pipeline
 from na_deploy.protocols import Violation
 from na_deploy.verify.provenance import compare_nets
 from na_deploy.training.surgery import quantize_model
-from na_deploy.testing import ridge_digits_cnn
+from helpers import ridge_digits_cnn  # tests/helpers.py
 
 T = 8
 N = 120

@@ -6,8 +6,13 @@ earlier activations*: a set of terms (one per source activation, each a chain of
 one IR op) plus a bias map. A QuantReLU turns the map into a `NeuronNode`; the model output into the
 `ReadoutNode`.
 
-Modules: `affine` (BN folding and the affine-map algebra, no fx), `fx_walk` (the tracer and the node-by-node
-converter), `api` (`to_floatnet`, `check_against_torch`, `convert_checkpoint`).
+Modules:
+  api           the entry points: `to_floatnet`, `convert_checkpoint` (with provenance, C8), `check_against_torch`
+  fx_walk       the torch.fx tracer (`trace_model`) and the node-by-node converter
+  affine        BN folding (`fold_batchnorm`, `bn_affine`) and the affine-map algebra, no fx
+  delays        `balance_delays`: relay nodes so every path into a node has the same hop count (C3)
+  neuron_modes  the neuron modes of a converted net (`apply_neuron_mode`, `convert_inference_mode`, C2)
+  bias_shift    Datta et al.'s BN-bias shift in place of the pre-charge (`apply_bias_shift`)
 
 Rules (each one exact):
 * BN folding (`fold_batchnorm`): y = g (Wx + b - mu)/sqrt(var + eps) + beta
@@ -36,7 +41,11 @@ pixels) so a misread op can never pass silently.
 """
 from na_deploy.convert.affine import bn_affine, fold_batchnorm
 from na_deploy.convert.api import check_against_torch, convert_checkpoint, to_floatnet
+from na_deploy.convert.bias_shift import apply_bias_shift
+from na_deploy.convert.delays import balance_delays
 from na_deploy.convert.fx_walk import trace_model
+from na_deploy.convert.neuron_modes import NEURON_MODES, apply_neuron_mode, convert_inference_mode
 
 __all__ = ["to_floatnet", "convert_checkpoint", "fold_batchnorm", "bn_affine", "trace_model",
-           "check_against_torch"]
+           "check_against_torch", "balance_delays", "NEURON_MODES", "apply_neuron_mode", "convert_inference_mode",
+           "apply_bias_shift"]

@@ -3,7 +3,7 @@
 (`batch_size=None`: one chunk, every integer Trace at every T of every image, as before the change).
 
 Net: the digits net of a pipeline run (`--run DIR`: its net.nad.h5 + net.float.nad.h5), or by default
-`na_deploy.testing.ridge_digits_cnn(0, widths=(16, 32))` (no SGD; the pipeline's digits_cnn shapes), made fixed
+`ridge_digits_cnn(0, widths=(16, 32))` of tests/helpers.py (no SGD; the pipeline's digits_cnn shapes), made fixed
 point for T = 32. Images: `--images` (default 10,000) drawn with replacement from the embedded digits test split
 (seed `--seed`) and perturbed by uniform integer noise in [-8, 8] (clipped to 0..255). T list: 1..32 (`--tmax`).
 
@@ -14,7 +14,7 @@ with two or more old-path sizes measured, the old path at `--images` is extrapol
 Also printed: the integer-trace bytes per image of the old path (sum over T of (neurons + classes) x 8 bytes)
 for this net and for a CIFAR-10 ResNet-18 (32x32, relays included) at T list 1..32.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/measure_eval_memory.py [--images 10000] [--tmax 32]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/experiments/measure_eval_memory.py [--images 10000] [--tmax 32]
         [--batch-size auto] [--old-images 1000,2000,3000,10000] [--run runs/DIR] [--seed 0] [--no-resnet]
 """
 from __future__ import annotations
@@ -32,7 +32,8 @@ import numpy as np
 
 from na_deploy.evaluate.accuracy import auto_batch_size, trace_bytes_per_image
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repository
+sys.path.insert(0, str(ROOT / "tests"))  # tests/helpers.py: ridge_digits_cnn
 OLD_PEAK_OVER_TRACES = 2.2  # the old path's evaluation memory / its integer traces (measured: 1111 MiB / 527 MiB)
 
 
@@ -48,7 +49,7 @@ def load_nets(run: str | None, tmax: int):
             inet = TARGET.to_fixed_point(fnet, max_timesteps=tmax)
         return fnet, inet
     from na_deploy.convert import to_floatnet
-    from na_deploy.testing import ridge_digits_cnn
+    from helpers import ridge_digits_cnn
 
     model, d = ridge_digits_cnn(0, widths=(16, 32))
     fnet = to_floatnet(model, d.input_shape, d.normalization.channel_scale, name="digits_cnn")

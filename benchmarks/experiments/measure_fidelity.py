@@ -5,7 +5,7 @@ These numbers justify `na_deploy.verify.fidelity.DEFAULT_MIN_AGREEMENT`.
 Make the nets first (about 30 s on 2 cores; the second arm is optional):
 
     .venv/bin/na-deploy pipeline --out /tmp/fid_run --verify-samples 0 --compare-no-noise-adaptor
-    .venv/bin/python benchmarks/measure_fidelity.py --run /tmp/fid_run [--timesteps 1,2,4,8,16,32]
+    .venv/bin/python benchmarks/experiments/measure_fidelity.py --run /tmp/fid_run [--timesteps 1,2,4,8,16,32]
         [--other-run /tmp/fid_run_s1] [--ridge] [--seed S (the data split of --run's pipeline)]
 
 Arms: every `<name>.nad.h5` in the run folder with its `<name>.float.nad.h5` sibling (net, net_no_na). For the
@@ -18,20 +18,22 @@ small class margins) and its tampered copy. Takes about 30 s on 2 CPU cores with
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
-from na_deploy.testing import tampered
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))  # tests/helpers.py
+from helpers import tampered  # noqa: E402
 
 
 def ridge_nets(seed: int = 0, max_timesteps: int = 32):
-    """A digits_cnn that no SGD trained (na_deploy.testing.ridge_digits_cnn, also tests/test_fidelity.py's net):
+    """A digits_cnn that no SGD trained (tests/helpers.py's ridge_digits_cnn, also tests/test_fidelity.py's net):
     random convs, BN statistics and step sizes from the data, the readout fitted by ridge regression. Honest,
     but with small class margins: its SNN is far from its ANN at small T, which is where integer rounding flips
     predictions most."""
     from na_deploy.convert import to_floatnet
     from na_deploy.hw_targets.loihi2 import TARGET
-    from na_deploy.testing import ridge_digits_cnn
+    from helpers import ridge_digits_cnn
 
     model, d = ridge_digits_cnn(seed, data_seed=seed, grid=50)
     fnet = to_floatnet(model, d.input_shape, d.normalization.channel_scale, name="digits_cnn")

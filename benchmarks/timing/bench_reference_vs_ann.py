@@ -17,7 +17,7 @@ The machine load (os.getloadavg()) is printed at the start and the end. Default 
 on a loaded 2-core machine the ANN's elementwise ops (BN, QuantReLU) ran ~100x slower (OpenMP threads waiting
 for a core), so the ratio would say more about the load than about the simulator.
 
-    .venv/bin/python benchmarks/bench_reference_vs_ann.py [--threads 1] [--batch 128] [--repeats 3]
+    .venv/bin/python benchmarks/timing/bench_reference_vs_ann.py [--threads 1] [--batch 128] [--repeats 3]
         [--lava-budget 120] [--no-lava] [--quick]
 """
 from __future__ import annotations
@@ -26,11 +26,14 @@ import argparse
 import cProfile
 import os
 import pstats
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))  # tests/helpers.py: settle_batchnorm
 NETS = (("tiny_resnet", 1, 28), ("resnet20", 3, 32))
 
 
@@ -43,7 +46,7 @@ def build(name: str, channels: int, size: int, p: int, seed: int = 0):
     from na_deploy.convert import to_floatnet
     from na_deploy.models import build_model
     from na_deploy.training.surgery import quantize_model
-    from na_deploy.testing import settle_batchnorm
+    from helpers import settle_batchnorm
 
     torch.manual_seed(seed)
     model = quantize_model(build_model(name, channels, 10, size), p=p)
@@ -294,6 +297,7 @@ def main() -> None:
             probe, p_whole, p_chunk = locality_probe(inet, T, args.batch, max(2, args.repeats))
             n_ann_mods = sum(isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) for m in model.modules())
             parts = ", ".join(f"{k} {v / tot:.0%}" for k, v in sorted(cats.items(), key=lambda kv: -kv[1]))
+            op_times = ", ".join(f"{k} x{n} {v:.2f} s" for k, (n, v) in sorted(by_op.items(), key=lambda kv: -kv[1][1]))
             notes.append(f"{name} T={T}: ratio {ratio:.2f}x {'(goal met)' if ratio <= 1.5 else '(goal NOT met)'}; "
                          f"profiled reference {tot:.2f} s = {parts}.\n"
                          f"    ref ops {cats.get('ops (torch conv/dense/pool)', 0):.2f} s vs ANN conv/linear/pool "
@@ -301,7 +305,7 @@ def main() -> None:
                          f"float64 {f64}; integer state int32 {i32} nodes, int64 {i64}; IF loop "
                          f"{len(inet.nodes)} nodes x T={T} = {loop_calls} fire_and_reset calls\n"
                          f"    ref ops by IR op type (cast + op, one unprofiled run): "
-                         + ", ".join(f"{k} x{n} {v:.2f} s" for k, (n, v) in sorted(by_op.items(), key=lambda kv: -kv[1][1]))
+                         + op_times
                          + f"; the ANN has {n_ann_mods} conv/linear modules and no relay/skip Identity synapses\n"
                          f"    locality: conv {probe} on one (T*B = {T * args.batch}) batch {p_whole:.3f} s vs in {T} "
                          f"chunks of {args.batch} {p_chunk:.3f} s ({p_whole / p_chunk:.2f}x)")

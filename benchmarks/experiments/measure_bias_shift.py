@@ -1,7 +1,7 @@
 """Datta et al.'s BN-bias shift (`convert --bn-bias-shift T`) against the pre-charge th/2, on one QAT checkpoint:
 integer-SNN accuracy (Loihi 2 reference) vs T for the pre-charged net and for the net shifted for each T.
 
-    .venv/bin/python benchmarks/measure_bias_shift.py runs/zero/qat.ckpt [--data file.npz]
+    .venv/bin/python benchmarks/experiments/measure_bias_shift.py runs/zero/qat.ckpt [--data file.npz]
 """
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ def main() -> None:
     print(f"{'conversion':34s}" + "".join(f"{'T=' + str(T):>8s}" for T in TS))
     print(f"{'pre-charge th/2 (the paper)':34s}" + "".join(f"{a:8.2f}" for a in row(args.checkpoint, ds, None)))
     for shift in (1, 2, 4, 8):
-        print(f"{f'bias shift th/(2T) for T={shift}':34s}" + "".join(f"{a:8.2f}" for a in row(args.checkpoint, ds, shift)))
+        label = f"bias shift th/(2T) for T={shift}"
+        print(f"{label:34s}" + "".join(f"{a:8.2f}" for a in row(args.checkpoint, ds, shift)))
 
 
 if __name__ == "__main__":

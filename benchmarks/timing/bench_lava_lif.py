@@ -1,6 +1,6 @@
 """Backend "lava-lif" (stock LIF, mode "zero"): the full random-net property run and seconds per sample.
 
-    python benchmarks/bench_lava_lif.py [--nets 200] [--samples 20] [--timesteps 8]
+    python benchmarks/timing/bench_lava_lif.py [--nets 200] [--samples 20] [--timesteps 8]
 
 1. `--nets` random zero-mode IntNets (the generator and seeds of tests/test_lava_lif.py's property test, which
    runs fewer by default: NA_DEPLOY_LAVA_LIF_NETS): nets failing the fit check are skipped and counted; every

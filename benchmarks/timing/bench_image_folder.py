@@ -1,9 +1,9 @@
 """Image-folder data (issue 13 item 2): make a small coloured-shapes ImageFolder and measure the folder loader.
 
-    python benchmarks/bench_image_folder.py make DIR [--size 32 --train 40 --val 10 --seed 0]
+    python benchmarks/timing/bench_image_folder.py make DIR [--size 32 --train 40 --val 10 --seed 0]
         writes DIR/train/<shape>/*.png and DIR/val/<shape>/*.png: 10 classes (one shape each), random colours,
         positions, sizes and background noise, seeded (the same seed gives the same bytes)
-    python benchmarks/bench_image_folder.py speed DIR [--augment cifar --batch-size 64 --epochs 3]
+    python benchmarks/timing/bench_image_folder.py speed DIR [--augment cifar --batch-size 64 --epochs 3]
         images/s of one training epoch through make_loaders(...).train() with 0 and 2 workers (best of --epochs),
         and whether both give identical batches
 """

@@ -1,6 +1,6 @@
 """Lava seconds per sample vs reference seconds per sample (prints only).
 
-    python benchmarks/bench_lava.py [--net NET.nad.h5] [--samples 100] [--timesteps 8] [--rebuild-samples 3]
+    python benchmarks/timing/bench_lava.py [--net NET.nad.h5] [--samples 100] [--timesteps 8] [--rebuild-samples 3]
 
 Default net: a digits-sized conv IntNet built here (1x8x8 input, conv 8 -> conv 16 stride 2 -> conv 16 ->
 dense 10 readout, random weights within the Loihi 2 limits, thresholds calibrated so that neurons fire at

@@ -4,22 +4,26 @@ batch 256, beside the float SNN simulator's images/s.
 The net is the real path: registry model -> quantize_model (QuantReLU, p) with random BN statistics and step
 sizes -> na_deploy.convert.to_floatnet -> hw_targets.loihi2 to_fixed_point. Random pixels as input.
 
-    .venv/bin/python benchmarks/bench_reference.py [--batch 256] [--timesteps 8] [--repeats 3] [--threads N]
+    .venv/bin/python benchmarks/timing/bench_reference.py [--batch 256] [--timesteps 8] [--repeats 3] [--threads N]
 """
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))  # tests/helpers.py: settle_batchnorm
 
 
 def build_nets(p: int, seed: int, input_size: int):
     from na_deploy.convert import to_floatnet
     from na_deploy.hw_targets.loihi2 import TARGET
     from na_deploy.models import build_model
-    from na_deploy.testing import settle_batchnorm
+    from helpers import settle_batchnorm
     from na_deploy.training.surgery import quantize_model
 
     torch.manual_seed(seed)

@@ -1,7 +1,7 @@
 """Accuracy vs T of the reset-to-zero conversion (mode "zero") for candidate parameters.
 
     .venv/bin/na-deploy pipeline --out /tmp/zero_run --verify-samples 0 --compare-no-noise-adaptor
-    .venv/bin/python benchmarks/measure_zero_mode.py /tmp/zero_run [--integer-top 6] [--split train]
+    .venv/bin/python benchmarks/experiments/measure_zero_mode.py /tmp/zero_run [--integer-top 6] [--split train]
         [--arm net_no_na.float.nad.h5] [--alphas 1,0.8,0.7] [--pc-th 0,0.3,0.5] [--betas 0,0.1]
 
 Loads the run's subtract FloatNets (noise-adaptor arm: net.float.nad.h5; without: net_no_na.float.nad.h5),

@@ -3,7 +3,7 @@ neuron modes subtract / negative (QFFS signed spikes) / accumulate (Datta's accu
 two-stage offset calibration (COS, rho = 2 and 4), float SNN and Loihi 2 integer SNN (bit-exact reference), at
 T = 1, 2, 4, 8, 16, 32.
 
-    .venv/bin/python benchmarks/measure_inference_corrections.py --ckpt runs/zero/qat.ckpt [--json out.json]
+    .venv/bin/python benchmarks/experiments/measure_inference_corrections.py --ckpt runs/zero/qat.ckpt [--json out.json]
 
 Every variant is made by `na_deploy.convert.neuron_modes.convert_inference_mode(FloatNet, mode, offset_steps)`
 from the checkpoint's subtract FloatNet, then `TARGET.to_fixed_point(max_timesteps=32)` (its own fixed point:

@@ -8,7 +8,7 @@
      -> `verify`: the stock-LIF Lava backend against the reference on N test images, every layer;
   4. accuracy of Norse's own simulation, our float SNN and our integer SNN at T.
 
-    .venv/bin/python benchmarks/norse_to_loihi2.py [--samples 50] [--timesteps 8] [--out model.nir]
+    .venv/bin/python benchmarks/demos/norse_to_loihi2.py [--samples 50] [--timesteps 8] [--out model.nir]
 """
 from __future__ import annotations
 

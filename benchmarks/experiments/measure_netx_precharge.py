@@ -2,7 +2,7 @@
 pre-charge folded into the bias for each T (what `export --format netx` writes: `netx_runnable`), and with the
 pre-charge dropped; and up to which T netx can run it (its readout LIF must never fire: `netx_rules`).
 
-    .venv/bin/python benchmarks/measure_netx_precharge.py runs/zero/net.nad.h5 [--data file.npz]
+    .venv/bin/python benchmarks/experiments/measure_netx_precharge.py runs/zero/net.nad.h5 [--data file.npz]
 
 Prints one row per variant: integer SNN accuracy (%) at T = 1 2 4 8 16 32 on the test split.
 """
@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-
-import numpy as np
 
 from na_deploy.data.arrays import load_dataset
 from na_deploy.hw_targets.loihi2.netx.format import netx_rules, netx_runnable

@@ -2,7 +2,8 @@
 checkpoint and seed, QAT (noise adaptor, p = 2) for each λ, then conversion, Loihi 2 fixed point and the
 reference simulator on the test split: spikes per inference and integer-SNN accuracy vs T.
 
-    .venv/bin/python benchmarks/measure_l1_sparsity.py [--lambdas 0,0.5,2,8] [--data file.npz] [--model digits_cnn]
+    .venv/bin/python benchmarks/experiments/measure_l1_sparsity.py [--lambdas 0,0.5,2,8] [--data file.npz]
+        [--model digits_cnn]
 """
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ def main() -> None:
     ds = load_dataset(args.data, seed=args.seed)
     fp = train_full_precision(ds, args.model, seed=args.seed, progress=False).checkpoint
     print(f"{args.model} on {ds.name}: {len(ds.y_test)} test images; fp test accuracy {fp.history[-1]['test_acc']:.4f}")
-    print(f"{'lambda':>7s} {'ANN':>7s}" + "".join(f"{'T=' + str(T):>8s}" for T in TS) + f"  {'spikes/inference at T=8':>24s}")
+    t_columns = "".join(f"{'T=' + str(T):>8s}" for T in TS)
+    print(f"{'lambda':>7s} {'ANN':>7s}" + t_columns + f"  {'spikes/inference at T=8':>24s}")
     for lam in (float(v) for v in args.lambdas.split(",")):
         res = train_qat(ds, fp, seed=args.seed, progress=False, l1_sparsity=lam)
         fnet = to_floatnet(res.model, ds.input_shape, fp.normalization.channel_scale, name=args.model)

@@ -1,6 +1,6 @@
 """Benchmark (prints figures, asserts only bit-exactness): samples/s of `na-deploy verify --jobs J` for J = 1, 2, 4.
 
-    .venv/bin/python benchmarks/bench_verify_jobs.py [--net NET.nad.h5] [--samples 64] [--timesteps 8]
+    .venv/bin/python benchmarks/timing/bench_verify_jobs.py [--net NET.nad.h5] [--samples 64] [--timesteps 8]
                                                      [--jobs 1,2,4]
 
 Default net: the digits net of `na-deploy pipeline --out /tmp/jobs_run --verify-samples 0` (run once when

@@ -1,7 +1,7 @@
 """Write a generated CIFAR-shaped data set (3x32x32 uint8, 10 classes) in the `--data` npz layout, for smoke runs
 of the CIFAR presets (`na-deploy pipeline --preset cifar10-resnet18-smoke --data OUT.npz`) without a download:
 
-    .venv/bin/python benchmarks/make_cifar_like_npz.py [OUT.npz] [--train 400] [--test 100] [--seed 0]
+    .venv/bin/python benchmarks/data/make_cifar_like_npz.py [OUT.npz] [--train 400] [--test 100] [--seed 0]
 
 Class k = one of 5 shapes (disk, square, triangle, cross, ring) x 2 textures (solid, stripes), each class with
 its own base colour; every image jitters position, size, colour, stripe phase / direction, background colour

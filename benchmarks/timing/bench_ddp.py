@@ -1,6 +1,6 @@
 """DDP through torchrun vs one process: seconds per epoch, accuracy and how far the weights drift apart.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_ddp.py [--epochs 3] [--model digits_cnn] [--nproc 2]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/timing/bench_ddp.py [--epochs 3] [--model digits_cnn] [--nproc 2]
 
 Runs `torchrun --nproc_per_node N .venv/bin/na-deploy train ...` for N = 1 and --nproc (CPU, gloo) on the
 embedded digits with the same seed and global batch, then prints per run the mean seconds per epoch, the test
@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 BIN = ROOT / ".venv" / "bin"
 
 

@@ -1,5 +1,5 @@
 """Write a 28x28 npz (scikit-learn digits, bilinearly upscaled) in the `--data` layout, for residual-net runs
-such as `tiny_resnet`:  .venv/bin/python benchmarks/make_digits28_npz.py runs/digits28.npz"""
+such as `tiny_resnet`:  .venv/bin/python benchmarks/data/make_digits28_npz.py runs/digits28.npz"""
 from __future__ import annotations
 
 import sys

@@ -2,7 +2,7 @@
 calibration (`subtract` with offset_steps rho): `na_deploy.verify.bit_exact.verify` (every node's spike counts and the
 readout of every sample) plus equality of the event counts, and Lava seconds per sample.
 
-    .venv/bin/python benchmarks/lava_modes_digits.py runs/ci_demo/qat.ckpt [--samples 100] [--timesteps 8]
+    .venv/bin/python benchmarks/experiments/lava_modes_digits.py runs/ci_demo/qat.ckpt [--samples 100] [--timesteps 8]
         [--rho 2] [--max-timesteps 32] [--modes negative,accumulate,offset,subtract] [--data file.npz]
 
 The QAT checkpoint is converted once per mode (`convert_checkpoint(ckpt, neuron=mode)`, then

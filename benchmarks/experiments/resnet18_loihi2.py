@@ -1,7 +1,7 @@
 """Benchmark (prints figures, asserts nothing but what it reports): CIFAR-shaped ResNet-18 (3x32x32) through
 convert -> Loihi 2 fixed point -> Lava export -> verify on Lava (2 samples, T = 4), issue 13 item 7.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/resnet18_loihi2.py [--samples 2] [--timesteps 4] [--p 2]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/experiments/resnet18_loihi2.py [--samples 2] [--timesteps 4] [--p 2]
         [--ckpt CKPT.pt] [--stock-conv-steps 1] [--stock-lava-steps 0] [--out DIR]
 
 The net: `resnet18` from the model registry with random weights and bench_reference's trained-looking
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "timing"))  # bench_reference_vs_ann.build
 
 
 def float_net(args):
@@ -196,7 +196,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out) if args.out else Path(tmp) / "bundle"
         t0 = time.perf_counter()
-        folder = backend.export(inet, out, timesteps=T, force=True, source="benchmarks/resnet18_loihi2.py")
+        folder = backend.export(inet, out, timesteps=T, force=True, source="benchmarks/experiments/resnet18_loihi2.py")
         sec["export"] = time.perf_counter() - t0
         size = sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
     print(f"export: {sec['export']:.1f} s, bundle {size / 1e6:.1f} MB")

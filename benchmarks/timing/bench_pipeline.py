@@ -1,7 +1,7 @@
 """Benchmark (prints figures, asserts nothing): wall time of the default `na-deploy pipeline` on digits,
 per stage. Goal: < 3 minutes on 2 cores.
 
-    .venv/bin/python benchmarks/bench_pipeline.py [--verify-samples 100] [--compare-no-noise-adaptor]
+    .venv/bin/python benchmarks/timing/bench_pipeline.py [--verify-samples 100] [--compare-no-noise-adaptor]
 """
 from __future__ import annotations
 
