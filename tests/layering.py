@@ -28,9 +28,8 @@ line of stages, `STAGES`, lowest first; a module may import modules of its own s
 of a later one (no arrow back up). A sub-package `na_deploy/<name>/` is the stage `<name>` (a sub-package that
 the order lacks is reported: place it); a top-level module `na_deploy/<name>.py` belongs to the shared base,
 unless `MODULE_STAGES` places it: `protocols` states the Target / Backend protocols over IR types (stage ir),
-`testing` calls verify (stage verify). `STAGES_TODAY` is the order today's imports follow (simulate before
-convert: convert imports simulate); tests/test_layering.py holds the code to it and shows, as a strict xfail,
-the edges that break `STAGES`.
+`testing` calls verify (stage verify). simulate precedes convert: the converter's self-check evaluates the
+FloatNet it made with simulate's ANN evaluator.
 
 Missing modules (`missing_modules`): an import of a `na_deploy...` module that no file provides.
 
@@ -62,8 +61,9 @@ HW_TARGETS = "na_deploy.hw_targets"
 IR = "na_deploy.ir"
 IO = "na_deploy.io"
 # The core's stages, lowest first (issue 18): see "Stage rule" above.
-STAGES = ("base", "ir", "io", "data", "training", "convert", "simulate", "evaluate", "verify", "pipeline")
-STAGES_TODAY = ("base", "ir", "io", "data", "training", "simulate", "convert", "evaluate", "verify", "pipeline")
+# simulate comes before convert: it needs only the IR, and the converter's float64 self-check runs the ANN
+# evaluator (simulate.ann) on the FloatNet it made, with the IR ops as torch functions (simulate.torch_ops).
+STAGES = ("base", "ir", "io", "data", "training", "simulate", "convert", "evaluate", "verify", "pipeline")
 MODULE_STAGES = {"protocols": "ir", "testing": "verify"}  # top-level modules outside the base stage
 MODELS_MAY_IMPORT = ("torch",)  # besides the standard library and na_deploy.models itself
 STDLIB: frozenset[str] = frozenset(sys.stdlib_module_names) | {"__future__"}

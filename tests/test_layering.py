@@ -5,8 +5,8 @@ Rules (issue 8, item 3 and 4; details in tests/layering.py and, for cycles, test
   * the core (`na_deploy/`) never imports na_deploy.hw_targets or na_deploy.cli, not even inside a function;
   * `hw_targets/` never imports na_deploy.cli;
   * the IR (`na_deploy/ir/`) never imports its file formats (`na_deploy/io/`);
-  * inside the core, no import goes up the stages: base < ir < io < data < training < convert < simulate <
-    evaluate < verify < pipeline (issue 18; today simulate < convert, see the strict xfail below);
+  * inside the core, no import goes up the stages: base < ir < io < data < training < simulate < convert <
+    evaluate < verify < pipeline (issue 18);
   * no cycle among module-level imports, nor (a separate, stricter test) through lazy imports in functions;
   * no import of a na_deploy module that does not exist;
   * no module over 400 lines, no function over 80 lines, except the commented SIZE_ALLOWED entries.
@@ -62,18 +62,8 @@ def test_layer_rules_hold(sources):
     assert not messages, _report("layering violations", messages)
 
 
-def test_no_import_goes_up_the_stages_as_they_stand_today(sources):
-    """The stage order today's imports follow (simulate before convert) holds: no new arrow back up."""
-    messages = stage_violations(sources, layering.STAGES_TODAY)
-    assert not messages, _report("imports of a later stage", messages)
-
-
-@pytest.mark.xfail(strict=True, reason="convert imports simulate, a later stage: na_deploy/convert/affine.py:29 "
-                   "`from na_deploy.simulate.torch_ops import compile_op`, na_deploy/convert/api.py:136 "
-                   "`from na_deploy.simulate.ann import ann_forward` (the self-check); once they are gone, drop "
-                   "this mark and layering.STAGES_TODAY")
 def test_no_import_goes_up_the_stages(sources):
-    """Issue 18's stage order: base < ir < io < data < training < convert < simulate < evaluate < verify <
+    """Issue 18's stage order: base < ir < io < data < training < simulate < convert < evaluate < verify <
     pipeline; a module imports only its own stage and earlier ones."""
     messages = stage_violations(sources)
     assert not messages, _report("imports of a later stage", messages)
