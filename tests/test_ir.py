@@ -107,3 +107,21 @@ def test_balance_delays_inserts_exact_relays_C3():
     assert relay.role == "relay" and relay.threshold == b.node("c1").threshold and relay.precharge == relay.threshold / 2
     assert d["c1.relay1"] == d["c2"] == 2 and d["c3"] == 3
     assert [s.source for s in b.node("c3").inputs] == ["c2", "c1.relay1"]
+
+
+def test_window_starts_are_the_depths_plus_T_per_accumulate_source_C3():
+    """The IR's one window rule (`na_deploy.ir.timing`): per-step models start at their depth, a consumer of an
+    "accumulate" node T steps later; the slot is the readout's start + rho + T; uneven arrivals are refused."""
+    from na_deploy.ir import neuron_model
+    from na_deploy.ir.timing import steps_per_inference, window_starts
+
+    net = random_intnet(np.random.default_rng(3), "residual_identity", size=3)
+    assert window_starts(net, 5) == net.depths()
+    assert steps_per_inference(net, 5) == net.depths()[net.readout.name] + 5
+    assert steps_per_inference(net, 5, 2) == net.depths()[net.readout.name] + 2 + 5
+    net.node("block.conv1").neuron = neuron_model("accumulate")
+    with pytest.raises(IRError, match=r"node block.out: inputs arrive at different steps"):
+        window_starts(net, 3)
+    net.node("stem.relay1").neuron = neuron_model("accumulate")
+    starts = window_starts(net, 3)
+    assert starts["block.out"] == net.depths()["block.out"] + 3 and starts["stem"] == net.depths()["stem"]

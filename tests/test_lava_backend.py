@@ -1,6 +1,6 @@
 """The Lava backend (hw_targets/loihi2/lava/) against the integer reference.
 
-C3/C6: Lava's per-node spike counts and readout potentials equal `reference_slow` exactly, on every sample,
+C3/C6: Lava's per-node spike counts and readout potentials equal `reference/slow.py` exactly, on every sample,
 for >= 200 random IntNets (NA_DEPLOY_LAVA_NETS overrides the count). Plus: op layouts (conv / pool / dense
 from maps / identity, exponents), Lava's Dense keeps our weights, a perturbed Lava weight is detected and
 located, a model exception surfaces with its message and nothing hangs, unfit nets are refused.
@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from na_deploy.errors import FitError, SimulationError
-from na_deploy.hw_targets.loihi2.reference.slow import int_op, shift, slow_reference_simulate
+from na_deploy.hw_targets.loihi2.reference.slow import int_op, slow_reference_simulate
+from na_deploy.integer import shift
 from na_deploy.ir import (INPUT_NAME, AvgPool2d, Conv2d, Dense, Identity, InputNode, IntNet, IntNeuronNode,
                           IntReadoutNode, Synapse)
 from na_deploy.hw_targets.loihi2 import TARGET

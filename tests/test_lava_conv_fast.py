@@ -66,8 +66,8 @@ def test_conv_equals_lava_utils_conv_on_random_cases():
 
 
 def test_conv_lava_layout_is_torch_conv2d():
-    """With the project's weight mapping (lava_layout.conv_weights_for_lava), ConvFast's conv is the IR's
-    conv2d (reference_slow.int_op) on (C, H, W) maps, strided, padded and grouped."""
+    """With the project's weight mapping (lava/layout.py conv_weights_for_lava), ConvFast's conv is the IR's
+    conv2d (reference/slow.py int_op) on (C, H, W) maps, strided, padded and grouped."""
     from na_deploy.hw_targets.loihi2.lava.layout import conv_weights_for_lava, from_lava_layout, to_lava_layout
     from na_deploy.hw_targets.loihi2.reference.slow import int_op
     from na_deploy.ir import Conv2d

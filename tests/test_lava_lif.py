@@ -1,6 +1,6 @@
 """Backend "lava-lif" (hw_targets/loihi2/lava/lif_backend.py): mode "zero" IntNets on Lava's stock LIF.
 
-Exactness (C3, C6): per-node spike counts and readout potentials equal `reference_slow` on every node and
+Exactness (C3, C6): per-node spike counts and readout potentials equal `reference/slow.py` on every node and
 sample, for random zero-mode IntNets (NA_DEPLOY_LAVA_LIF_NETS, default 100, ~1.5 min; the full 200, ~3 min,
 run in benchmarks/bench_lava_lif.py; nets failing the fit check are skipped) and for hand-made nets at the
 registers' edges (a_in, bias_mant/bias_exp with bias_exp 7, negative pre-charge, v bound at saturation).

@@ -1,10 +1,10 @@
 """Lava process models of the neuron modes `negative` and `accumulate` and of two-stage offset calibration
-(offset_steps rho), against a per-step numpy model of the specification (helpers/spec_modes.md) written
-here, independent of the references: every node's counts, event counts, readout and every recorded step
-equal, on small random nets of every topology (every connection type: Dense, Conv, pooling Conv, Sparse
-identity) and on several samples in one runtime; and on a digits net per mode against the reference
-(`reference_simulate`) as well. Refusals (rho > T, rho with another model, unbalanced accumulate paths, the
-stock-LIF backends) and the export manifest.
+(offset_steps rho), against a per-step numpy model of the specification (docs/contract.md C2-C3: the modes,
+offset calibration, the windows) written here (`spec_simulate`), independent of the references: every node's
+counts, event counts, readout and every recorded step equal, on small random nets of every topology (every
+connection type: Dense, Conv, pooling Conv, Sparse identity) and on several samples in one runtime; and on a
+digits net per mode against the reference (`reference_simulate`) as well. Refusals (rho > T, rho with another
+model, unbalanced accumulate paths, the stock-LIF backends) and the export manifest.
 """
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 from na_deploy.errors import FitError, SimulationError
-from na_deploy.hw_targets.loihi2.reference.slow import int_op, shift, wrap
+from na_deploy.hw_targets.loihi2.reference.slow import int_op
+from na_deploy.integer import shift
+from na_deploy.integer import wrap_signed as wrap
 from na_deploy.ir import INPUT_NAME, IntNet, NeuronModel, neuron_model
 from na_deploy.testing import TOPOLOGIES, random_inputs, random_intnet
 

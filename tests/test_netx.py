@@ -1,10 +1,11 @@
-"""Backend "netx" and `export --format netx` (hw_targets/loihi2/netx/format.py, netx_backend.py, netx_export.py).
+"""Backend "netx" and `export --format netx` (hw_targets/loihi2/netx/format.py, backend.py, export.py).
 
 Proof by the real reader (C3, C6): our netx file, loaded by lava-dl's own `netx.hdf5.Network` and run in Lava
 (Loihi2SimCfg, fixed_pt, Lava's stock LIFReset built by netx), gives per-layer spike counts and readout potentials
 equal to the reference simulator of the same IntNet, on every sample: the digits net in mode "zero" and random
 zero-mode chains (dense and conv). The pre-charge netx cannot carry is folded into the bias for the export's T
-(`netx_runnable`), and the reference simulates that net. What netx cannot express or run exactly is refused with one line naming the node.
+(`netx_runnable`), and the reference simulates that net. What netx cannot express or run exactly is refused with
+one line naming the node.
 The exported file is byte-deterministic; the bundle's run_netx.py (Lava + lava-dl only) classifies like the
 reference.
 """

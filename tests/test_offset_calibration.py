@@ -156,3 +156,21 @@ def test_cli_convert_new_neuron_modes(checkpoint, tmp_path, mode):
     inet = load_net(out)
     assert {n.neuron.name for n in inet.nodes} == {mode} and inet.meta["neuron_mode"] == {"mode": mode}
     assert check_fit(inet) == []
+
+
+def test_one_offset_steps_check_one_error_type():
+    """The IR writes the offset_steps rule once (`na_deploy.ir.timing.check_offset_steps`): the IR's validation
+    and the conversion API raise the same OffsetStepsError, an IRError that is also a ConversionError."""
+    from na_deploy.ir.timing import OffsetStepsError, check_offset_steps
+
+    base = pow2_net(2, "dense_chain")
+    neg = convert_inference_mode(base, "negative")
+    raised = []
+    for make in (lambda: IntNet(base.input, list(neg.nodes), base.readout, {"offset_steps": 2}),
+                 lambda: with_offset_steps(neg, 2), lambda: with_offset_steps(base, -1),
+                 lambda: IntNet(base.input, list(base.nodes), base.readout, {"offset_steps": 1.5})):
+        with pytest.raises(OffsetStepsError) as err:
+            make()
+        raised.append(err.value)
+    assert all(isinstance(e, IRError) and isinstance(e, ConversionError) for e in raised)
+    assert check_offset_steps(3, nodes=base.nodes) == 3 and check_offset_steps(0, nodes=neg.nodes) == 0

@@ -1,4 +1,4 @@
-"""The fast Loihi 2 reference simulator equals the literal pipelined one (reference_slow) EXACTLY (C3, C5, C6):
+"""The fast Loihi 2 reference simulator equals the literal pipelined one (reference/slow.py) EXACTLY (C3, C5, C6):
 every node's spike counts and the readout potentials, on random IntNets of every topology and on IntNets made
 by to_fixed_point from random FloatNets (residual adds, relays, average pooling)."""
 from __future__ import annotations
@@ -40,7 +40,7 @@ def test_C6_fast_equals_slow_on_random_intnets(seed):
 
 @pytest.mark.parametrize("seed", range(15))
 def test_C6_torch_engine_equals_slow(seed):
-    """The torch integer engine (what runs on CUDA), exercised on the CPU: equal to reference_slow too."""
+    """The torch integer engine (what runs on CUDA), exercised on the CPU: equal to reference/slow.py too."""
     rng = np.random.default_rng(500 + seed)
     net = random_intnet(rng, TOPOLOGIES[seed % len(TOPOLOGIES)], size=4, dense_exponents=(-2, 0, 1))
     x = random_inputs(rng, net, 3)
@@ -96,7 +96,7 @@ def _wide_dense_net(weight: int, bias: int, th: int) -> IntNet:
                                             (20000, 4095, 1 << 30)])
 def test_C6_exact_near_float32_limit_and_with_24_bit_wrap(weight, bias, th):
     """Sums just below / above 2**24 (float32 -> float64 switch) and a membrane that wraps at 24 bits
-    (a net that does not fit: the fast simulator still wraps exactly like reference_slow)."""
+    (a net that does not fit: the fast simulator still wraps exactly like reference/slow.py)."""
     net = _wide_dense_net(weight, bias, th)
     rng = np.random.default_rng(weight)
     x = np.concatenate([np.full((1, 300), 255), rng.integers(0, 256, size=(3, 300))])

@@ -1,7 +1,9 @@
 """The literal integer reference (the executable IntNet semantics) against hand-computed cases (C2, C3, C7)."""
 import numpy as np
 
-from na_deploy.hw_targets.loihi2.reference.slow import shift, slow_reference_simulate, wrap
+from na_deploy.hw_targets.loihi2.reference.slow import slow_reference_simulate
+from na_deploy.integer import shift
+from na_deploy.integer import wrap_signed as wrap
 from na_deploy.ir import Dense, Identity, InputNode, IntNet, IntNeuronNode, IntReadoutNode, Synapse
 
 
@@ -70,3 +72,18 @@ def test_shift_and_wrap():
     assert list(shift(np.array([5, -5, 7]), -1)) == [2, -3, 3]
     assert list(shift(np.array([5, -5]), 2)) == [20, -20]
     assert list(wrap(np.array([2**23 - 1, 2**23, -(2**23), -(2**23) - 1]), 24)) == [2**23 - 1, -(2**23), -(2**23), 2**23 - 1]
+
+
+def test_shift_and_wrap_give_the_same_integers_on_numpy_and_torch():
+    """na_deploy.integer writes each rule once, with integer operators only: the numpy engines, the Lava models
+    and the fast reference's torch engine (CUDA) run the same expression and get the same integers."""
+    import torch
+
+    v = np.array([0, 5, -5, 2**23 - 1, 2**23, -(2**23) - 1, 2**30 + 7, -(2**31) + 3], dtype=np.int64)
+    for dtype in (np.int64, np.int32):
+        x = v.astype(dtype)
+        for bits in (8, 16, 24):
+            assert np.array_equal(wrap(torch.from_numpy(x), bits).numpy(), wrap(x, bits)), (dtype, bits)
+        for e in (-3, -1, 0, 2):
+            assert np.array_equal(shift(torch.from_numpy(x), e).numpy(), shift(x, e)), (dtype, e)
+    assert list(wrap(v, 24)) == [((int(a) + 2**23) % 2**24) - 2**23 for a in v]

@@ -42,8 +42,8 @@ import numpy as np
 from na_deploy.ir import INPUT_NAME, AvgPool2d, Conv2d, Dense, Identity, IntNet, IntReadoutNode
 from na_deploy.protocols import Violation
 
-from na_deploy.hw_targets.loihi2.limits import (LOIHI2, Loihi2Limits, lif_bias, rule_equal, rule_integer, rule_member, rule_range,
-                     rule_step)
+from na_deploy.hw_targets.loihi2.limits import (LOIHI2, Loihi2Limits, lif_bias, rule_equal, rule_integer, rule_member,
+                                                rule_range, rule_step)
 
 
 # ----------------------------------------------------------------------------------------- bounds
@@ -296,7 +296,8 @@ def lif_rules(node, bound: NodeBound, limits: Loihi2Limits) -> list[Violation]:
     _, _, ok = lif_bias(b, limits)
     if not ok.all():
         v.append(Violation(name, "bias_mant/bias_exp (stock LIF registers)", _int(b[~ok].flat[0]),
-                           f"64 x bias = bias_mant << bias_exp, bias_mant 13-bit signed, bias_exp 0..{limits.lif_bias_exp_max}",
+                           "64 x bias = bias_mant << bias_exp, bias_mant 13-bit signed, "
+                           f"bias_exp 0..{limits.lif_bias_exp_max}",
                            "bias in [-4096, 4095]" + (", or even in [-8192, 8190]" if limits.lif_bias_exp_max >= 7
                                                       else " (bias_exp 6, netx's fixed choice)")))
     a_lo, a_hi = limits.lif_a_in_range
@@ -312,7 +313,7 @@ def lif_ratios(node, bound: NodeBound, limits: Loihi2Limits) -> dict[str, float]
     """How far a mode "zero" node exceeds the stock LIF's vth, a_in and v registers (<= 1: fits; all shrink as
     the node's scale grows), for the fixed-point scale search. The bias has its own rule: an IR bias_exp <=
     lif_bias_exp_max - 6 keeps 64 x bias encodable (`limits.lif_bias`). One more ratio keeps room for the netx
-    export, which folds the pre-charge into the bias (`netx_format.netx_runnable`: b + round(pc / T), T >= 1):
+    export, which folds the pre-charge into the bias (`netx/format.py` `netx_runnable`: b + round(pc / T), T >= 1):
     |b| + |pc| within the 13-bit mantissa, so the folded bias fits for every T."""
     a_lo, a_hi = limits.lif_a_in_range
     lo, hi = bound.synaptic

@@ -125,6 +125,7 @@ def format_resource_report(report: dict) -> str:
         e = report["energy_model"]
         lines.append(f"per inference at T={p['timesteps']}: {p['spikes']:.0f} spikes, {p['synops']:.0f} synaptic ops, "
                      f"{p['neuron_updates']:.0f} neuron updates -> {p['energy_uJ']:.3f} uJ "
-                     f"({e['synop_pj']} pJ/synop, {e['neuron_update_pj']} pJ/update, {e['spike_pj']} pJ/spike: {e['source']})")
+                     f"({e['synop_pj']} pJ/synop, {e['neuron_update_pj']} pJ/update, {e['spike_pj']} pJ/spike: "
+                     f"{e['source']})")
     lines.append("capacities per core are assumptions (Loihi 2 brief: 1M neurons, 120M synapses, 128 cores per chip)")
     return "\n".join(lines)

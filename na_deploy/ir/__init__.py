@@ -28,15 +28,19 @@ IntNet (integers, exact):  I_m(t) = sum_i shift(op_i(payload_src_i(t)), exponent
     with shift(y, e) = y << e for e >= 0 and y >> -e (arithmetic, floor) for e < 0; the same update.
 Pipelined time (C3): node depth d (input 0, node = 1 + depth of its sources, which must all agree);
     node m is live only in its window of global steps [d_m + 1, d_m + T] and there sees the payloads its
-    sources emitted one step earlier. This equals the unpipelined run above exactly.
+    sources emitted one step earlier. This equals the unpipelined run above exactly. (The window starts of
+    every mode, "accumulate" and offset calibration included: `timing.window_starts`.)
 Spike counts are counted over each node's window; the readout's final potential is V.
 
-Modules: `ops` (synaptic ops, `Synapse`), `neuron` (neuron models), `nodes`, `graph` (FloatNet / IntNet).
+Modules: `ops` (synaptic ops, `Synapse`), `neuron` (neuron models), `nodes`, `graph` (FloatNet / IntNet),
+`timing` (window starts, steps per inference, the offset_steps rules; C3), `offset_calibration` (C2's option).
+The integer arithmetic (`shift`, the register wrap) is `na_deploy.integer`.
 Files: `na_deploy.io.save_net` / `load_net` (the IR never imports its file format).
 """
 from na_deploy.ir.graph import FloatNet, IntNet, replace_nodes
 from na_deploy.ir.neuron import NEURON_MODELS, SUBTRACT, ZERO, NeuronModel, ResetToZeroIF, SubtractIF, neuron_model
-from na_deploy.ir.nodes import INPUT_NAME, ROLES, InputNode, IntNeuronNode, IntReadoutNode, NeuronNode, ReadoutNode, node_kind
+from na_deploy.ir.nodes import (INPUT_NAME, ROLES, InputNode, IntNeuronNode, IntReadoutNode, NeuronNode, ReadoutNode,
+                                node_kind)
 from na_deploy.ir.ops import OP_TYPES, AvgPool2d, Conv2d, Dense, Identity, Op, Shape, Synapse
 
 __all__ = [

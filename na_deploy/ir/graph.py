@@ -13,6 +13,7 @@ import numpy as np
 from na_deploy.errors import IRError
 from na_deploy.ir.nodes import INPUT_NAME, InputNode, IntNeuronNode, IntReadoutNode, NeuronNode, ReadoutNode
 from na_deploy.ir.ops import Shape, Synapse, is_int_array
+from na_deploy.ir.timing import check_offset_steps, offset_steps  # noqa: F401  (offset_steps: simulate/, verify/ import it here)
 
 
 @dataclass(eq=False)
@@ -97,22 +98,11 @@ class _Net:
         raise NotImplementedError
 
 
-def offset_steps(net) -> int:
-    """rho of two-stage offset calibration (meta "offset_steps"; 0 = off), see na_deploy.ir.offset_calibration."""
-    return int(net.meta.get("offset_steps", 0) or 0)
-
-
 def _check_offset_steps(net) -> None:
-    """meta offset_steps: an int >= 0, and > 0 only for a net whose every node runs mode "subtract"."""
+    """meta offset_steps (absent or None: no calibration) by the IR's one rule, `timing.check_offset_steps`."""
     rho = net.meta.get("offset_steps", 0)
-    if rho is None:
-        return
-    if isinstance(rho, bool) or not isinstance(rho, (int, np.integer)) or rho < 0:
-        raise IRError(f"meta offset_steps = {rho!r}; allowed: an integer >= 0 (0 = no offset calibration)")
-    bad = [n.name for n in net.nodes if n.neuron.name != "subtract"]
-    if rho > 0 and bad:
-        raise IRError(f"meta offset_steps = {rho}: offset calibration needs neuron mode subtract; node {bad[0]} "
-                      f"runs {net.node(bad[0]).neuron.name!r}")
+    if rho is not None:
+        check_offset_steps(rho, "meta offset_steps", net.nodes)
 
 
 @dataclass(eq=False)

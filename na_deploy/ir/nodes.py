@@ -61,7 +61,8 @@ class _Node:
     def _check_bias(self, bias: np.ndarray, what: str) -> np.ndarray:
         bias = np.asarray(bias)
         if bias.shape != (self.shape[0],):
-            raise IRError(f"node {self.name}: {what} must have shape ({self.shape[0]},) (one per channel), got {bias.shape}")
+            raise IRError(f"node {self.name}: {what} must have shape ({self.shape[0]},) (one per channel), "
+                          f"got {bias.shape}")
         return bias
 
     def _check_int_bias(self, bias_mant) -> np.ndarray:

@@ -25,6 +25,10 @@ units of th); (3) o = -1 whenever v_rho < 0 (COS also requires at least one stag
 subtract neuron starting at th/2 only differs when no spike came and the input was negative: then the shift
 changes nothing unless the input turns positive later); (4) the shift is clipped to one spike (COS's higher
 orders are commented out in its code).
+
+Here: `with_offset_steps` (set rho on a net) and `offset_start` (stage 2's start, used by every simulator and the
+Lava model). The rules on rho (`check_offset_steps`, `check_run`) and the step count of one inference
+(`steps_per_inference`) are IR timing rules (`na_deploy.ir.timing`, C3), re-exported here.
 """
 from __future__ import annotations
 
@@ -32,38 +36,18 @@ from typing import Any
 
 import numpy as np
 
-from na_deploy.errors import ConversionError, SimulationError
-from na_deploy.ir.graph import offset_steps
-
-
-def check_offset_steps(rho: Any, what: str = "offset_steps") -> int:
-    """rho as an int >= 0, or ConversionError naming `what` and what is allowed."""
-    if isinstance(rho, bool) or not isinstance(rho, (int, np.integer)) or int(rho) < 0:
-        raise ConversionError(f"{what} {rho!r}: allowed: an integer >= 0 (0 = no offset calibration)")
-    return int(rho)
+from na_deploy.ir.timing import check_offset_steps, check_run, offset_steps, steps_per_inference  # noqa: F401
 
 
 def with_offset_steps(net, rho: int, what: str = "offset_steps"):
     """Copy of a subtract-mode FloatNet / IntNet with meta offset_steps = rho (rho = 0 removes the key, so a net
-    without calibration keeps its bytes); ConversionError for another neuron mode."""
-    rho = check_offset_steps(rho, what)
-    if rho:
-        bad = [n for n in net.nodes if n.neuron.name != "subtract"]
-        if bad:
-            raise ConversionError(f"{what} {rho}: offset calibration needs neuron mode subtract, node {bad[0].name} "
-                                  f"runs {bad[0].neuron.name!r}; allowed: {what} 0 for that mode")
+    without calibration keeps its bytes); OffsetStepsError (`timing.check_offset_steps`) for a bad rho or another
+    neuron mode."""
+    rho = check_offset_steps(rho, what, net.nodes)
     meta = {k: v for k, v in net.meta.items() if k != "offset_steps"}
     if rho:
         meta["offset_steps"] = rho
     return type(net)(input=net.input, nodes=list(net.nodes), readout=net.readout, meta=meta)
-
-
-def check_run(net, timesteps) -> None:
-    """SimulationError when the net's calibration is longer than the shortest run asked for."""
-    rho = offset_steps(net)
-    ts = [int(t) for t in ([timesteps] if np.ndim(timesteps) == 0 else timesteps)]
-    if rho and ts and min(ts) < rho:
-        raise SimulationError(f"offset calibration ({rho} steps) is longer than the run ({min(ts)} steps)")
 
 
 def offset_start(v_rho: Any, precharge: Any, threshold: Any) -> Any:
@@ -73,25 +57,6 @@ def offset_start(v_rho: Any, precharge: Any, threshold: Any) -> Any:
     else:
         o = np.clip(np.floor_divide(v_rho, threshold), -1, 1)
     return precharge + o * threshold
-
-
-def steps_per_inference(net, timesteps: int) -> int:
-    """Global steps one sample takes through the pipelined net (C3), both stages included: the Lava slot
-    (`Trace.extra["slot_steps"]`, equal by tests/test_compare.py). A run of T steps lasts (window start of the
-    readout) + T - 1, each node's window starting one step after its sources start emitting; an "accumulate"
-    node starts emitting T steps after its window start. Offset calibration's stage 1 runs inside each node's
-    window, just before stage 2 (the input is held for rho + T steps): it adds rho."""
-    T = int(timesteps)
-
-    def run(t: int) -> int:
-        emit, start = {"input": 1}, 0
-        for n in net.all_nodes():
-            start = max(emit[s.source] for s in n.inputs) + 1
-            if n is not net.readout:
-                emit[n.name] = start + n.neuron.emit_delay(t)
-        return start + t - 1
-
-    return run(T) + offset_steps(net)
 
 
 __all__ = ["check_offset_steps", "with_offset_steps", "check_run", "offset_start", "steps_per_inference"]

@@ -154,5 +154,6 @@ class Synapse:
 
     def __post_init__(self) -> None:
         if not isinstance(self.op, tuple(OP_TYPES.values())):
-            raise IRError(f"Synapse from {self.source!r}: op must be one of {sorted(OP_TYPES)}, got {type(self.op).__name__}")
+            raise IRError(f"Synapse from {self.source!r}: op must be one of {sorted(OP_TYPES)}, "
+                          f"got {type(self.op).__name__}")
         self.exponent = int(self.exponent)

@@ -9,45 +9,28 @@ that rebuilds the process graph, a README and a manifest, written atomically.
                            length at the default T, Lava layouts and processes, format version, and (C8) `made_from`:
                            {"kind": "int_net", "file": the IntNet's file name, "sha256": of OUT/net.nad.h5}
 
-The templates are package data of `na_deploy.hw_targets.loihi2.lava`, read with importlib.resources.
+The templates are package data of `na_deploy.hw_targets.loihi2.lava`; the folder rule, the template reader and the
+atomic write are the target's shared bundle helpers (hw_targets/loihi2/bundle.py).
 """
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-from importlib import resources
 from pathlib import Path
 from typing import Optional
 
 from na_deploy.checks import check_timestep
-from na_deploy.errors import NaDeployError
 from na_deploy.io import save_net
 from na_deploy.ir import IntNet
 from na_deploy.protocols import require_fit
 from na_deploy.io.made_from import NET_SUFFIX, sha256_file
 
+from na_deploy.hw_targets.loihi2.bundle import check_out_dir, read_template, written_atomically
 from na_deploy.hw_targets.loihi2.lava.graph import BACKEND_LABEL, LavaGraph, build_lava_graph
 from na_deploy.hw_targets.loihi2.lava.layout import lava_shape
 
 NET_FILE = "net.nad.h5"
 MANIFEST_FORMAT = "na-deploy-lava-export"
 MANIFEST_VERSION = 1
-
-
-def read_template(name: str, package: str = __package__) -> str:
-    """The text of `templates/<name>`, package data of `package` (this one's, or netx's)."""
-    return resources.files(package).joinpath("templates", name).read_text(encoding="utf-8")
-
-
-def check_out_dir(out: Path, force: bool) -> None:
-    """NaDeployError unless `out` is a new or empty folder (or an existing one with force)."""
-    if out.exists() and not out.is_dir():
-        raise NaDeployError(f"--out {out}: exists and is not a folder; allowed: a new or empty folder")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise NaDeployError(f"--out {out}: folder exists and is not empty; allowed: a new or empty folder "
-                            "(or --force to replace it)")
 
 
 def manifest(net: IntNet, graph: LavaGraph, timesteps: int, made_from: Optional[dict] = None) -> dict:
@@ -72,24 +55,13 @@ def write_bundle(folder: Path, net: IntNet, graph: LavaGraph, timesteps: int, so
     # the IntNet's own file name when `source` names one (`na-deploy export` passes it), else the bundle's copy
     name = Path(source).name if source.endswith(NET_SUFFIX) else NET_FILE
     made_from = {"kind": "int_net", "file": name, "sha256": sha256_file(folder / NET_FILE)}
-    (folder / "run_lava_graph.py").write_text(read_template("run_lava_graph.py.tmpl").format(
+    (folder / "run_lava_graph.py").write_text(read_template(__package__, "run_lava_graph.py.tmpl").format(
         shape=shape, timesteps=timesteps, net_file=NET_FILE))
     title = f"na-deploy Lava export of {source or 'an IntNet'}"
-    (folder / "README.txt").write_text(read_template("README.txt.tmpl").format(
+    (folder / "README.txt").write_text(read_template(__package__, "README.txt.tmpl").format(
         source=source or "an IntNet", rule="=" * len(title), net_file=NET_FILE, shape=shape,
         depth=net.depths()[net.readout.name]))
     (folder / "manifest.json").write_text(json.dumps(manifest(net, graph, timesteps, made_from), indent=2) + "\n")
-
-
-def replace_folder(tmp: Path, out: Path) -> None:
-    """Move the finished `tmp` folder to `out`, replacing an existing `out` (renames only)."""
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-        os.rename(out, old / out.name)
-        os.rename(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, out)
 
 
 def export_lava_bundle(net: IntNet, out_dir, target, *, timesteps: int = 8, force: bool = False,
@@ -102,15 +74,9 @@ def export_lava_bundle(net: IntNet, out_dir, target, *, timesteps: int = 8, forc
     T = check_timestep(timesteps)
     require_fit(target, net, T, suffix="; nothing exported")
     graph = build_lava_graph(net, T)  # proves Lava can express it (never compiled or run here)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with written_atomically(out) as tmp:
         write_bundle(tmp, net, graph, T, source)
-        replace_folder(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
-__all__ = ["export_lava_bundle", "read_template", "manifest", "NET_FILE"]
+__all__ = ["export_lava_bundle", "manifest", "write_bundle", "NET_FILE"]

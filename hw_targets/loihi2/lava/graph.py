@@ -4,9 +4,9 @@
   readout, one `GradedSource` for the input (processes/). Every connection process below adds exactly one
   step of delay (C3), and a valid IntNet has all paths balanced (`net.depths()`), so node m sees its
   sources' payloads of one step earlier.
-* Dense -> `Dense(weights=W', weight_exp=e)`, W' = `dense_weights_for_lava` (lava_layout); Lava computes
+* Dense -> `Dense(weights=W', weight_exp=e)`, W' = `dense_weights_for_lava` (layout.py); Lava computes
   a = W's (graded: W'x; binary: sum of the columns of spiking inputs) then a << e (e >= 0) or
-  a >> -e (numpy arithmetic shift = floor, e < 0), exactly the IR's shift(y, e).
+  a >> -e (numpy arithmetic shift = floor, e < 0), exactly the IR's shift(y, e) (`na_deploy.integer.shift`).
 * Conv2d -> `ConvFast(weight=conv_weights_for_lava(w))` (processes/conv_fast.py: Lava's `Conv` with a vectorized
   fixed_pt model, the same integers), padding / stride given as (x, y) = (w, h); exponent
   must be 0 (Lava's Conv ignores it). AvgPool2d(k, s, g) -> grouped Conv (groups = C) with kernel g * ones.
@@ -14,18 +14,19 @@
 * payloads: graded from the input (num_message_bits = 8: raw pixels 0..255, C4) and from signed ("negative")
   populations (num_message_bits = 2: z in {-1, 0, 1}; Lava's graded Dense / Sparse / Conv compute W.s with the
   payload as sent, so a -1 adds -w exactly), binary elsewhere.
-* window starts (`window_starts`): a node starts one step after its sources' start, plus T after an
-  "accumulate" source (its spikes leave in its fire phase, T steps late); offset calibration (the net's
-  `offset_steps` rho) adds rho steps of stage 1 to every window, the input sends each sample for rho + T steps.
+* window starts: the IR's rule (`na_deploy.ir.timing.window_starts`): a node starts one step after its sources'
+  start, plus T after an "accumulate" source (its spikes leave in its fire phase, T steps late); offset
+  calibration (the net's `offset_steps` rho) adds rho steps of stage 1 to every window, the input sends each
+  sample for rho + T steps.
 * a residual add is several connection processes into one InPort (Lava sums them).
 Dense / Sparse weights must be ones Lava's first-step clip/truncate keeps unchanged (`lava_kept_weights`);
 the builder refuses anything else rather than let Lava change a weight.
 
 Many samples, one runtime (C3): sample k occupies Lava steps k*L + 1 .. (k+1)*L, L = rho + T + D' (D': the
-readout's window start: its depth, plus T per "accumulate" layer on the path); every population re-arms at its window start and sends its per-sample result (counts / final
-potential) to the host through a Lava external pipe at its window end, so the graph is compiled once for
-all samples. Pipes, not Var.get(): Lava's Var.get moves one value per message (~20 us each), a pipe one
-array per sample.
+readout's window start: its depth, plus T per "accumulate" layer on the path; `ir.timing.steps_per_inference`);
+every population re-arms at its window start and sends its per-sample result (counts / final potential) to the
+host through a Lava external pipe at its window end, so the graph is compiled once for all samples. Pipes, not
+Var.get(): Lava's Var.get moves one value per message (~20 us each), a pipe one array per sample.
 """
 from __future__ import annotations
 
@@ -37,13 +38,16 @@ import numpy as np
 import scipy.sparse as sp
 
 from na_deploy.checks import check_pixels, check_timestep
-from na_deploy.errors import FitError, SimulationError
+from na_deploy.errors import FitError, IRError, SimulationError
 from na_deploy.ir import INPUT_NAME, AvgPool2d, Conv2d, Dense, Identity, IntNet, Synapse
-from na_deploy.ir.graph import offset_steps as ir_offset_steps
+from na_deploy.ir.timing import check_offset_fits, check_offset_steps, steps_per_inference
+from na_deploy.ir.timing import offset_steps as ir_offset_steps
+from na_deploy.ir.timing import window_starts as ir_window_starts
 from na_deploy.protocols import Trace
 
-from na_deploy.hw_targets.loihi2.lava.layout import (check_lava_keeps, conv_weights_for_lava, dense_weights_for_lava, from_lava_layout,
-                          lava_shape, per_neuron, pool_weights_for_lava, to_lava_layout)
+from na_deploy.hw_targets.loihi2.lava.layout import (check_lava_keeps, conv_weights_for_lava, dense_weights_for_lava,
+                                                     from_lava_layout, lava_shape, per_neuron, pool_weights_for_lava,
+                                                     to_lava_layout)
 from na_deploy.hw_targets.loihi2.lava.runtime import let_lava_choose_fork
 
 let_lava_choose_fork()  # before the first Lava process module: Lava sets the start method when it loads
@@ -52,8 +56,8 @@ from lava.proc.conv.process import Conv  # noqa: E402
 from lava.proc.dense.process import Dense as LavaDense  # noqa: E402
 from lava.proc.sparse.process import Sparse  # noqa: E402
 
-from na_deploy.hw_targets.loihi2.lava.processes.process import (NEURON_MODELS, OFFSET_MODELS, SIGNED_MODELS, Accumulator,  # noqa: E402
-                                 GradedSource, SubtractiveIF)
+from na_deploy.hw_targets.loihi2.lava.processes.process import (  # noqa: E402
+    NEURON_MODELS, OFFSET_MODELS, SIGNED_MODELS, Accumulator, GradedSource, SubtractiveIF)
 
 BACKEND_LABEL = "lava-0.10-loihi2simcfg-fixed_pt"  # what ran, recorded in traces, reports and bundles
 GRADED_MESSAGE_BITS = 8  # raw uint8 pixels (C4)
@@ -207,7 +211,8 @@ def _conv_process(syn: Synapse, src_shape: tuple[int, ...], bits: int, label: st
     else:
         kw = dict(weight=pool_weights_for_lava(op, src_shape[0]), padding=(0, 0), stride=op.stride[::-1],
                   groups=src_shape[0])
-    from na_deploy.hw_targets.loihi2.lava.processes.conv_fast import ConvFast  # Lava's Conv, vectorized fixed_pt model (same integers)
+    # Lava's Conv with a vectorized fixed_pt model (same integers); looked up here so tests can swap it
+    from na_deploy.hw_targets.loihi2.lava.processes.conv_fast import ConvFast
     return ConvFast(input_shape=lava_shape(src_shape), num_message_bits=bits, name=label, **kw)
 
 
@@ -270,30 +275,20 @@ def _population(node, start: int, T: int, slot: int, B: int, record_steps: bool,
 
 
 def window_starts(net: IntNet, timesteps: int) -> dict[str, int]:
-    """Window start of every population in its slot (C3): input 0; a node starts one step after its sources
-    (one step per connection process), plus T after an "accumulate" source (its spikes leave in its fire
-    phase, T steps after its accumulate phase). All sources of a node must agree (FitError otherwise)."""
-    T = int(timesteps)
-    start = {INPUT_NAME: 0}
-    lag = {INPUT_NAME: 0}
-    for n in net.all_nodes():
-        arrive = {s.source: start[s.source] + 1 + lag[s.source] for s in n.inputs}
-        if len(set(arrive.values())) != 1:
-            raise FitError(f"node {n.name}: inputs arrive at different steps {arrive} (an 'accumulate' node on only "
-                           "some paths shifts them by T); allowed: paths with the same number of accumulate nodes")
-        start[n.name] = next(iter(arrive.values()))
-        lag[n.name] = n.neuron.emit_delay(T) if hasattr(n, "neuron") else 0  # "accumulate": T
-    return start
+    """Window start of every population in its slot (C3): the IR's rule, `na_deploy.ir.timing.window_starts`
+    (input 0; one step per connection process; + T after an "accumulate" source). A net whose inputs into a
+    node arrive at different steps is refused as FitError (the IR's message): Lava cannot run it."""
+    try:
+        return ir_window_starts(net, timesteps)
+    except IRError as e:
+        raise FitError(str(e)) from None
 
 
 def net_offset_steps(net: IntNet, timesteps: int, offset_steps: Optional[int] = None) -> int:
-    """rho of offset calibration: `offset_steps` when given, else the net's own (meta "offset_steps", 0 when
-    it has none); SimulationError when rho > T."""
-    rho = ir_offset_steps(net) if offset_steps is None else int(offset_steps)
-    if rho < 0:
-        raise SimulationError(f"offset_steps {rho}; allowed: an integer >= 0 (0: no offset calibration)")
-    if rho > int(timesteps):
-        raise SimulationError(f"offset calibration ({rho} steps) is longer than the run ({timesteps} steps)")
+    """rho of offset calibration: `offset_steps` when given (`check_offset_steps`: an integer >= 0), else the
+    net's own (meta "offset_steps", 0 when it has none); SimulationError when rho > T (`check_offset_fits`)."""
+    rho = ir_offset_steps(net) if offset_steps is None else check_offset_steps(offset_steps)
+    check_offset_fits(rho, timesteps)
     return rho
 
 
@@ -320,7 +315,7 @@ def build_lava_graph(net: IntNet, timesteps: int = 8, inputs: Optional[np.ndarra
     buf = int(result_buffer or B)
     start = window_starts(net, T)
     shapes = net.shapes()
-    slot = start[net.readout.name] + rho + T
+    slot = steps_per_inference(net, T, rho)  # the readout's window start + rho + T
     populations: dict = {INPUT_NAME: GradedSource(data=to_lava_layout(x, net.input.shape), timesteps=rho + T,
                                                   slot=slot, num_message_bits=GRADED_MESSAGE_BITS, name=INPUT_NAME)}
     neurons: dict[str, SubtractiveIF] = {}

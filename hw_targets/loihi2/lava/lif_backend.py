@@ -1,16 +1,16 @@
 """Backend "lava-lif": mode "zero" IntNets on Lava's stock bit-accurate LIF (PyLifModelBitAcc, tag fixed_pt).
 
-`LavaLIFBackend(target)` implements `na_deploy.protocols.Backend`. Each neuron node is one stock
+`LavaLIFBackend(target)` is a `frame.LavaBackendFrame` (`na_deploy.protocols.Backend`). Each neuron node is one stock
 `lava.proc.lif.process.LIF(du=4095, dv=0)`: u = a_in << 6 every step (du = 4095 clears u), v <- v + u +
 (bias_mant << bias_exp) saturated at +-(2^23 - 1), spike when v > vth << 6, then v <- 0. That is our mode
 "zero" (fire when v > th, reset to 0) with the LIF's v = 64 x ours: vth = th, bias_mant << bias_exp = 64 x
 bias (`limits.lif_bias`), v = 64 x precharge. The fit check (`fit.lif_rules`) proves the registers never
-overflow or saturate. Synapses are `lava_graph.connect_synapse` (Dense / Conv / Sparse, one step of delay
+overflow or saturate. Synapses are `graph.connect_synapse` (Dense / Conv / Sparse, one step of delay
 each), the input is our `GradedSource`, the readout our `Accumulator` (not a neuron: it integrates, it never
 fires), all from processes/.
 
 Windows (C3) with a neuron that has none. Sample k occupies Lava steps k*L + 1 .. (k+1)*L, L = T + D (as in
-`lava_graph`); node m of depth d must start its window (step k*L + d + 1) at v = 64 x pc and count its spikes
+`graph.py`); node m of depth d must start its window (step k*L + d + 1) at v = 64 x pc and count its spikes
 only in the window k*L + d + 1 .. k*L + d + T. Outside its window the LIF keeps running (bias on, inputs on),
 which is harmless:
 * re-arming: the sample is run in segments (one Lava `run` call per distinct node depth); after step
@@ -30,21 +30,21 @@ Var.set value by value), so it is slower than backend "lava" (whose own process 
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from na_deploy.checks import check_pixels, check_timestep
 from na_deploy.errors import ExportNotSupported, FitError, SimulationError
 from na_deploy.ir import INPUT_NAME, IntNet
-from na_deploy.protocols import Trace, require_fit
+from na_deploy.protocols import Trace
 
 from na_deploy.hw_targets.loihi2.lava.graph import GRADED_MESSAGE_BITS, PIXEL_MAX, LavaGraph, connect_synapse
 from na_deploy.hw_targets.loihi2.lava.layout import lava_shape, per_neuron, to_lava_layout
-from na_deploy.hw_targets.loihi2.lava.runtime import default_samples_per_run, run_sample_by_sample, run_steps_or_raise
+from na_deploy.hw_targets.loihi2.lava.frame import LavaBackendFrame
+from na_deploy.hw_targets.loihi2.lava.runtime import run_sample_by_sample, run_steps_or_raise
 from na_deploy.hw_targets.loihi2.limits import LOIHI2, Loihi2Limits, lif_bias
 
 from lava.proc.lif.process import LIF  # noqa: E402
@@ -163,55 +163,35 @@ def run_lif_graph(graph: LIFGraph, timeout_s: Optional[float] = None, progress: 
     return trace
 
 
-class LavaLIFBackend:
-    """Mode "zero" IntNets on Lava 0.10's stock bit-accurate LIF (Loihi2SimCfg, tag fixed_pt)."""
+class LavaLIFBackend(LavaBackendFrame):
+    """Mode "zero" IntNets on Lava 0.10's stock bit-accurate LIF (Loihi2SimCfg, tag fixed_pt). Hooks: it refuses
+    a node not in mode "zero" or whose registers the LIF cannot hold (`lif_parameters`), builds `build_lif_graph`,
+    runs sample by sample (`run_lif_graph`), and has no bundle of its own."""
 
     name = "lava-lif"
     label = BACKEND_LABEL
+    who = "backend lava-lif"
+    runs_on = "lava-lif"
 
-    def __init__(self, target: Any):
-        self.target = target
-
-    def __repr__(self) -> str:
-        return f"LavaLIFBackend(target={self.target!r})"
-
-    @property
-    def limits(self) -> Loihi2Limits:
-        return self.target.limits
+    def refuse(self, net: IntNet, timesteps: int) -> None:
+        """The mode first (before the fit check): its error names the node and the backend."""
+        for node in net.nodes:
+            lif_parameters(node, self.limits)
 
     def build(self, net: IntNet, timesteps: int = 8, inputs: Optional[np.ndarray] = None, **kw: Any) -> LIFGraph:
         """The Lava graph of `net` (`build_lif_graph`: n_samples, record_steps, result_buffer)."""
         return build_lif_graph(net, timesteps, inputs, limits=self.limits, **kw)
 
-    def run(self, net: IntNet, inputs: np.ndarray, timesteps: int, *, record_steps: bool = False,
-            progress: bool = False, samples_per_run: Optional[int] = None, timeout_s: Optional[float] = None,
-            check_fit: bool = True, on_build: Optional[Callable[[LIFGraph], None]] = None) -> Trace:
-        """Run every sample (B, *input_shape) for T = `timesteps`: a Trace like the reference's. Refuses
-        (FitError) a net failing the fit check or with a node not in mode "zero", naming the node.
-        samples_per_run: samples buffered in the result pipes between drains."""
-        T = check_timestep(timesteps)
-        if not isinstance(net, IntNet):
-            raise SimulationError(f"backend lava-lif runs an IntNet (after fixed point), got {type(net).__name__}")
-        for node in net.nodes:
-            lif_parameters(node, self.limits)  # the mode first: its error names the node and the backend
-        if check_fit:
-            require_fit(self.target, net, T, suffix="; refusing to run it on lava-lif")
-        t0 = time.perf_counter()
-        x = check_pixels(inputs, net.input.shape, PIXEL_MAX)
-        per = int(samples_per_run or default_samples_per_run(len(x)))
-        graph = build_lif_graph(net, T, x, record_steps=record_steps, result_buffer=per, limits=self.limits)
-        if on_build is not None:
-            on_build(graph)
-        t_build = time.perf_counter() - t0
-        trace = run_lif_graph(graph, timeout_s=timeout_s, progress=progress)
-        trace.extra["seconds_build"] = t_build
-        return trace
+    def run_built(self, graph: LIFGraph, samples_per_run: int, timeout_s: Optional[float], progress: bool) -> Trace:
+        """Sample by sample, re-arming each depth's LIFs (`run_lif_graph`); results drained every
+        `samples_per_run` samples (the graph's result_buffer)."""
+        return run_lif_graph(graph, timeout_s=timeout_s, progress=progress)
 
     def export(self, net: IntNet, out_dir: str | Path, *, timesteps: int = 8, force: bool = False,
                source: str = "") -> Path:
-        raise ExportNotSupported("backend lava-lif has no bundle of its own: a mode zero chain exports for Lava's stock "
-                                 "LIF with `na-deploy export --format netx` (lava-dl's loader); subtract-mode nets "
-                                 "export with --format lava")
+        raise ExportNotSupported("backend lava-lif has no bundle of its own: a mode zero chain exports for Lava's "
+                                 "stock LIF with `na-deploy export --format netx` (lava-dl's loader); subtract-mode "
+                                 "nets export with --format lava")
 
 
 __all__ = ["LavaLIFBackend", "LIFGraph", "build_lif_graph", "run_lif_graph", "lif_parameters", "BACKEND_LABEL"]

@@ -1,15 +1,20 @@
 """Running a Lava graph without ever hanging (docs/contract.md: Lava facts, "Runtime"; contract C6).
 
 * `let_lava_choose_fork()`: Lava sets the multiprocessing start method to fork when its process modules are
-  imported; call this first (`lava_graph` does) so an implicit earlier choice does not break that import.
+  imported; call this first (`graph.py` does) so an implicit earlier choice does not break that import.
 * `run_graph(graph)`: compile and run a `LavaGraph` in chunks of samples, each `run` call in a daemon thread
   with a timeout, drain the results after each call, collect the Trace, and tear down: `stop()` after a
   healthy run, otherwise terminate the Lava processes (`abandon_runtime`: `stop()` hangs after a
   RuntimeError from `run` or a timeout), and always join the external pipes' listener threads.
+* `run_sample_by_sample(graph, run_sample, ...)`: the same, one sample slot per call, for the backends that act
+  on the host between or within slots (lava-lif re-arms its LIFs, netx reads the readout's v). Both share
+  one supervised loop (`_run_supervised`).
 * `model_exceptions(proc)`: the real exceptions of the Lava process models (Lava itself only logs them).
 
-Trace.extra of a run: lava_steps (all samples), slot_steps (Lava steps per sample: rho + T + the readout's
-window start, which grows by T per "accumulate" layer: the latency of one inference), offset_steps (rho).
+Trace.extra of a run: seconds_run, seconds_total, lava_steps (all samples), processes; `run_graph` adds
+samples_per_run, slot_steps (Lava steps per sample: rho + T + the readout's
+window start, which grows by T per "accumulate" layer: the latency of one inference) and offset_steps (rho);
+`run_sample_by_sample` adds seconds_per_sample.
 
 This module imports no Lava process (it never sets the start method itself).
 """
@@ -47,9 +52,6 @@ def let_lava_choose_fork() -> None:
                               f"uses {method!r}; run the Lava backend in a process that has not chosen another")
     if method is not None:
         mp.set_start_method(None, force=True)
-
-
-_let_lava_choose_fork = let_lava_choose_fork  # the name this function had in lava_backend
 
 
 def var_as_int(var) -> np.ndarray:
@@ -173,72 +175,65 @@ def teardown(graph, healthy: bool) -> None:
         graph.close_pipes()
 
 
-def run_graph(graph, samples_per_run: Optional[int] = None, timeout_s: Optional[float] = None,
-              progress: bool = False) -> Trace:
-    """Compile and run `graph` (a `lava_graph.LavaGraph`) for all its samples (chunks of `samples_per_run` <=
-    graph.result_buffer per `run` call, results drained after each), collect the Trace, tear down. A model
-    error -> SimulationError with the model's own exception message (the traceback text is in the
-    exception's `lava_traceback`); a hang -> SimulationError after `timeout_s` per run call."""
+def _run_supervised(graph, units: list[tuple[int, int]], run_unit: Callable[[int, object], None], desc: str,
+                    progress: bool) -> Trace:
+    """The loop every Lava run shares: compile and run `graph` unit by unit (`run_unit(i, cfg)`: one supervised
+    chunk of `run` calls; units[i] = (samples it covers, samples to drain after it, 0: none yet)), collect the
+    Trace (extra: seconds_run, seconds_total, lava_steps, processes), tear down: `stop()` only after a
+    successful run call (it hangs otherwise), else `abandon_runtime`."""
     cfg = Loihi2SimCfg(select_tag=RUN_TAG)
-    per = min(int(samples_per_run or default_samples_per_run(graph.n_samples)), graph.result_buffer)
-    chunks = [min(per, graph.n_samples - s) for s in range(0, graph.n_samples, per)]
-    healthy = False  # True only between successful run calls: stop() is safe then, and only then
-    t0 = time.perf_counter()
-    bar = None
+    healthy, t0, bar = False, time.perf_counter(), None  # healthy: True only between successful run calls
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=graph.n_samples, desc="lava", unit="sample", leave=False)
+        bar = tqdm(total=graph.n_samples, desc=desc, unit="sample", leave=False)
     try:
-        for n in chunks:
+        for i, (samples, drain) in enumerate(units):
             healthy = False
-            run_steps_or_raise(graph.readout, n * graph.slot, cfg, timeout_s)
+            run_unit(i, cfg)
             healthy = True
-            graph.drain(samples=n)
+            if drain:
+                graph.drain(samples=drain)
             if bar is not None:
-                bar.update(n)
+                bar.update(samples)
         t_run = time.perf_counter() - t0
         trace = graph.collect()
         trace.extra.update(seconds_run=t_run, seconds_total=time.perf_counter() - t0, lava_steps=graph.num_steps,
-                           processes=len(graph.processes), samples_per_run=per, slot_steps=graph.slot,
-                           offset_steps=getattr(graph, "offset_steps", 0))
+                           processes=len(graph.processes))
         return trace
     finally:
         if bar is not None:
             bar.close()
         teardown(graph, healthy)
+
+
+def run_graph(graph, samples_per_run: Optional[int] = None, timeout_s: Optional[float] = None,
+              progress: bool = False) -> Trace:
+    """Compile and run `graph` (a `graph.LavaGraph`) for all its samples (chunks of `samples_per_run` <=
+    graph.result_buffer per `run` call, results drained after each), collect the Trace (extra also:
+    samples_per_run, slot_steps, offset_steps), tear down. A model error -> SimulationError with the model's own
+    exception message (the traceback text is in the exception's `lava_traceback`); a hang -> SimulationError
+    after `timeout_s` per run call."""
+    per = min(int(samples_per_run or default_samples_per_run(graph.n_samples)), graph.result_buffer)
+    chunks = [min(per, graph.n_samples - s) for s in range(0, graph.n_samples, per)]
+    trace = _run_supervised(graph, [(n, n) for n in chunks],
+                            lambda i, cfg: run_steps_or_raise(graph.readout, chunks[i] * graph.slot, cfg, timeout_s),
+                            "lava", progress)
+    trace.extra.update(samples_per_run=per, slot_steps=graph.slot, offset_steps=getattr(graph, "offset_steps", 0))
+    return trace
 
 
 def run_sample_by_sample(graph, run_sample: Callable[[int, object], None], desc: str,
                          progress: bool = False) -> Trace:
     """Compile and run `graph` one sample slot per `run_sample(k, cfg)` call (for backends that act on the host
     between or within slots: re-arming a Var, reading one), draining the result pipes every
-    `graph.result_buffer` samples; collect the Trace (extra: seconds_run, seconds_total, lava_steps, processes,
-    seconds_per_sample), tear down as `run_graph` does."""
-    cfg = Loihi2SimCfg(select_tag=RUN_TAG)
-    healthy, t0, bar = False, time.perf_counter(), None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=graph.n_samples, desc=desc, unit="sample", leave=False)
-    try:
-        for k in range(graph.n_samples):
-            healthy = False
-            run_sample(k, cfg)
-            healthy = True
-            if (k + 1) % graph.result_buffer == 0 or k + 1 == graph.n_samples:
-                graph.drain(samples=(k % graph.result_buffer) + 1)
-            if bar is not None:
-                bar.update(1)
-        t_run = time.perf_counter() - t0
-        trace = graph.collect()
-        trace.extra.update(seconds_run=t_run, seconds_total=time.perf_counter() - t0, lava_steps=graph.num_steps,
-                           processes=len(graph.processes), seconds_per_sample=t_run / graph.n_samples)
-        return trace
-    finally:
-        if bar is not None:
-            bar.close()
-        teardown(graph, healthy)
+    `graph.result_buffer` samples; collect the Trace (extra also: seconds_per_sample), tear down as `run_graph`
+    does."""
+    B, buf = graph.n_samples, graph.result_buffer
+    units = [(1, (k % buf) + 1 if (k + 1) % buf == 0 or k + 1 == B else 0) for k in range(B)]
+    trace = _run_supervised(graph, units, run_sample, desc, progress)
+    trace.extra["seconds_per_sample"] = trace.extra["seconds_run"] / B
+    return trace
 
 
 __all__ = ["RUN_TAG", "let_lava_choose_fork", "var_as_int", "model_exceptions", "abandon_runtime",

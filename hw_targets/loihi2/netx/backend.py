@@ -1,4 +1,4 @@
-"""Backend "netx": a mode "zero" IntNet written as a netx file (`netx_format.write_netx`) and run by lava-dl's own
+"""Backend "netx": a mode "zero" IntNet written as a netx file (`format.write_netx`) and run by lava-dl's own
 loader, `lava.lib.dl.netx.hdf5.Network`, in Lava (Loihi2SimCfg, tag fixed_pt), i.e. on Lava's stock
 bit-accurate LIF (`LIFReset` -> PyLifResetModelBitAcc) built by netx from our file. This is the proof by the real
 reader: the file we write, read by the reader Intel ships, equal to our reference.
@@ -7,7 +7,7 @@ What is ours around the Network (nothing inside it):
 * input: our `GradedSource` sends sample k's raw pixels as graded spikes (8 message bits) on the first T steps of
   its slot of L = T + D steps (`netx_schedule`), zeros otherwise, into `Network.inp`;
 * per-sample reset: netx's own (`Network(reset_interval=L, reset_offset=1)`: LIFReset zeroes u and v at each
-  block's window start, see netx_format);
+  block's window start, see format.py);
 * spike counts: each block's `out` port feeds one of our `Accumulator`s (bias 0) whose window is the block's
   (depth d: steps d + 1 .. d + T of the slot); they count, they do not feed back. The readout block's counter
   must stay 0 (its LIF never fires: `netx_rules`); a spike there is an error, not a result;
@@ -17,30 +17,32 @@ What is ours around the Network (nothing inside it):
 
 Dense weights go through netx's `optimize_weight_bits` and Lava Dense's first-step clip / truncate;
 `reader_dense_weights` applies that same reader path (lava-dl's and Lava's own functions) and the backend refuses
-a net whose weights it would change, naming the node. Export (`NetxBackend.export`): netx_export.
+a net whose weights it would change, naming the node. Export (`NetxBackend.export`): export.py.
+`NetxBackend` is a `lava.frame.LavaBackendFrame`: its `run` is the frame's.
 """
 from __future__ import annotations
 
 import contextlib
 import io
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
 from na_deploy.checks import check_pixels, check_timestep
 from na_deploy.errors import FitError, SimulationError
 from na_deploy.ir import Dense, IntNet
-from na_deploy.protocols import Trace, require_fit
+from na_deploy.protocols import Trace
 
+from na_deploy.hw_targets.loihi2.lava.frame import LavaBackendFrame
 from na_deploy.hw_targets.loihi2.lava.graph import LavaGraph
 from na_deploy.hw_targets.loihi2.lava.layout import lava_shape, to_lava_layout
-from na_deploy.hw_targets.loihi2.lava.runtime import default_samples_per_run, run_sample_by_sample, run_steps_or_raise, var_as_int
+from na_deploy.hw_targets.loihi2.lava.runtime import run_sample_by_sample, run_steps_or_raise, var_as_int
 from na_deploy.hw_targets.loihi2.limits import Loihi2Limits
-from na_deploy.hw_targets.loihi2.netx.format import INPUT_MESSAGE_BITS, netx_layers, netx_rules, netx_schedule, write_netx
+from na_deploy.hw_targets.loihi2.netx.format import (INPUT_MESSAGE_BITS, netx_layers, netx_rules, netx_schedule,
+                                                     write_netx)
 
 from lava.utils.weightutils import clip_weights, determine_sign_mode, truncate_weights  # noqa: E402
 
@@ -161,7 +163,8 @@ def build_netx_graph(net: IntNet, netx_file: str | Path, timesteps: int, inputs:
     for node, block in zip(nodes, network.layers):
         shape = tuple(block.out.shape)
         if shape != lava_shape(node.shape):
-            raise SimulationError(f"netx block of node {node.name} has shape {shape}, the node {lava_shape(node.shape)}")
+            raise SimulationError(f"netx block of node {node.name} has shape {shape}, the node "
+                                  f"{lava_shape(node.shape)}")
         counter = Accumulator(shape=shape, bias=np.zeros(shape, dtype=np.int64), depth=depth[node.name],
                               name=f"{node.name}:spike_count", **win)
         block.out.connect(counter.a_in)
@@ -195,21 +198,18 @@ def run_netx_graph(graph: NetxGraph, timeout_s: Optional[float] = None, progress
     return trace
 
 
-class NetxBackend:
-    """Mode "zero" chain IntNets through lava-dl's netx loader on Lava 0.10's stock bit-accurate LIF."""
+class NetxBackend(LavaBackendFrame):
+    """Mode "zero" chain IntNets through lava-dl's netx loader on Lava 0.10's stock bit-accurate LIF. Hooks: it
+    refuses what netx would not run exactly (`check_netx`), writes the net as a netx file and loads it
+    (`build_netx_graph`), runs sample by sample (`run_netx_graph`), and exports the netx bundle."""
 
     name = "netx"
     label = BACKEND_LABEL
+    who = "backend netx"
+    runs_on = "netx"
 
-    def __init__(self, target: Any):
-        self.target = target
-
-    def __repr__(self) -> str:
-        return f"NetxBackend(target={self.target!r})"
-
-    @property
-    def limits(self) -> Loihi2Limits:
-        return self.target.limits
+    def refuse(self, net: IntNet, timesteps: int) -> None:
+        check_netx(net, timesteps, self.limits)
 
     def build(self, net: IntNet, timesteps: int = 8, inputs: Optional[np.ndarray] = None, *,
               netx_file: Optional[str] = None, **kw: Any) -> NetxGraph:
@@ -222,34 +222,22 @@ class NetxBackend:
                                    self.limits)
         return build_netx_graph(net, netx_file, T, x, **kw)
 
-    def run(self, net: IntNet, inputs: np.ndarray, timesteps: int, *, record_steps: bool = False,
-            progress: bool = False, samples_per_run: Optional[int] = None, timeout_s: Optional[float] = None,
-            check_fit: bool = True, on_build: Optional[Callable[[NetxGraph], None]] = None,
-            netx_file: Optional[str] = None) -> Trace:
-        """Write `net` as a netx file (or use `netx_file`), load it with netx.hdf5.Network, run every sample:
-        a Trace like the reference's. Refuses (FitError / ExportNotSupported) what netx cannot run exactly."""
-        T = check_timestep(timesteps)
-        if not isinstance(net, IntNet):
-            raise SimulationError(f"backend netx runs an IntNet (after fixed point), got {type(net).__name__}")
-        check_netx(net, T, self.limits)
-        if check_fit:
-            require_fit(self.target, net, T, suffix="; refusing to run it on netx")
-        t0 = time.perf_counter()
-        x = check_pixels(inputs, net.input.shape)
+    @contextlib.contextmanager
+    def graph_for_run(self, net: IntNet, timesteps: int, inputs: np.ndarray, *, netx_file: Optional[str] = None,
+                      **kw: Any) -> Iterator[NetxGraph]:
+        """`net` written as a netx file in a temporary folder that lives as long as the run (or `netx_file`),
+        loaded with netx.hdf5.Network."""
         with tempfile.TemporaryDirectory(prefix="na-deploy-netx-") as tmp:
-            path = netx_file or write_netx(net, Path(tmp) / "net.netx.h5", T, self.limits)
-            graph = build_netx_graph(net, path, T, x, record_steps=record_steps,
-                                     result_buffer=samples_per_run or default_samples_per_run(len(x)))
-            if on_build is not None:
-                on_build(graph)
-            t_build = time.perf_counter() - t0
-            trace = run_netx_graph(graph, timeout_s=timeout_s, progress=progress)
-        trace.extra["seconds_build"] = t_build
-        return trace
+            path = netx_file or write_netx(net, Path(tmp) / "net.netx.h5", timesteps, self.limits)
+            yield build_netx_graph(net, path, timesteps, inputs, **kw)
+
+    def run_built(self, graph: NetxGraph, samples_per_run: int, timeout_s: Optional[float], progress: bool) -> Trace:
+        """Sample slot by sample slot, the readout's v read after each (`run_netx_graph`)."""
+        return run_netx_graph(graph, timeout_s=timeout_s, progress=progress)
 
     def export(self, net: IntNet, out_dir: str | Path, *, timesteps: int = 8, force: bool = False,
                source: str = "") -> Path:
-        """The netx bundle (netx_export.export_netx_bundle): the netx file, the IntNet it runs, a script, a
+        """The netx bundle (export.export_netx_bundle): the netx file, the IntNet it runs, a script, a
         manifest. The pre-charge netx cannot carry is set to 0 there, and the manifest says so."""
         from na_deploy.hw_targets.loihi2.netx.export import export_netx_bundle
 

@@ -1,9 +1,10 @@
-"""Array engines of the fast reference (`reference.py`): where the integer steps of each node run.
+"""Array engines of the fast reference (`reference/fast.py`): where the integer steps of each node run.
 
 numpy on the CPU (the ops in torch, every integer step in numpy, in place: torch's OpenMP elementwise kernels
 are 10-100x slower on a busy 2-core machine); torch on CUDA (or engine="torch"): everything on the device.
 Each node's window runs through its neuron model's `run_window` (na_deploy.ir.neuron; the default is the
-per-step loop v <- wrap(v + I(t)); z(t) = fire_and_reset_inplace(v, th)).
+per-step loop v <- wrap(v + I(t)); z(t) = fire_and_reset_inplace(v, th)); the wrap is `na_deploy.integer.wrap_signed`,
+whose integer operators serve numpy arrays and torch tensors alike.
 """
 from __future__ import annotations
 
@@ -13,18 +14,8 @@ import numpy as np
 import torch
 
 from na_deploy.errors import SimulationError
+from na_deploy.integer import wrap_signed
 from na_deploy.ir.offset_calibration import offset_start
-
-
-def _wrap(v, bits: int):
-    """Two's-complement wrap to `bits` signed bits (as reference_slow.wrap); numpy or torch."""
-    half = 1 << (bits - 1)
-    return ((v + half) & ((1 << bits) - 1)) - half
-
-
-def _shift(y, e: int):
-    """shift(y, e): y << e (e >= 0), y >> -e (arithmetic, floor) for e < 0; numpy or torch."""
-    return y if e == 0 else (y << e if e > 0 else y >> (-e))
 
 
 class _NumpyBackend:
@@ -54,7 +45,7 @@ class _NumpyBackend:
         node = plan.node
         v = np.full(cur.shape[1:], node.precharge, dtype=cur.dtype) if v0 is None else v0.astype(cur.dtype)
         z_all = np.empty((T, *cur.shape[1:]), dtype=node.neuron.spike_dtype)
-        wrap = functools.partial(_wrap, bits=bits) if plan.wrap_needed else None
+        wrap = functools.partial(wrap_signed, bits=bits) if plan.wrap_needed else None
         node.neuron.run_window(v, cur, cur.dtype.type(node.threshold), T, z_all, wrap)
         return z_all, v
 
@@ -101,7 +92,7 @@ class _TorchBackend:
             v = v0.to(cur.dtype).clone()
         z_all = torch.empty((T, *cur.shape[1:]), dtype=torch.int8 if node.neuron.signed else torch.bool,
                             device=cur.device)
-        wrap = functools.partial(_wrap, bits=bits) if plan.wrap_needed else None
+        wrap = functools.partial(wrap_signed, bits=bits) if plan.wrap_needed else None
         node.neuron.run_window(v, cur, node.threshold, T, z_all, wrap)
         return z_all, v
 

@@ -8,18 +8,18 @@ exactly (C3: each node's window sees exactly the payloads its sources emitted in
         v(0) = precharge;  v <- wrap24(v + I_m(t));  (v, z(t)) = neuron_m.fire_and_reset(v, threshold)
         (the node's neuron model, na_deploy.ir.neuron; "subtract": z = [v >= th], v <- v - z * th)
         spike count = sum_t z(t);  readout: V = wrap24(sum_t I_R(t))
-    shift(y, e) = y << e (e >= 0) or y >> -e (arithmetic, floor; e < 0).
+    shift(y, e) = y << e (e >= 0) or y >> -e (arithmetic, floor; e < 0): `na_deploy.integer.shift`.
 
-How it stays exact: op_i runs on (T * B, ...) tensors through `na_deploy.simulate.torch_ops.compile_op` in floating point,
-with integer weights and integer payloads, so every product and every partial sum is an integer. float32 is
+How it stays exact: op_i runs on (T * B, ...) tensors through `na_deploy.simulate.torch_ops.compile_op` in floating
+point, with integer weights and integer payloads, so every product and every partial sum is an integer. float32 is
 used for a synapse only when fit.py's static bound proves |every partial sum| <= 2**24 (float32 holds every
 integer up to 2**24), else float64 (exact up to 2**53; beyond that the simulator refuses). The result is
 rounded to the nearest integer (a no-op for exact sums) and cast to int64; the shifts, the bias and the IF
 recurrence over T run on int64 (int32 when the bound proves it cannot overflow). The 24-bit wrap of
-`reference_slow` is applied whenever the static bound does not rule it out (never, for a net that passes
-`check_fit`). Reduced-precision float32 modes a caller may have switched on (bf16 / TF32 GEMM or conv) are
-switched off while the reference runs. On CUDA every op runs in float64 with cuDNN off (plain im2col + GEMM
-sums are exact).
+`reference/slow.py` (`na_deploy.integer.wrap_signed`) is applied whenever the static bound does not rule it out
+(never, for a net that passes `check_fit`). Reduced-precision float32 modes a caller may have switched on (bf16 /
+TF32 GEMM or conv) are switched off while the reference runs. On CUDA every op runs in float64 with cuDNN off
+(plain im2col + GEMM sums are exact).
 
 Engines: on the CPU the integer steps run in numpy, in place (torch's OpenMP elementwise kernels are 10-100x
 slower on a busy 2-core machine); on CUDA (or engine="torch") everything stays in torch on the device.
@@ -27,7 +27,7 @@ slower on a busy 2-core machine); on CUDA (or engine="torch") everything stays i
 Because the unpipelined dynamics are causal, the first T steps of a longer run are a T-step run:
 `reference_simulate_multi` runs once to max(T) and reads counts / potentials at every T asked for (except for
 a windowed model, "accumulate", whose fire phase follows its T accumulate steps: one run per T).
-Each node's window runs through its neuron model's `run_window` (`reference_engines.py`); signed models
+Each node's window runs through its neuron model's `run_window` (`reference/engines.py`); signed models
 ("negative") send z in {-1, 0, 1} and `Trace.event_counts` holds the messages sent (sum |z|). Two-stage offset
 calibration (meta offset_steps = rho, `na_deploy.ir.offset_calibration`): a rho-step run of the whole net gives
 each neuron's offset from its residual membrane, then the normal run starts from pc + o * th.
@@ -44,13 +44,14 @@ from na_deploy import checks
 from na_deploy.device import resolve_device
 from na_deploy.errors import IRError, SimulationError
 from na_deploy.ir import INPUT_NAME, IntNet, IntReadoutNode
-from na_deploy.ir.graph import offset_steps
+from na_deploy.integer import shift, wrap_signed
+from na_deploy.ir.timing import check_offset_fits, offset_steps
 from na_deploy.simulate.torch_ops import compile_op
 from na_deploy.protocols import Trace
 
 from na_deploy.hw_targets.loihi2.fit import bound_options, node_bound, op_interval, payload_max, payload_min
 from na_deploy.hw_targets.loihi2.limits import LOIHI2, Loihi2Limits
-from na_deploy.hw_targets.loihi2.reference.engines import ENGINES, _backend, _NumpyBackend, _shift, _TorchBackend, _wrap  # noqa: F401
+from na_deploy.hw_targets.loihi2.reference.engines import ENGINES, _backend, _NumpyBackend, _TorchBackend  # noqa: F401
 
 FLOAT32_EXACT = 2 ** 24
 FLOAT64_EXACT = 2 ** 53
@@ -166,7 +167,7 @@ def _node_current(plan: _NodePlan, payloads: dict, T: int, B: int, be):
         else:
             y = be.apply(s, p.reshape(T * B, *p.shape[2:]))
             y = be.to_int(y, plan.small).reshape(T, B, *y.shape[1:])
-        y = _shift(y, s.exponent)
+        y = shift(y, s.exponent)
         if total is None:
             total = y
         else:
@@ -182,7 +183,7 @@ def _readout_potentials(plan: _NodePlan, current, Ts: Sequence[int], bits: int, 
     cs = be.cumsum(current)
     for T in Ts:
         v = cs[0] * T if current.shape[0] == 1 else cs[T - 1]
-        out[T] = be.numpy(_wrap(v, bits) if plan.wrap_needed else v)
+        out[T] = be.numpy(wrap_signed(v, bits) if plan.wrap_needed else v)
     return out
 
 
@@ -287,8 +288,7 @@ def reference_simulate_multi(net: IntNet, inputs, timesteps_list: Iterable[int],
     if len(Ts) > 1 and any(n.neuron.windowed for n in net.nodes):
         return {t: reference_simulate_multi(net, inputs, [t], **kw)[t] for t in Ts}
     rho = offset_steps(net)
-    if rho > Ts[0]:
-        raise SimulationError(f"offset calibration ({rho} steps) is longer than the run ({Ts[0]} steps)")
+    check_offset_fits(rho, Ts[0])
     x_np = check_inputs(net, inputs, limits)
     check_balanced(net)
     dev = resolve_device(device)

@@ -1,33 +1,24 @@
 """The deliberately simple integer reference: the IntNet semantics of `na_deploy.ir` written out literally.
 
 numpy int64 only, one sample at a time, an explicit loop over *global pipelined* time steps (C3): every
-synaptic hop takes one step, node m lives in its window [d_m + 1, d_m + T] (pre-charged at its start,
-held outside it), spikes are counted over the window, and the 24-bit membrane wraps like the hardware's
-(never reached in a net that passes `check_fit`). An "accumulate" node integrates over its window without
-firing and fires in the T steps after it, so its consumers' windows start T steps later (`window_starts`).
-Two-stage offset calibration runs two pipelined passes per sample (stage 1: rho steps; stage 2: T steps).
-Used only by tests, to prove the fast vectorised
-reference (`reference.py`, unpipelined) and the Lava backend exact. Do not optimise this file.
+synaptic hop takes one step, node m lives in its window (pre-charged at its start, held outside it; the starts
+are the IR's `na_deploy.ir.timing.window_starts`), spikes are counted over the window, and the 24-bit membrane
+wraps like the hardware's (`na_deploy.integer.wrap_signed`; never reached in a net that passes `check_fit`).
+An "accumulate" node integrates over its window without firing and fires in the T steps after it, so its
+consumers' windows start T steps later. Two-stage offset calibration runs two pipelined passes per sample
+(stage 1: rho steps; stage 2: T steps).
+Used only by tests, to prove the fast vectorised reference (`reference/fast.py`, unpipelined) and the Lava
+backends exact. Do not optimise this file.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from na_deploy.errors import IRError, SimulationError
+from na_deploy.integer import shift, wrap_signed
 from na_deploy.ir import INPUT_NAME, AvgPool2d, Conv2d, Dense, Identity, IntNet
 from na_deploy.ir.offset_calibration import offset_start
+from na_deploy.ir.timing import check_offset_fits, offset_steps, window_starts
 from na_deploy.protocols import Trace
-
-
-def shift(y: np.ndarray, e: int) -> np.ndarray:
-    """y * 2**e for e >= 0; arithmetic right shift (floor) for e < 0."""
-    return y << e if e >= 0 else y >> (-e)
-
-
-def wrap(v: np.ndarray, bits: int) -> np.ndarray:
-    """Two's-complement wrap of v to `bits` signed bits."""
-    half = 1 << (bits - 1)
-    return ((v + half) & ((1 << bits) - 1)) - half
 
 
 def int_op(op, x: np.ndarray) -> np.ndarray:
@@ -67,22 +58,6 @@ def int_op(op, x: np.ndarray) -> np.ndarray:
     raise TypeError(f"unknown op {type(op).__name__}")
 
 
-def window_starts(net: IntNet, timesteps: int) -> dict[str, int]:
-    """Global step at which each node's window starts (C3): the input emits in steps 1..T, a node's window
-    starts one step after its sources start emitting (one step per synaptic hop), and a node starts emitting
-    `neuron.emit_delay(T)` steps after its window start (0; T for "accumulate", whose fire phase follows its T
-    accumulate steps). For a net of per-step models this is depth + 1."""
-    emit, start = {INPUT_NAME: 1}, {}
-    for n in net.all_nodes():
-        s = {emit[syn.source] + 1 for syn in n.inputs}
-        if len(s) != 1:
-            raise IRError(f"node {n.name}: inputs arrive at different steps {sorted(s)} (C3)")
-        start[n.name] = s.pop()
-        if n is not net.readout:
-            emit[n.name] = start[n.name] + n.neuron.emit_delay(timesteps)
-    return start
-
-
 def _step_node(n, t: int, s: int, T: int, v: dict, cwin: dict, current, bits: int, pc) -> np.ndarray:
     """One global step t of neuron node n whose window starts at s; returns its spikes z (int64)."""
     zero = np.zeros(n.shape, dtype=np.int64)
@@ -90,7 +65,7 @@ def _step_node(n, t: int, s: int, T: int, v: dict, cwin: dict, current, bits: in
         if t == s:
             v[n.name] = np.broadcast_to(pc, n.shape).astype(np.int64).copy()
         if s <= t < s + T:
-            v[n.name] = wrap(v[n.name] + current(), bits)
+            v[n.name] = wrap_signed(v[n.name] + current(), bits)
             return zero
         if s + T <= t < s + 2 * T:
             v[n.name], z = n.neuron.fire_and_reset(v[n.name], n.threshold)
@@ -101,7 +76,7 @@ def _step_node(n, t: int, s: int, T: int, v: dict, cwin: dict, current, bits: in
     if t == s:
         v[n.name] = np.broadcast_to(pc, n.shape).astype(np.int64).copy()
         cwin[n.name] = np.zeros(n.shape, dtype=np.int64)
-    vv = wrap(v[n.name] + current(), bits)
+    vv = wrap_signed(v[n.name] + current(), bits)
     v[n.name], z = n.neuron.fire_and_reset(vv, n.threshold, cwin[n.name]) if n.neuron.stateful else \
         n.neuron.fire_and_reset(vv, n.threshold)
     z = np.asarray(z).astype(np.int64)
@@ -111,7 +86,7 @@ def _step_node(n, t: int, s: int, T: int, v: dict, cwin: dict, current, bits: in
 
 def _run_sample(net: IntNet, x: np.ndarray, T: int, bits: int, pcs: dict | None = None):
     """One sample, pipelined: (counts, events, readout, final membranes) per node."""
-    start = window_starts(net, T)
+    start = {name: s + 1 for name, s in window_starts(net, T).items()}  # each window's first global step (1-based)
     R = net.readout
     end = start[R.name] + T - 1
     prev = {INPUT_NAME: np.zeros(net.input.shape, dtype=np.int64)}
@@ -135,7 +110,7 @@ def _run_sample(net: IntNet, x: np.ndarray, T: int, bits: int, pcs: dict | None 
             if n is R:
                 now[n.name] = np.zeros(n.shape, dtype=np.int64)
                 if s <= t < s + T:
-                    v[n.name] = wrap((v[n.name] if t > s else 0) + current(), bits)
+                    v[n.name] = wrap_signed((v[n.name] if t > s else 0) + current(), bits)
                 continue
             pc = n.precharge if pcs is None else pcs[n.name]
             now[n.name] = _step_node(n, t, s, T, v, cwin, current, bits, pc)
@@ -152,9 +127,8 @@ def slow_reference_simulate(net: IntNet, inputs: np.ndarray, timesteps: int, mem
     membrane at its window end gives o = clip(floor(v / th), -1, 1); stage 2 is the T-step run from pc + o*th
     (its counts and readout are the result; event_counts add stage 1's spikes)."""
     T = int(timesteps)
-    rho = int(net.meta.get("offset_steps", 0) or 0)
-    if rho > T:
-        raise SimulationError(f"offset calibration ({rho} steps) is longer than the run ({T} steps)")
+    rho = offset_steps(net)
+    check_offset_fits(rho, T)
     inputs = np.asarray(inputs).astype(np.int64)
     counts = {n.name: np.zeros((len(inputs), *n.shape), dtype=np.int64) for n in net.nodes}
     events = {n.name: np.zeros((len(inputs), *n.shape), dtype=np.int64) for n in net.nodes}

@@ -12,7 +12,8 @@ CIFAR ResNet-18 on this machine, ~10 s per Lava step for the whole net. `ConvFas
   dilation given as (x, y), `groups` splitting channels in order): out[x, y, k] =
   sum_{m, n, c} pad(s)[x*sx + m*dx, y*sy + n*dy, g*cg + c] * weight[k, kW-1-m, kH-1-n, c], g = k // (Cout/groups);
 * `weight_exp` ignored, no weight clipping (as Lava's Conv);
-* the result cast to int32 and wrapped (modulo) to 24 signed bits (`utils.signed_clamp`).
+* the result cast to int32 and wrapped (modulo) to 24 signed bits (`utils.signed_clamp`; here
+  `na_deploy.integer.wrap_signed`, the one two's-complement wrap of the project).
 
 One deliberate difference: Lava's model declares the `groups` Var int8, so 128 or more groups wrap (128 -> -128:
 its output is all zeros; 512 -> 0) and a pooling layer (a grouped Conv, groups = channels) over >= 128 channels
@@ -36,6 +37,8 @@ from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 from lava.proc.conv.process import Conv
+
+from na_deploy.integer import wrap_signed
 
 A_OUT_BITS = 24  # Lava's Conv wraps its output to 24 signed bits
 _FLOAT_EXACT = float(2 ** 53)
@@ -107,9 +110,8 @@ def conv_lava_exact(s: np.ndarray, weight: np.ndarray, stride=1, padding=0, dila
 
 
 def signed_wrap(x: np.ndarray, bits: int = A_OUT_BITS) -> np.ndarray:
-    """Lava's `utils.signed_clamp`: (x + 2^(b-1)) mod 2^b - 2^(b-1)."""
-    base = 1 << bits
-    return (x + base // 2) % base - base // 2
+    """Lava's `utils.signed_clamp` of Conv's output: `na_deploy.integer.wrap_signed` at Conv's 24 bits."""
+    return wrap_signed(x, bits)
 
 
 @implements(proc=ConvFast, protocol=LoihiProtocol)

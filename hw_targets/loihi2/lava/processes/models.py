@@ -8,7 +8,7 @@ Absolute imports only: Lava also executes this file as a stand-alone module name
 Errors: Lava's runtime waits for every process to finish a step, and a process blocked on `recv` from a
 failed upstream process never does (the run hangs). So a model that fails still sends a zero payload
 on its OutPort before re-raising; the runtime then reports the error and the backend reads the real
-exception from the actor that raised (see `lava_runtime.run_graph`).
+exception from the actor that raised (see `hw_targets/loihi2/lava/runtime.py`, `run_steps_or_raise`).
 
 The neuron step comes from the node's neuron model (`na_deploy.ir.neuron`, numpy-only code; `na_deploy.ir`
 never imports torch), named by the population's proc param `neuron`.
@@ -25,14 +25,9 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from na_deploy.hw_targets.loihi2.lava.processes.process import (MEMBRANE_BITS, Accumulator, GradedSource,
                                                            SubtractiveIF, window_span)
+from na_deploy.integer import wrap_signed
 from na_deploy.ir.neuron import neuron_model
 from na_deploy.ir.offset_calibration import offset_start
-
-
-def wrap_signed(v: np.ndarray, bits: int = MEMBRANE_BITS) -> np.ndarray:
-    """Two's-complement wrap to `bits` signed bits: ((v + 2^(b-1)) mod 2^b) - 2^(b-1)."""
-    half = 1 << (bits - 1)
-    return ((v + half) & ((1 << bits) - 1)) - half
 
 
 def slot_position(time_step: int, window: np.ndarray) -> tuple[int, int, int, int, int]:
@@ -112,7 +107,7 @@ class PySubtractiveIFModelFixed(PyLoihiProcessModel):
         """One step of the node's model on v: integrate (v <- wrap24(v + a_in + bias)) and / or fire and
         reset (the model's `fire_and_reset`, with the window's running net count for a stateful model such
         as "negative"); returns z (zeros when it does not fire)."""
-        v = wrap_signed(self.v + a_in + self.bias) if integrate else self.v.copy()
+        v = wrap_signed(self.v + a_in + self.bias, MEMBRANE_BITS) if integrate else self.v.copy()
         if not fire:
             self.v[...] = v
             return np.zeros(self.v.shape, dtype=np.int64)
@@ -141,7 +136,7 @@ class PyAccumulatorModelFixed(PyLoihiProcessModel):
             return
         if tau == d + 1:
             self.v[...] = 0
-        self.v[...] = wrap_signed(self.v + a_in + self.bias)
+        self.v[...] = wrap_signed(self.v + a_in + self.bias, MEMBRANE_BITS)
         if self.proc_params.get("record_steps", False):
             self.trace_out.send(self.v.astype(np.int32))
         if tau == d + T:
