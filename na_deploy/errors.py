@@ -38,3 +38,9 @@ class ExportNotSupported(NaDeployError):
 
 class SimulationError(NaDeployError):
     """Bad simulation request (time steps, input shape) or a backend failure."""
+
+
+class OffsetStepsError(IRError, ConversionError):
+    """A bad offset_steps rho (not an integer >= 0, or rho > 0 with a node not in mode "subtract"), raised by the
+    one check, na_deploy/ir/timing.py. An IRError, as the IR field meta["offset_steps"] is what it checks; also a
+    ConversionError, the type the conversion API (`with_offset_steps`) raised for it before (tests assert both)."""

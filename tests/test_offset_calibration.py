@@ -161,7 +161,8 @@ def test_cli_convert_new_neuron_modes(checkpoint, tmp_path, mode):
 def test_one_offset_steps_check_one_error_type():
     """The IR writes the offset_steps rule once (`na_deploy.ir.timing.check_offset_steps`): the IR's validation
     and the conversion API raise the same OffsetStepsError, an IRError that is also a ConversionError."""
-    from na_deploy.ir.timing import OffsetStepsError, check_offset_steps
+    from na_deploy.errors import OffsetStepsError
+    from na_deploy.ir.timing import check_offset_steps
 
     base = pow2_net(2, "dense_chain")
     neg = convert_inference_mode(base, "negative")

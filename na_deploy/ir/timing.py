@@ -18,16 +18,10 @@ from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
-from na_deploy.errors import ConversionError, IRError, SimulationError
+from na_deploy.errors import IRError, OffsetStepsError, SimulationError
 from na_deploy.ir.nodes import INPUT_NAME
 
 OFFSET_MODE = "subtract"  # the one neuron mode offset calibration is defined for (C2)
-
-
-class OffsetStepsError(IRError, ConversionError):
-    """A bad offset_steps rho (not an integer >= 0, or rho > 0 with a node not in mode "subtract"). An IRError, as
-    the IR field meta["offset_steps"] is what it checks; also a ConversionError, the type the conversion API
-    (`with_offset_steps`) raised for it before the check was written once here (tests assert both)."""
 
 
 def offset_steps(net) -> int:
