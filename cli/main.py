@@ -1,29 +1,31 @@
 """`na-deploy`: the click application. Thin: it parses options and calls library functions.
 
-Commands live in small modules beside this one and load lazily (so `--help` is instant and a command's
-heavy imports, torch or Lava, happen only when it runs). Any `NaDeployError` becomes a one-line
-`error: ...` on stderr and exit code 2.
+Each command lives in the module named after it beside this one (`import` in import_nir.py, `verify-merge` in
+verify_merge.py) and loads lazily (so `--help` is instant and a command's heavy imports, torch or Lava, happen
+only when it runs); what several commands share (options, checks, the one-line error rule) is in options.py.
+Any `NaDeployError` becomes a one-line `error: ...` on stderr and exit code 2.
 """
 from __future__ import annotations
 
-import functools
 import importlib
 
 import click
 
 from na_deploy.errors import NaDeployError
 
+from na_deploy.cli.options import UserError, one_line_errors, parse_timesteps  # noqa: F401  (their home is options)
+
 COMMANDS = {
-    "train": "na_deploy.cli.train_cmds:train",
-    "quantize": "na_deploy.cli.train_cmds:quantize",
-    "convert": "na_deploy.cli.convert_cmds:convert",
-    "simulate": "na_deploy.cli.convert_cmds:simulate",
-    "export": "na_deploy.cli.lava_cmds:export",
-    "import": "na_deploy.cli.nir_cmds:import_nir",
-    "verify": "na_deploy.cli.verify_cmds:verify",
-    "verify-merge": "na_deploy.cli.verify_jobs:verify_merge",
-    "pipeline": "na_deploy.cli.pipeline_cmds:pipeline",
-    "report": "na_deploy.cli.pipeline_cmds:report",
+    "train": "na_deploy.cli.train:train",
+    "quantize": "na_deploy.cli.quantize:quantize",
+    "convert": "na_deploy.cli.convert:convert",
+    "simulate": "na_deploy.cli.simulate:simulate",
+    "export": "na_deploy.cli.export:export",
+    "import": "na_deploy.cli.import_nir:import_nir",
+    "verify": "na_deploy.cli.verify:verify",
+    "verify-merge": "na_deploy.cli.verify_merge:verify_merge",
+    "pipeline": "na_deploy.cli.pipeline:pipeline",
+    "report": "na_deploy.cli.report:report",
 }
 
 SHORT_HELP = {
@@ -38,35 +40,6 @@ SHORT_HELP = {
     "pipeline": "The whole job: train -> quantize -> convert -> export -> verify.",
     "report": "Loihi 2 resources, synaptic ops, spikes and energy estimate.",
 }
-
-
-class UserError(click.ClickException):
-    exit_code = 2
-
-    def show(self, file=None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
-
-
-def one_line_errors(fn):
-    """NaDeployError -> `error: <message>` and exit code 2 (also when the command is invoked directly)."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except NaDeployError as e:
-            raise UserError(str(e)) from e
-    return wrapper
-
-
-def parse_timesteps(value: str) -> list[int]:
-    """`--timesteps 1,2,4` -> sorted unique positive ints (the rule of `na_deploy.checks`); NaDeployError otherwise."""
-    from na_deploy.checks import check_timesteps  # numpy: imported when a command runs, not for --help
-
-    try:
-        return check_timesteps([int(v) for v in str(value).split(",") if v.strip()])
-    except (ValueError, NaDeployError):
-        pass
-    raise NaDeployError(f"--timesteps {value!r}: expected comma-separated positive integers, e.g. 1,2,4,8")
 
 
 class LazyGroup(click.Group):

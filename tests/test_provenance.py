@@ -18,7 +18,7 @@ import torch
 from click.testing import CliRunner
 
 from na_deploy.training.checkpoint import Checkpoint, cpu_state_dict, save_checkpoint
-from na_deploy.cli.convert_cmds import load_net_pair
+from na_deploy.cli.simulate import load_net_pair
 from na_deploy.cli.main import cli
 from na_deploy.errors import NaDeployError
 from na_deploy.hw_targets.loihi2 import TARGET

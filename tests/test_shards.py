@@ -1,4 +1,4 @@
-"""Sharded and parallel verification (issue 11, C6 at scale): `na_deploy.verify.shards` and `cli/verify_jobs.py`.
+"""Sharded and parallel verification (issue 11, C6 at scale): `na_deploy.verify.shards` and `na_deploy/verify/jobs.py`.
 
 Shards partition the samples exactly (sample k in shard (k mod n) + 1); merging the reports of real verify
 runs on the 4 shards of 8 samples equals the report of one run on all 8 (Lava runs for real, with one readout
@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from na_deploy.cli.main import cli
-from na_deploy.cli.verify_jobs import run_verify_jobs
+from na_deploy.verify.jobs import run_verify_jobs
 from na_deploy.errors import NaDeployError
 from na_deploy.hw_targets.loihi2 import TARGET
 from na_deploy.io import save_net

@@ -48,7 +48,7 @@ def _load() -> str:
 
 
 def measure(net: str, samples: int, timesteps: int, jobs: int) -> dict:
-    from na_deploy.cli.verify_jobs import run_verify_jobs
+    from na_deploy.verify.jobs import run_verify_jobs
 
     cpu0 = _children_cpu()
     t0 = time.perf_counter()

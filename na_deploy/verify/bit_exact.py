@@ -236,5 +236,5 @@ def verify(net: IntNet, inputs: np.ndarray, timesteps: int, target: Target, back
                         reference_trace=ref, backend_trace=hw)
 
 
-__all__ = ["VerifyReport", "verify", "first_difference", "prefix_causal", "step_of_difference", "reference_step_records",
-           "locate_step"]
+__all__ = ["VerifyReport", "verify", "first_difference", "prefix_causal", "step_of_difference",
+           "reference_step_records", "locate_step"]

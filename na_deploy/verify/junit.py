@@ -1,7 +1,8 @@
 """A verify report as JUnit XML, the test-result format every CI reads (GitHub Actions, GitLab, Jenkins).
 
-`junit_xml(report)` turns the JSON report of `na-deploy verify` (a dict: `VerifyReport.to_dict()` plus the
-CLI's "provenance" / "fidelity" / "golden" sections) into one <testsuite> with
+`junit_xml(report)` turns the JSON report of `na-deploy verify` (a dict: `GateReport.to_dict()` of
+na_deploy.verify.gate, i.e. `VerifyReport.to_dict()` plus the "provenance" / "fidelity" / "golden" sections)
+into one <testsuite> with
   * one <testcase name="sample <id>" classname="na_deploy.verify.bit_exact.samples"> per verified sample, failing with
     that sample's first difference (node, neuron, reference vs backend value);
   * one <testcase name="<node>" classname="na_deploy.verify.bit_exact.layers"> per node, and one for the readout

@@ -8,13 +8,9 @@ Bad input is one line `error: ...`, exit 2, nothing written.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from na_deploy.errors import NaDeployError
-
-from na_deploy.cli.main import one_line_errors
+from na_deploy.cli.options import check_replaceable, one_line_errors
 
 
 @click.command("import")
@@ -30,8 +26,7 @@ def import_nir(nir_path: str, out: str, force: bool, input_scale: float | None) 
     from na_deploy.io import save_net
     from na_deploy.io.nir_io import load_nir
 
-    if Path(out).exists() and not force:
-        raise NaDeployError(f"--out {out}: exists; pass --force to replace it")
+    check_replaceable(out, force)
     net = load_nir(nir_path, input_scale)
     save_net(net, out)
     how = ("restored (na-deploy export)" if "imported_from" not in net.meta

@@ -1,14 +1,14 @@
-"""`na-deploy pipeline` (the whole job) and `na-deploy report` (Loihi 2 resources and energy)."""
+"""`na-deploy pipeline`: the whole job (train -> quantize -> convert -> export -> verify -> accuracy vs T), or
+`--compare` variants side by side, or `--from-nir` without training."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from na_deploy.errors import NaDeployError
 
-from na_deploy.cli.main import parse_timesteps
+from na_deploy.cli.options import device_option, parse_timesteps, target_option
 
 
 def _config_fields(options: dict) -> dict:
@@ -58,8 +58,8 @@ def _config_fields(options: dict) -> dict:
                    "like the paper's Table 1.")
 @click.option("--eval-samples", type=int, default=None, help="Evaluate accuracy on the first N test samples only.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
-@click.option("--target", "target_name", default="loihi2", show_default=True)
+@device_option
+@target_option
 @click.option("--out", type=click.Path(file_okay=False), default="runs/pipeline", show_default=True,
               help="Run folder; written as <out>.partial and renamed when every stage has finished.")
 @click.option("--force", is_flag=True, help="Replace an existing non-empty --out.")
@@ -72,9 +72,11 @@ def _config_fields(options: dict) -> dict:
                    "make it fixed point for max(--timesteps, --verify-timesteps), then Lava export, verify and "
                    "accuracy vs T on --data (required).")
 @click.option("--preset", default=None, metavar="NAME",
-              help="Hyperparameters from the paper's §5.1 (na_deploy/pipeline/presets.py): cifar10-resnet18, imagenet-resnet50, "
+              help="Hyperparameters from the paper's §5.1 (na_deploy/pipeline/presets.py): cifar10-resnet18, "
+                   "imagenet-resnet50, "
                    "smoke; every flag you give overrides its value; report.json's config holds what ran.")
-@click.option("--lr-fp", "lr_fp", type=float, default=0.1, show_default=True, help="Full-precision initial LR (cosine).")
+@click.option("--lr-fp", "lr_fp", type=float, default=0.1, show_default=True,
+              help="Full-precision initial LR (cosine).")
 @click.option("--lr-qat", "lr_qat", type=float, default=0.05, show_default=True, help="QAT initial LR (cosine).")
 @click.option("--batch-size", "batch_size", type=int, default=64, show_default=True)
 @click.option("--weight-decay", "weight_decay", type=float, default=5e-4, show_default=True,
@@ -124,7 +126,6 @@ def pipeline(target_name, out, force, compare, compare_l1, compare_offset_steps,
         raise SystemExit(1)
 
 
-
 def _run_compare(cfg, variants, target, out, force) -> None:
     """`pipeline --compare`: the variant tables (compare.md); exit 1 if any verified variant is not bit-exact."""
     from na_deploy.pipeline.compare import run_compare
@@ -134,48 +135,3 @@ def _run_compare(cfg, variants, target, out, force) -> None:
     click.echo(f"run folder: {out} (compare.md, compare.json, compare_accuracy.png)")
     if any(r["verify"]["bit_exact"] is False for r in comp["variants"].values()):
         raise SystemExit(1)
-
-@click.command()
-@click.argument("net_path", type=click.Path(dir_okay=False))
-@click.option("--data", type=click.Path(), default=None,
-              help="Images to measure spikes / synaptic ops on: an npz or an image folder's val/ split (default: "
-                   "embedded digits test split).")
-@click.option("--samples", type=int, default=32, show_default=True, help="Test samples to average over (0: static only).")
-@click.option("--timesteps", type=int, default=8, show_default=True, help="T for spikes, synaptic ops and energy.")
-@click.option("--synop-pj", type=float, default=None, help="Energy per synaptic op in pJ (default: see README).")
-@click.option("--neuron-update-pj", type=float, default=None, help="Energy per neuron update in pJ.")
-@click.option("--spike-pj", type=float, default=None, help="Energy per spike in pJ.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Also write the report as JSON.")
-@click.option("--target", "target_name", default="loihi2", show_default=True)
-def report(net_path, data, samples, timesteps, synop_pj, neuron_update_pj, spike_pj, json_out, target_name):
-    """Loihi 2 resource estimate (neurons, synapses, fan-in/out, cores) and, measured on SAMPLES images with
-    the reference simulator, spikes, synaptic operations and an energy estimate per inference at T."""
-    from na_deploy.atomic import atomic_write_text
-    from na_deploy.hw_targets import get_target
-    from na_deploy.io import load_net
-    from na_deploy.ir import IntNet
-
-    target = get_target(target_name)
-    net = load_net(net_path)
-    if not isinstance(net, IntNet):
-        raise NaDeployError(f"{net_path}: is a float net; `report` needs the fixed-point net written by "
-                            "`na-deploy convert` (net.nad.h5)")
-    if samples < 0 or timesteps < 1:
-        raise NaDeployError(f"--samples must be >= 0 and --timesteps >= 1, got {samples}, {timesteps}")
-    overrides = {k: v for k, v in (("synop_pj", synop_pj), ("neuron_update_pj", neuron_update_pj),
-                                   ("spike_pj", spike_pj)) if v is not None}
-    energy = target.energy_model(**overrides)
-    trace = x = None
-    if samples:
-        from na_deploy.data.arrays import load_dataset
-        from na_deploy.data.loaders import first_test_images
-
-        ds = load_dataset(data)
-        x = first_test_images(ds, samples)[0]  # a folder: only these images are decoded
-        if tuple(x.shape[1:]) != tuple(net.input.shape):
-            raise NaDeployError(f"--data: images are {tuple(x.shape[1:])}, the net expects {tuple(net.input.shape)}")
-        trace = target.reference_simulate(net, x, timesteps)
-    rep = target.resource_report(net, trace, energy=energy, inputs=x)
-    click.echo(target.format_resource_report(rep))
-    if json_out:
-        atomic_write_text(json_out, json.dumps(rep, indent=2, sort_keys=True))

@@ -1,13 +1,14 @@
-"""`na-deploy verify --jobs J` (J verify processes in parallel, one shard each, merged) and `na-deploy
-verify-merge` (shard reports -> one verdict).
+"""A pool of verify jobs: J `na-deploy verify` processes in parallel, one shard each, merged into one report
+(what `na-deploy verify --jobs J` runs, through the gate `na_deploy.verify.gate.run_gate`).
 
 `run_verify_jobs(argv, J)` starts J processes `python -m na_deploy.cli.main verify ARGV --shard k/J --json
-TMP_k --quiet` at once, waits for all of them, and merges their JSON reports with
-`na_deploy.verify.shards.merge_reports`. Each process is a whole verify run (its own Lava runtime, and Lava runs
-each of its processes as an OS process), so J jobs use J runtimes side by side; each child's BLAS / OpenMP
-threads are capped at cores // J unless the caller's environment sets them. A child that exits with 2 (a bad
-request) or dies is reported as a one-line error carrying the child's last stderr line; the other children
-are then stopped. Exit 1 of a child (a failed check) is a normal result: the merged report says what failed.
+TMP_k --quiet` at once (the command-line program run as child processes: the core never imports the CLI),
+waits for all of them, and merges their JSON reports with `na_deploy.verify.shards.merge_reports`. Each
+process is a whole verify run (its own Lava runtime, and Lava runs each of its processes as an OS process),
+so J jobs use J runtimes side by side; each child's BLAS / OpenMP threads are capped at cores // J unless
+the caller's environment sets them. A child that exits with 2 (a bad request) or dies is reported as a
+one-line error carrying the child's last stderr line; the other children are then stopped. Exit 1 of a
+child (a failed check) is a normal result: the merged report says what failed.
 """
 from __future__ import annotations
 
@@ -22,12 +23,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-import click
-
 from na_deploy.verify.shards import ShardError, load_report, merge_reports
-
-from na_deploy.cli.main import one_line_errors
-from na_deploy.cli.verify_report import layer_table
 
 # options that name one output (or one golden file) of a whole run: a child of --jobs must not get them
 PER_RUN_OPTIONS = ("--shard", "--jobs", "--json", "--junit", "--write-golden", "--golden")
@@ -155,49 +151,4 @@ def run_verify_jobs(argv: Sequence[str], jobs: int, out_json: Optional[str] = No
     return merged
 
 
-def format_merged(merged: dict) -> list[str]:
-    """The per-layer table and verdict of a merged report, with the shards it covers and what is missing."""
-    lines = layer_table(merged)
-    sh, s, m = merged["shards"], merged["seconds"], merged["first_mismatch"]
-    lines.append(f"shards: {len(sh['present'])} of {sh['n']} merged, {merged['samples']} samples at "
-                 f"T={merged['timesteps']}; seconds: slowest shard {s['shard_max']:.1f}, "
-                 f"all shards {s['reference'] + s['lava']:.1f}")
-    if m is None:
-        lines.append(f"BIT-EXACT: the {merged['samples']} samples verified: every node's spike counts and the "
-                     "readout potentials are identical (C6)")
-    else:
-        step = f", window step {m['step']}" if m.get("step") else ""
-        lines.append(f"MISMATCH: {merged['mismatching_samples']} of {merged['samples']} samples differ; first at "
-                     f"sample {m['sample']}, node {m['node']}, neuron {tuple(m.get('neuron') or ())}: reference "
-                     f"{m['reference']}, Lava {m['lava']}{step}")
-    if sh["missing"]:
-        missing = ", ".join(f"{i}/{sh['n']}" for i in sh["missing"])
-        lines.append(f"INCOMPLETE: shard(s) {missing} missing: their samples were not verified")
-    for key, res in sorted(merged.items()):
-        if isinstance(res, dict) and isinstance(res.get("ok"), bool):
-            lines.append(f"{key}: {'PASS' if res['ok'] else 'FAIL'}: {res.get('message', '')}")
-    if merged.get("not_merged"):
-        lines.append(f"not merged (they differ between shards): {', '.join(merged['not_merged'])}")
-    lines.append("PASS" if merged["passed"] else "FAIL" + ("" if merged["complete"] else " (shards missing)"))
-    return lines
-
-
-@click.command("verify-merge")
-@click.argument("files", nargs=-1, required=True, metavar="SHARD.json...")
-@click.option("--json", "json_out", default=None, metavar="FILE", help="Also write the merged report (atomically).")
-@one_line_errors
-def verify_merge(files: tuple[str, ...], json_out: Optional[str]) -> None:
-    """Merge the JSON reports of `na-deploy verify --shard i/n --json FILE` runs into one verdict: per-layer
-    totals, first mismatch (lowest sample id), shards missing. Refuses reports of different nets, data, T or
-    backends, and overlapping samples. Exit 0 when every shard is present and passed, 1 otherwise, 2 on a
-    bad request."""
-    reports = [load_report(f) for f in files]
-    merged = merge_reports(reports, names=list(files))
-    for line in format_merged(merged):
-        click.echo(line)
-    if json_out:
-        from na_deploy.atomic import atomic_write_text
-
-        atomic_write_text(json_out, json.dumps(merged, indent=2) + "\n")
-    if not merged["passed"]:
-        click.get_current_context().exit(1)
+__all__ = ["run_verify_jobs", "verify_command", "PER_RUN_OPTIONS", "THREAD_VARS"]

@@ -1,6 +1,6 @@
-"""`na-deploy export` (IntNet -> a bundle its backend's users can run), and what `export` and `verify`
-(cli/verify_cmds.py) share: loading the IntNet and the samples, resolving `--target` / `--backend`
-(`na_deploy.hw_targets.get_target` / `get_backend`). The backend is made only when a command runs (Lava sets
+"""`na-deploy export`: an IntNet -> a bundle its backend's users can run (--format lava or netx), or a FloatNet /
+IntNet -> one NIR file (--format nir). `--target` / `--backend` resolve through cli/options.py
+(`na_deploy.hw_targets.get_target` / `get_backend`); the backend is made only when the command runs (Lava sets
 the multiprocessing start method at import).
 """
 from __future__ import annotations
@@ -11,30 +11,7 @@ from typing import Optional
 
 import click
 
-from na_deploy.errors import DataError
-
-from na_deploy.cli.main import one_line_errors
-
-
-def _load_intnet(path: str):
-    from na_deploy.io import load_intnet
-
-    return load_intnet(path)
-
-
-def _target_and_backend(target_name: str, backend_name: Optional[str], net=None):
-    """(target, backend) for `--target` / `--backend` (default: the target's default backend)."""
-    from na_deploy.hw_targets import get_backend, get_target
-
-    target = get_target(target_name)
-    return target, get_backend(backend_name, target, net)
-
-
-TARGET_OPTION = click.option("--target", "target_name", default="loihi2", show_default=True,
-                             help="Hardware target whose limits and reference are used.")
-BACKEND_OPTION = click.option("--backend", "backend_name", default=None,
-                              help="Backend of the target that runs / exports the net [default: the target's, "
-                                   "lava for loihi2].")
+from na_deploy.cli.options import backend_option, check_replaceable, one_line_errors, target_and_backend, target_option
 
 
 FORMATS = {"lava": "lava", "netx": "netx", "nir": None}  # --format -> the backend that writes it (nir: na_deploy.io)
@@ -51,8 +28,8 @@ FORMATS = {"lava": "lava", "netx": "netx", "nir": None}  # --format -> the backe
 @click.option("--timesteps", default=8, show_default=True, type=int,
               help="Default T of the exported script; the fit check is done for this T (netx: the T of the file).")
 @click.option("--force", is_flag=True, help="Replace --out if it exists and is not empty.")
-@TARGET_OPTION
-@BACKEND_OPTION
+@target_option
+@backend_option
 @one_line_errors
 def export(net_path: str, fmt: str, out: str, timesteps: int, force: bool, target_name: str,
            backend_name: Optional[str]) -> None:
@@ -61,12 +38,14 @@ def export(net_path: str, fmt: str, out: str, timesteps: int, force: bool, targe
     Loihi 2 fit check or one the format cannot express. --format nir writes a FloatNet or IntNet as NIR."""
     if fmt == "nir":
         return _export_nir(net_path, out, force)
-    net = _load_intnet(net_path)
+    from na_deploy.io import load_intnet
+
+    net = load_intnet(net_path)
     if fmt == "netx":
         if backend_name not in (None, "netx"):
             raise click.UsageError(f"--format netx is written by backend netx, not --backend {backend_name}")
         backend_name = "netx"
-    _, backend = _target_and_backend(target_name, backend_name, net)
+    _, backend = target_and_backend(target_name, backend_name, net)
     path = backend.export(net, out, timesteps=timesteps, force=force, source=Path(net_path).name)
     if fmt == "netx":
         changed = json.loads((path / "manifest.json").read_text())["changed"]
@@ -80,29 +59,11 @@ def export(net_path: str, fmt: str, out: str, timesteps: int, force: bool, targe
 
 
 def _export_nir(net_path: str, out: str, force: bool) -> None:
-    from na_deploy.errors import NaDeployError
     from na_deploy.io import load_net
     from na_deploy.io.nir_io import write_nir
 
     net = load_net(net_path)
-    if Path(out).exists() and not force:
-        raise NaDeployError(f"--out {out}: exists; pass --force to replace it")
+    check_replaceable(out, force)
     for w in write_nir(net, out):
         click.echo(f"warning: {w}", err=True)
     click.echo(f"exported {net_path} ({type(net).__name__}, {len(net.all_nodes())} nodes) as NIR -> {out}")
-
-
-def _load_inputs(net, data: Optional[str], samples: int):
-    from na_deploy.data.arrays import load_dataset
-    from na_deploy.data.loaders import first_test_images
-
-    ds = load_dataset(data)
-    name = data or "embedded digits"
-    if tuple(ds.input_shape) != tuple(net.input.shape):
-        raise DataError(f"{name}: x_test images have shape {tuple(ds.input_shape)}; the net's input needs "
-                        f"{tuple(net.input.shape)}")
-    if samples < 1:
-        raise DataError(f"--samples must be >= 1, got {samples}")
-    if samples > ds.num_test:
-        raise DataError(f"--samples {samples}: {name} has only {ds.num_test} test images")
-    return first_test_images(ds, samples)[0]  # a folder: only these images are decoded

@@ -1,0 +1,143 @@
+"""What several `na-deploy` commands share: the one-line error rule, option declarations, and option checks.
+
+One declaration per option that more than one command takes (`--target`, `--backend`, `--device`, the
+training options of `train` / `quantize`), one help text each; one check per rule (an output file that is a
+directory, an output that exists without --force, --timesteps lists). Light: click and na_deploy.errors at
+import, so `na-deploy --help` stays instant; heavier imports happen inside the functions.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from na_deploy.errors import NaDeployError
+
+
+# ------------------------------------------------------------------------------------------- errors
+class UserError(click.ClickException):
+    """A bad request: printed as one line `error: <message>`, exit code 2."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def one_line_errors(fn):
+    """NaDeployError -> `error: <message>` and exit code 2 (also when the command is invoked directly)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except NaDeployError as e:
+            raise UserError(str(e)) from e
+    return wrapper
+
+
+# ------------------------------------------------------------------------------------------ checks
+def parse_timesteps(value: str) -> list[int]:
+    """`--timesteps 1,2,4` -> sorted unique positive ints (the rule of `na_deploy.checks`); NaDeployError otherwise."""
+    from na_deploy.checks import check_timesteps  # numpy: imported when a command runs, not for --help
+
+    try:
+        return check_timesteps([int(v) for v in str(value).split(",") if v.strip()])
+    except (ValueError, NaDeployError):
+        pass
+    raise NaDeployError(f"--timesteps {value!r}: expected comma-separated positive integers, e.g. 1,2,4,8")
+
+
+def check_output_file(path: str, option: str = "--out",
+                      allowed: str = "a file path such as runs/net.nad.h5") -> Path:
+    """An output file option as a Path; refuses a directory before anything is computed (`allowed` says what
+    the option takes, e.g. "a checkpoint file path (e.g. runs/model.pt)")."""
+    p = Path(path)
+    if p.is_dir():
+        raise NaDeployError(f"{option} {path}: is a directory; allowed: {allowed}")
+    return p
+
+
+def check_replaceable(out: str, force: bool) -> None:
+    """An output that exists is replaced only with --force."""
+    if Path(out).exists() and not force:
+        raise NaDeployError(f"--out {out}: exists; pass --force to replace it")
+
+
+# ------------------------------------------------------------------------------ target and backend
+TARGET_HELP = "Hardware target (its limits, fixed point and reference simulator)."
+BACKEND_HELP = "Backend of the target that runs / exports the net [default: the target's, lava for loihi2]."
+
+target_option = click.option("--target", "target_name", default="loihi2", show_default=True, help=TARGET_HELP)
+backend_option = click.option("--backend", "backend_name", default=None, help=BACKEND_HELP)
+
+
+def target_and_backend(target_name: str, backend_name: Optional[str], net=None):
+    """(target, backend) for `--target` / `--backend` (default: the target's default backend for `net`). The
+    backend is made only when a command runs (Lava sets the multiprocessing start method at import)."""
+    from na_deploy.hw_targets import get_backend, get_target
+
+    target = get_target(target_name)
+    return target, get_backend(backend_name, target, net)
+
+
+# ----------------------------------------------------------------------------------- torch device
+DEVICE_HELP = "torch device: auto (CUDA when available, else CPU), cpu, cuda, cuda:N."
+
+device_option = click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+
+
+# ------------------------------------------------------------------------- training (train, quantize)
+DATA_HELP = ("Data set: an .npz with arrays x_train, y_train, x_test, y_test (uint8 0-255 or float in [0,1]; "
+             "N x H x W or N x C x H x W; integer labels in [0, K)), or an image folder DIR/train/<class>/*.png|jpg, "
+             "DIR/val/<class>/... (one image size; streamed). Default: scikit-learn's embedded 8x8 "
+             "digits, stratified 1437/360 split by --seed. Inputs are scaled per channel, x/255/std "
+             "(no mean subtraction, so the scale folds into the first layer).")
+MODEL_HELP = "Network from the registry: digits_cnn, tiny_resnet, resnet18, resnet20, resnet34, resnet50."
+NUM_CLASSES_HELP = ("K, the number of classes (outputs) of the network. Default: 1 + the largest y_train label, "
+                    "and then every class 0..K-1 must occur in y_train. Given, labels must be in [0, K) and "
+                    "classes without training examples are allowed (with a warning). With --from / --resume: "
+                    "the checkpoint's.")
+RESUME_HELP = ("Continue an interrupted run from the checkpoint it left (its --out, rewritten after every epoch): "
+               "weights, optimizer, schedule and RNG state, up to the epochs it planned; on CPU the result equals "
+               "the uninterrupted run. Model, data, seed and hyperparameters come from the checkpoint (a "
+               "differing option is an error). Writes to --out if given, else back to CKPT.")
+
+
+def _data_option(ctx, param, value):
+    """--augment / --workers: kept in ctx.meta for `load_dataset` below (no extra command parameters)."""
+    ctx.meta[f"na_deploy.{param.name}"] = value
+    return value
+
+
+def load_dataset(*args, **kwargs):
+    """na_deploy.data.arrays.load_dataset with the running command's --augment and --workers."""
+    from na_deploy.data.arrays import load_dataset as load
+
+    meta = click.get_current_context().meta
+    return load(*args, augment=meta.get("na_deploy.augment"), workers=meta.get("na_deploy.workers", 0), **kwargs)
+
+
+def training_options(fn):
+    """The options `train` and `quantize` share: data, seed, batch, device, resume, augmentation, workers."""
+    opts = [
+        click.option("--data", default=None, metavar="NPZ|DIR", help=DATA_HELP),
+        click.option("--seed", default=None, type=int,
+                     help="Seed for weight init, shuffling, the digits split and the noise adaptor's eps "
+                          "[default: 0; quantize --from: the checkpoint's seed]."),
+        click.option("--batch-size", default=64, show_default=True, type=int, help="Mini-batch size."),
+        device_option,
+        click.option("--quiet", is_flag=True, help="No progress bar."),
+        click.option("--num-classes", default=None, type=int, metavar="K", help=NUM_CLASSES_HELP),
+        click.option("--resume", default=None, metavar="CKPT", help=RESUME_HELP),
+        click.option("--augment", default=None, metavar="[none|cifar|imagenet]", expose_value=False,
+                     callback=_data_option, help="Training augmentation (default none): cifar = pad 4 + random crop "
+                     "+ flip; imagenet = RandomResizedCrop 224 + flip, evaluation resize 256 + centre crop 224 "
+                     "(image folders only). Stored in the checkpoint: --resume continues with it."),
+        click.option("--workers", default=0, show_default=True, type=int, expose_value=False, callback=_data_option,
+                     help="DataLoader worker processes for image folders / augmented data (0: the main process)."),
+    ]
+    for o in reversed(opts):
+        fn = o(fn)
+    return fn
