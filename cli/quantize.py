@@ -83,7 +83,8 @@ def quantize(from_ckpt: Optional[str], model_name: Optional[str], p: int, noise_
     """
     from na_deploy.training.checkpoint import check_model_name, load_checkpoint
     from na_deploy.checks import check_p
-    from na_deploy.training.loop import resolve_device, train_full_precision, train_qat
+    from na_deploy.device import resolve_device
+    from na_deploy.training.loop import train_full_precision, train_qat
 
     if resume is not None:
         given = given_options("from_ckpt", "model_name", "p", "noise_adaptor", "epochs", "lr", "batch_size", "seed",

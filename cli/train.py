@@ -99,7 +99,8 @@ def resume_run(kind: str, resume: str, given: dict, data: Optional[str], device:
     """`train --resume` / `quantize --resume`: check the checkpoint against the command and the options the
     user gave, load the same data, and continue the run. Every refusal comes before anything is written."""
     from na_deploy.training.checkpoint import load_checkpoint
-    from na_deploy.training.loop import check_compatible, check_resumable, resolve_device, resume_training
+    from na_deploy.device import resolve_device
+    from na_deploy.training.loop import check_compatible, check_resumable, resume_training
 
     command = "train" if kind == "fp" else "quantize"
     out_path = check_out(given["out"]) if "out" in given else Path(resume)
@@ -153,7 +154,8 @@ def train(model_name: str, epochs: int, lr: float, out: str, data: Optional[str]
     na_deploy.training.distributed): --batch-size is the global batch, rank 0 writes --out and prints.
     """
     from na_deploy.training.checkpoint import check_model_name
-    from na_deploy.training.loop import resolve_device, train_full_precision
+    from na_deploy.device import resolve_device
+    from na_deploy.training.loop import train_full_precision
 
     if resume is not None:
         given = given_options("model_name", "epochs", "lr", "batch_size", "seed", "num_classes", "out")

@@ -3,8 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from na_deploy.data.arrays import (Normalization, batches, load_dataset, load_npz, make_loaders,
-                            round_half_up_to_uint8)
+from na_deploy.data.arrays import Normalization, batches, load_dataset, load_npz, make_loaders, round_half_up_to_uint8
 from na_deploy.errors import DataError
 
 

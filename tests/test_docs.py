@@ -79,7 +79,8 @@ def test_cli_reference_holds_every_commands_help():
     for args in [[]] + [[c] for c in commands]:
         block = f"```text\n{_help(cli, args + ['--help'])}\n```"
         name = " ".join(["na-deploy", *args])
-        assert block in page, f"docs/cli.md: the `{name} --help` block differs from the CLI's output; paste it again"
+        assert block in page, (f"docs/cli.md: the `{name} --help` block differs from the CLI's output; "
+                               "run `.venv/bin/python scripts/cli_docs.py`")
 
 
 def test_cited_repository_paths_exist():

@@ -1,4 +1,5 @@
-"""Fidelity (na_deploy.verify.fidelity): the integer SNN (Loihi 2 reference) against the float SNN and the quantized ANN.
+"""Fidelity (na_deploy.verify.fidelity): the integer SNN (Loihi 2 reference) against the float SNN and the quantized
+ANN.
 
 An honest IntNet passes DEFAULT_MIN_AGREEMENT; the issue's tampering (one node's weights negated, its threshold
 set to 3) fails it with one line naming the tampered node; relays are reported with their role; an IntNet of
@@ -18,7 +19,7 @@ from na_deploy.convert import to_floatnet
 from na_deploy.data.arrays import load_digits_dataset
 from na_deploy.errors import NaDeployError, SimulationError
 from na_deploy.verify.fidelity import (DEFAULT_MAX_NODE_CHANGE, DEFAULT_MIN_AGREEMENT, FidelityError, FidelityReport,
-                                fidelity)
+                                       fidelity)
 from na_deploy.simulate.float_snn import simulate_float
 from na_deploy.hw_targets.loihi2 import TARGET
 from na_deploy.models import build_model

@@ -17,7 +17,7 @@ from na_deploy.ir import (INPUT_NAME, AvgPool2d, Conv2d, Dense, FloatNet, Identi
 from na_deploy.hw_targets.loihi2 import TARGET
 from na_deploy.hw_targets.loihi2.fit import check_fit, static_bounds
 from na_deploy.hw_targets.loihi2.fixed_point import (round_half_away, round_half_up, to_fixed_point,
-                                                      to_fixed_point_with_report)
+                                                     to_fixed_point_with_report)
 from na_deploy.hw_targets.loihi2.limits import LOIHI2, Loihi2Limits
 from na_deploy.hw_targets.loihi2.reference.fast import reference_simulate
 from na_deploy.simulate.torch_ops import compile_op
@@ -263,7 +263,8 @@ def test_to_fixed_point_is_pure_and_deterministic():
     assert all(np.array_equal(x, y) for x, y in zip(before, after))
     for na, nb in zip(a.all_nodes(), b.all_nodes()):
         assert na.scale == nb.scale and np.array_equal(na.bias_mant, nb.bias_mant)
-        assert all(np.array_equal(np.asarray(x.op.weight), np.asarray(y.op.weight)) for x, y in zip(na.inputs, nb.inputs))
+        assert all(np.array_equal(np.asarray(x.op.weight), np.asarray(y.op.weight))
+                   for x, y in zip(na.inputs, nb.inputs))
 
 
 def test_target_object_implements_the_protocol():

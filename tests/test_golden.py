@@ -18,7 +18,7 @@ import torch
 from na_deploy.convert import to_floatnet
 from na_deploy.data.arrays import load_digits_dataset
 from na_deploy.verify.golden import (FORMAT_NAME, TOOLCHAIN, Golden, GoldenError, compare_golden, golden_report,
-                              load_golden, net_digest, toolchain_versions, write_golden)
+                                     load_golden, net_digest, toolchain_versions, write_golden)
 from na_deploy.hw_targets.loihi2 import TARGET
 from na_deploy.io import load_net, save_net
 from na_deploy.ir import Conv2d, Synapse

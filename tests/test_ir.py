@@ -44,7 +44,8 @@ def _assert_same(a, b):
 
 
 def test_round_trip_every_node_and_op_type(tmp_path):
-    nets = [balance_delays(_floatnet())] + [random_intnet(np.random.default_rng(i), t) for i, t in enumerate(TOPOLOGIES)]
+    nets = [balance_delays(_floatnet())]
+    nets += [random_intnet(np.random.default_rng(i), t) for i, t in enumerate(TOPOLOGIES)]
     kinds = {type(s.op).__name__ for n in nets for node in n.all_nodes() for s in node.inputs}
     nodes = {type(node).__name__ for n in nets for node in n.all_nodes()}
     assert kinds == {"Conv2d", "Dense", "AvgPool2d", "Identity"}
@@ -104,7 +105,8 @@ def test_balance_delays_inserts_exact_relays_C3():
     b = balance_delays(net)
     d = b.depths()
     relay = b.node("c1.relay1")
-    assert relay.role == "relay" and relay.threshold == b.node("c1").threshold and relay.precharge == relay.threshold / 2
+    assert relay.role == "relay" and relay.threshold == b.node("c1").threshold
+    assert relay.precharge == relay.threshold / 2
     assert d["c1.relay1"] == d["c2"] == 2 and d["c3"] == 3
     assert [s.source for s in b.node("c3").inputs] == ["c2", "c1.relay1"]
 

@@ -190,14 +190,14 @@ def test_resnet18_smoke_preset_is_a_valid_pipeline_config():
 
 
 def test_cifar_like_generator_is_deterministic_and_loads(tmp_path):
-    """benchmarks/make_cifar_like_npz.py: same seed -> same bytes; another seed -> other bytes; the file loads
+    """benchmarks/data/make_cifar_like_npz.py: same seed -> same bytes; another seed -> other bytes; the file loads
     as a 10-class 3x32x32 uint8 data set with every class in both splits."""
     import subprocess
     import sys
 
     from na_deploy.data.arrays import load_dataset
 
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "make_cifar_like_npz.py"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "make_cifar_like_npz.py"
     paths = [tmp_path / n for n in ("a.npz", "b.npz", "c.npz")]
     for p, seed in zip(paths, (0, 0, 1)):
         subprocess.run([sys.executable, str(script), str(p), "--train", "30", "--test", "20", "--seed", str(seed)],

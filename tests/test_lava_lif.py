@@ -2,7 +2,7 @@
 
 Exactness (C3, C6): per-node spike counts and readout potentials equal `reference/slow.py` on every node and
 sample, for random zero-mode IntNets (NA_DEPLOY_LAVA_LIF_NETS, default 100, ~1.5 min; the full 200, ~3 min,
-run in benchmarks/bench_lava_lif.py; nets failing the fit check are skipped) and for hand-made nets at the
+run in benchmarks/timing/bench_lava_lif.py; nets failing the fit check are skipped) and for hand-made nets at the
 registers' edges (a_in, bias_mant/bias_exp with bias_exp 7, negative pre-charge, v bound at saturation).
 The stock model PyLifModelBitAcc is the one that ran.
 The re-arming (v = 64 pc at each window start) is needed: without it a multi-sample run differs.
@@ -21,8 +21,7 @@ import pytest
 from na_deploy.errors import ExportNotSupported, FitError
 from na_deploy.hw_targets.loihi2 import TARGET
 from na_deploy.hw_targets.loihi2.reference.slow import slow_reference_simulate
-from na_deploy.ir import (ZERO, Dense, InputNode, IntNet, IntNeuronNode, IntReadoutNode, Synapse,
-                          replace_nodes)
+from na_deploy.ir import ZERO, Dense, InputNode, IntNet, IntNeuronNode, IntReadoutNode, Synapse, replace_nodes
 from na_deploy.testing import TOPOLOGIES, random_inputs, random_intnet
 from na_deploy.verify.bit_exact import first_difference, reference_step_records, verify
 
@@ -30,7 +29,7 @@ llb = pytest.importorskip("na_deploy.hw_targets.loihi2.lava.lif_backend")
 
 pytestmark = pytest.mark.lava
 
-NETS = int(os.environ.get("NA_DEPLOY_LAVA_LIF_NETS", "100"))  # 200 nets: ~3 min; see benchmarks/bench_lava_lif.py
+NETS = int(os.environ.get("NA_DEPLOY_LAVA_LIF_NETS", "100"))  # 200 nets: ~3 min; see benchmarks/timing/bench_lava_lif.py
 BACKEND = TARGET.backend("lava-lif")
 STOCK_MODEL = ["PyLifModelBitAcc"]
 
@@ -241,7 +240,8 @@ def test_own_process_backend_still_refuses_zero_and_export_is_not_supported(tmp_
     assert not (tmp_path / "bundle").exists()
     from na_deploy.hw_targets.loihi2.target import BACKENDS
 
-    assert {"lava-lif", "netx"} <= set(BACKENDS) and BACKEND.name == "lava-lif" and isinstance(BACKEND, llb.LavaLIFBackend)
+    assert {"lava-lif", "netx"} <= set(BACKENDS) and BACKEND.name == "lava-lif"
+    assert isinstance(BACKEND, llb.LavaLIFBackend)
 
 
 def test_zero_membrane_interval_holds_and_is_reached():

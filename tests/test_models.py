@@ -10,7 +10,7 @@ from na_deploy.errors import ModelError
 from na_deploy.models import MODEL_NAMES, ModelRegistryError, build_model
 from na_deploy.training.quantizer import QuantReLU
 from na_deploy.training.surgery import (calibrate_step_sizes, mse_optimal_step, quant_layers, quantization_mse,
-                               quantize_model)
+                                        quantize_model)
 
 # name -> (in_channels, input_size, expected number of ReLUs: stem + per-block ReLUs)
 SHIPPED = {

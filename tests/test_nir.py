@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from na_deploy.cli.main import cli
-from na_deploy.errors import IRError, ModelError
+from na_deploy.errors import ModelError
 from na_deploy.io import load_net, save_net
 from na_deploy.io.nir_io import from_nir, load_nir, nir_warnings, to_nir, write_nir
 from na_deploy.ir import ZERO, AvgPool2d, Conv2d, Identity, replace_nodes

@@ -18,8 +18,8 @@ from na_deploy.hw_targets.loihi2 import TARGET
 from na_deploy.ir import (ZERO, Conv2d, Dense, FloatNet, Identity, InputNode, IntNeuronNode, NeuronNode, ReadoutNode,
                           Synapse, replace_nodes)
 from na_deploy.evaluate.occasional_noise import (add_timing_noise, firing_rates, format_noise_md, format_noise_table,
-                                    measure_float_noise, merge_noise, noise_report, off_grid_rows, regular_counts,
-                                    window_input)
+                                                 measure_float_noise, merge_noise, noise_report, off_grid_rows,
+                                                 regular_counts, window_input)
 from na_deploy.evaluate.plots import plot_occasional_noise
 from na_deploy.testing import TOPOLOGIES, random_inputs, random_intnet
 

@@ -96,7 +96,8 @@ def test_report_command_counts_resources_and_energy(tmp_path):
     out = tmp_path / "run"
     r = _run(["pipeline", "--out", str(out), "--verify-samples", "0", *SMALL])
     assert r.exit_code == 0, r.output
-    r = _run(["report", str(out / "net.nad.h5"), "--samples", "8", "--timesteps", "4", "--json", str(tmp_path / "r.json")])
+    r = _run(["report", str(out / "net.nad.h5"), "--samples", "8", "--timesteps", "4",
+              "--json", str(tmp_path / "r.json")])
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "r.json").read_text())
     assert rep["total"]["neurons"] == sum(row["neurons"] for row in rep["nodes"]) > 0

@@ -47,7 +47,8 @@ def test_pipeline_window_and_relay_C3():
     a = IntNeuronNode("a", (1,), [Synapse("input", Dense(np.array([[2]])))], threshold=6, precharge=3)
     rel = IntNeuronNode("a.relay1", (1,), [Synapse("a", Identity(5))], threshold=5, precharge=2, role="relay")
     b = IntNeuronNode("b", (1,), [Synapse("a", Dense(np.array([[10]])))], threshold=10, precharge=5)
-    r = IntReadoutNode("r", (2,), [Synapse("b", Dense(np.array([[2], [0]]))), Synapse("a.relay1", Dense(np.array([[0], [2]])))],
+    r = IntReadoutNode("r", (2,), [Synapse("b", Dense(np.array([[2], [0]]))),
+                                   Synapse("a.relay1", Dense(np.array([[0], [2]])))],
                        bias_mant=np.array([1, 0]))
     net = IntNet(inp, [a, rel, b], r)
     assert net.depths() == {"input": 0, "a": 1, "a.relay1": 2, "b": 2, "r": 3}
@@ -71,7 +72,8 @@ def test_argmax_ties_break_low_C7():
 def test_shift_and_wrap():
     assert list(shift(np.array([5, -5, 7]), -1)) == [2, -3, 3]
     assert list(shift(np.array([5, -5]), 2)) == [20, -20]
-    assert list(wrap(np.array([2**23 - 1, 2**23, -(2**23), -(2**23) - 1]), 24)) == [2**23 - 1, -(2**23), -(2**23), 2**23 - 1]
+    wrapped = wrap(np.array([2**23 - 1, 2**23, -(2**23), -(2**23) - 1]), 24)
+    assert list(wrapped) == [2**23 - 1, -(2**23), -(2**23), 2**23 - 1]
 
 
 def test_shift_and_wrap_give_the_same_integers_on_numpy_and_torch():

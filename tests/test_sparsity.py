@@ -31,7 +31,8 @@ def test_penalty_is_the_mean_quantized_level_per_neuron():
         model(x)
         r = reg.penalty()
         h = model[2](model[1](model[0](x)))
-        levels = torch.floor(torch.clamp(x / 0.5, 0, 2) + 0.5).sum() + torch.floor(torch.clamp(h / 0.25, 0, 3) + 0.5).sum()
+        levels = (torch.floor(torch.clamp(x / 0.5, 0, 2) + 0.5).sum()
+                  + torch.floor(torch.clamp(h / 0.25, 0, 3) + 0.5).sum())
         assert math.isclose(float(r.detach()), float(levels.detach()) / (5 * (6 + 4)), rel_tol=1e-6)
     assert not a._forward_hooks and not b._forward_hooks  # hooks removed on exit
     with pytest.raises(NaDeployError, match="QuantReLU layers"):
@@ -51,7 +52,7 @@ def test_l1_lowers_activity_from_the_same_checkpoint_and_is_recorded(tmp_path):
     plain = train_qat(ds, fp, epochs=3, seed=0, progress=False)
     sparse = train_qat(ds, fp, epochs=3, seed=0, progress=False, l1_sparsity=2.0, out=str(tmp_path / "q.pt"))
     r0, r1 = _mean_level(plain.model, ds, fp.normalization), _mean_level(sparse.model, ds, fp.normalization)
-    assert r1 < 0.8 * r0, (r0, r1)  # measured: see benchmarks/measure_l1_sparsity.py
+    assert r1 < 0.8 * r0, (r0, r1)  # measured: see benchmarks/experiments/measure_l1_sparsity.py
     assert sparse.checkpoint.hparams["l1_sparsity"] == 2.0 and "l1_sparsity" not in plain.checkpoint.hparams
 
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from na_deploy.evaluate.accuracy import (CHUNK_TRACE_BYTES, MAX_BATCH, accuracy_vs_timesteps, auto_batch_size, iter_chunks,
-                                trace_bytes_per_image)
+from na_deploy.evaluate.accuracy import (CHUNK_TRACE_BYTES, MAX_BATCH, accuracy_vs_timesteps, auto_batch_size,
+                                         iter_chunks, trace_bytes_per_image)
 from na_deploy.convert import to_floatnet
 from na_deploy.errors import SimulationError
 from na_deploy.hw_targets.loihi2 import TARGET

@@ -1,4 +1,5 @@
-"""End to end: `na-deploy train` + `quantize` on digits, checkpoints, determinism, bad input (exit 2, nothing written)."""
+"""End to end: `na-deploy train` + `quantize` on digits, checkpoints, determinism, bad input (exit 2, nothing
+written)."""
 from pathlib import Path
 
 import numpy as np
@@ -186,11 +187,11 @@ def test_interrupted_run_resumes_to_the_same_weights(digits, tmp_path, kind):
     kw = dict(seed=2, device="cpu", batch_size=128, progress=False)
     if kind == "fp":
         full = train_full_precision(digits, "digits_cnn", epochs=3, **kw)
-        part = train_full_precision(digits, "digits_cnn", epochs=3, out=str(tmp_path / "c.pt"), stop_after=1, **kw)
+        train_full_precision(digits, "digits_cnn", epochs=3, out=str(tmp_path / "c.pt"), stop_after=1, **kw)
     else:
         fp = train_full_precision(digits, "digits_cnn", epochs=1, **kw)
         full = train_qat(digits, fp.checkpoint, p=2, epochs=3, **kw)
-        part = train_qat(digits, fp.checkpoint, p=2, epochs=3, out=str(tmp_path / "c.pt"), stop_after=1, **kw)
+        train_qat(digits, fp.checkpoint, p=2, epochs=3, out=str(tmp_path / "c.pt"), stop_after=1, **kw)
     saved = load_checkpoint(tmp_path / "c.pt")
     assert (saved.epoch, saved.epochs) == (1, 3)
     done = resume_training(str(tmp_path / "c.pt"), digits, device="cpu", progress=False)

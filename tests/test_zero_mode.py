@@ -16,7 +16,8 @@ from click.testing import CliRunner
 from na_deploy.training.checkpoint import Checkpoint, cpu_state_dict, save_checkpoint
 from na_deploy.cli.main import cli
 from na_deploy.convert import convert_checkpoint, to_floatnet
-from na_deploy.convert.neuron_modes import DEFAULT_ZERO, NEURON_MODES, mode_of, RELAY_ALPHA, ZeroParams, apply_neuron_mode
+from na_deploy.convert.neuron_modes import (DEFAULT_ZERO, NEURON_MODES, mode_of, RELAY_ALPHA, ZeroParams,
+                                            apply_neuron_mode)
 from na_deploy.errors import ConversionError, NaDeployError
 from na_deploy.simulate.float_snn import simulate_float
 from na_deploy.hw_targets.loihi2.fixed_point import quantize_node
@@ -231,4 +232,5 @@ def test_pipeline_neuron_zero_runs_on_the_stock_lif_bit_exact_C6(tmp_path):
     v = rep["verify"]
     assert (v["samples"], v["bit_exact"], v["mismatches"]) == (4, True, 0)
     assert v["backend"] == TARGET.backend("lava-lif").label
-    assert rep["neuron_modes"]["verified"] == "zero" and TARGET.check_fit(load_net(tmp_path / "run" / "net.nad.h5")) == []
+    assert rep["neuron_modes"]["verified"] == "zero"
+    assert TARGET.check_fit(load_net(tmp_path / "run" / "net.nad.h5")) == []

@@ -22,8 +22,8 @@ from torch import nn
 from na_deploy.errors import ConversionError
 from na_deploy.ir import INPUT_NAME, NeuronNode, ReadoutNode, Synapse
 from na_deploy.training.quantizer import QuantReLU
-from na_deploy.convert.affine import (Refusal, Shape, _bias_vector, _fold_input_scale, _Lin, _pair, apply_add, apply_batchnorm,
-                     apply_conv, apply_flatten, apply_linear, apply_pool)
+from na_deploy.convert.affine import (Refusal, Shape, _bias_vector, _fold_input_scale, _Lin, _pair, apply_add,
+                                      apply_batchnorm, apply_conv, apply_flatten, apply_linear, apply_pool)
 
 _ALLOWED = ("Conv2d, BatchNorm1d/2d (after Conv2d/Linear), Linear, QuantReLU, AvgPool2d/AdaptiveAvgPool2d, "
             "Flatten/view/reshape, Dropout, Identity, residual add")

@@ -33,7 +33,7 @@ Derivation (units of s; constant current x = k*s with k the ANN level, 0 <= k <=
   exactly would use floor(th_int/2), which for v > th and odd th_int is one unit below
   ceil(th_int/2), the value equivalent to th/2 -- the default avoids th/2).
 
-Measured (benchmarks/measure_zero_mode.py; `na-deploy pipeline --out /tmp/zero_run --verify-samples 0
+Measured (benchmarks/experiments/measure_zero_mode.py; `na-deploy pipeline --out /tmp/zero_run --verify-samples 0
 --compare-no-noise-adaptor` checkpoints, digits_cnn, p = 2; accuracy % on the 360 test images at
 T = 1, 2, 4, 8, 16, 32 | mean; float = FloatNet SNN, integer = Loihi 2 fixed point + bit-exact reference):
   setting                           sim   | with NA:  T=1,2,4,8,16,32     mean | without NA, same T        mean

@@ -14,7 +14,7 @@ samples. Every figure is an integer tally divided once at the end, so it equals 
 bit (the float SNN runs in batches of 256 either way when `batch_size` is a multiple of 256). Peak memory is
 one chunk's traces (all T), not the test set's: `batch_size="auto"` sizes the chunk so those stay within
 CHUNK_TRACE_BYTES (256 images for the digits net at T = 1..32; 1 for a CIFAR ResNet-18, 210 MiB of traces per
-image); `benchmarks/measure_eval_memory.py` measures the peak.
+image); `benchmarks/experiments/measure_eval_memory.py` measures the peak.
 """
 from __future__ import annotations
 

@@ -172,7 +172,8 @@ def window_input(net: Any, node: Any, counts: Mapping[str, Any], inputs: Any, T:
                  chunk: int = 512) -> np.ndarray:
     """U: the synaptic input plus bias of `node` summed over its T-step window, (B, *shape) float64, from the
     sources' spike counts over the same T (`counts`: node -> (B, ...)) and the raw images `inputs` (module
-    docstring). Ops run through `na_deploy.simulate.torch_ops` in float64 on the CPU (exact for an IntNet's integers)."""
+    docstring). Ops run through `na_deploy.simulate.torch_ops` in float64 on the CPU (exact for an IntNet's
+    integers)."""
     import torch
 
     from na_deploy.simulate.torch_ops import compile_op

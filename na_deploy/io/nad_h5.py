@@ -27,7 +27,7 @@ import numpy as np
 from na_deploy.atomic import atomic_path
 from na_deploy.errors import IRError
 from na_deploy.ir import (OP_TYPES, AvgPool2d, Conv2d, Dense, FloatNet, Identity, InputNode, IntNet, IntNeuronNode,
-                  IntReadoutNode, NeuronModel, NeuronNode, ReadoutNode, Synapse)
+                          IntReadoutNode, NeuronModel, NeuronNode, ReadoutNode, Synapse)
 
 FORMAT_NAME = "na-deploy-ir"
 FORMAT_VERSION = 1
@@ -195,7 +195,8 @@ def load_net(path: str | Path) -> Union[FloatNet, IntNet]:
                     raise IRError(f"{path}: node {k} is a {kind!r}, expected {want!r} (the readout is last)")
                 cls = readout_t if kind == "readout" else neuron_t
                 kw = {fld: _attr(g, key, path) for key, fld in _NODE_FIELDS[cls]}
-                kw["bias" if flavour == "float" else "bias_mant"] = _data(g, "bias" if flavour == "float" else "bias_mant", path)
+                bias_key = "bias" if flavour == "float" else "bias_mant"
+                kw[bias_key] = _data(g, bias_key, path)
                 if "inputs" not in g:
                     raise IRError(f"{path}: node {k} has no inputs group")
                 syns = [_read_synapse(g["inputs"][m], path) for m in sorted(g["inputs"].keys())]

@@ -20,7 +20,7 @@ import numpy as np
 
 from na_deploy.errors import IRError, ModelError
 from na_deploy.ir import (INPUT_NAME, ZERO, AvgPool2d, Conv2d, Dense, FloatNet, Identity, InputNode, NeuronNode,
-                  ReadoutNode, Synapse)
+                          ReadoutNode, Synapse)
 
 NIR_DT = 1e-4  # the time step snnTorch's NIR reader and writer assume (CubaLIF import)
 DEFAULT_INPUT_SCALE = 1.0 / 255.0  # NIR input = pixel / 255 (images in [0, 1])

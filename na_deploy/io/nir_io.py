@@ -25,8 +25,8 @@ import numpy as np
 
 from na_deploy.atomic import atomic_path
 from na_deploy.errors import IRError, ModelError
-from na_deploy.ir import (INPUT_NAME, ZERO, AvgPool2d, Conv2d, Dense, FloatNet, Identity, InputNode, IntNet, IntNeuronNode,
-                  IntReadoutNode, NeuronNode, ReadoutNode, Synapse)
+from na_deploy.ir import (INPUT_NAME, ZERO, AvgPool2d, Conv2d, Dense, FloatNet, Identity, InputNode, IntNet,
+                          IntNeuronNode, IntReadoutNode, NeuronNode, ReadoutNode, Synapse)
 from na_deploy.io.nad_h5 import as_dict_meta
 
 FORMAT_NAME = "na-deploy-nir"

@@ -27,7 +27,8 @@ def _table(comp: dict, title: str, key: str, fmt, ann: bool = False) -> list[str
 
 def _verify_lines(comp: dict) -> list[str]:
     out = ["### Lava verify (reference vs the target's backend, every layer and the readout)", "",
-           "| variant | neuron | offset rho | bias shift | samples | T | result |", "|---|---|---:|:---:|---:|---:|---|"]
+           "| variant | neuron | offset rho | bias shift | samples | T | result |",
+           "|---|---|---:|:---:|---:|---:|---|"]
     for name in comp["order"]:
         r = comp["variants"][name]
         v, inf = r["verify"], r["inference"]

@@ -28,10 +28,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from na_deploy.training import distributed
-from na_deploy.training.checkpoint import Checkpoint, build_registry_model, cpu_state_dict, load_checkpoint, save_checkpoint
+from na_deploy.training.checkpoint import (Checkpoint, build_registry_model, cpu_state_dict, load_checkpoint,
+                                           save_checkpoint)
 from na_deploy.checks import check_p
 from na_deploy.data.arrays import Dataset, Loaders, Normalization, make_loaders, test_batches
-from na_deploy.device import resolve_device
 from na_deploy.errors import CheckpointError, ModelError
 from na_deploy.training.l1_sparsity import ActivationL1, check_l1
 from na_deploy.training.surgery import calibrate_step_sizes, quant_layers, quantize_model
@@ -78,7 +78,8 @@ def model_accuracy(model: nn.Module, x, y, norm: Normalization, batch_size: int 
                    device: Optional[str | torch.device] = None) -> float:
     """Top-1 accuracy of the torch `model` (eval mode, eps = 0) on uint8 images `x` and labels `y`.
 
-    (`na_deploy.simulate.ann` measures the converted FloatNet as a quantized ANN; `na_deploy.evaluate.accuracy` the SNNs.)"""
+    (`na_deploy.simulate.ann` measures the converted FloatNet as a quantized ANN; `na_deploy.evaluate.accuracy` the
+    SNNs.)"""
     if device is None:
         device = next(model.parameters()).device
     x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
@@ -303,8 +304,8 @@ def train_qat(dataset: Dataset, fp_checkpoint: Checkpoint | str, p: int = 2, noi
               out: Optional[str] = None, progress: bool = True, calibrate: bool = True,
               stop_after: Optional[int] = None, l1_sparsity: float = 0.0) -> TrainResult:
     """QAT from a full-precision checkpoint: ReLU -> QuantReLU(p, s, noise_adaptor), s calibrated
-    (MSE-optimal), then train (with λ = l1_sparsity > 0: + λ x mean level, na_deploy.training.l1_sparsity). History entry
-    epoch 0 is the calibrated quantized ANN before training."""
+    (MSE-optimal), then train (with λ = l1_sparsity > 0: + λ x mean level, na_deploy.training.l1_sparsity).
+    History entry epoch 0 is the calibrated quantized ANN before training."""
     p = check_p(p)
     l1_sparsity = check_l1(l1_sparsity)
     _check_positive("epochs", epochs, integer=True)

@@ -17,7 +17,7 @@ run) differs in most neurons from one node on. `failures(min_agreement)` turns a
 naming that node: the node whose share of differing neurons rises most above its sources' (where the change
 starts), not simply the largest share (every node after a broken one differs as much).
 
-Measured with benchmarks/measure_fidelity.py (all 360 digits test images; pipeline nets from `na-deploy
+Measured with benchmarks/experiments/measure_fidelity.py (all 360 digits test images; pipeline nets from `na-deploy
 pipeline --compare-no-noise-adaptor --verify-samples 0 [--seed 1] [--p 4]`):
 
     integer SNN vs float SNN, agreement (%)      T=1     T=2     T=4     T=8    T=16    T=32

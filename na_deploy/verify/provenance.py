@@ -32,8 +32,8 @@ from na_deploy.errors import NaDeployError
 from na_deploy.io import load_net, save_net
 from na_deploy.io.nad_h5 import as_dict_meta
 from na_deploy.ir import FloatNet, IntNet, NeuronModel
-from na_deploy.io.made_from import (FLOAT_SUFFIX, KINDS, NET_SUFFIX, RERUN_ADVICE, checkpoint_record,
-                                 float_net_record, float_path_for, made_from, sha256_file)
+from na_deploy.io.made_from import (FLOAT_SUFFIX, KINDS, NET_SUFFIX, RERUN_ADVICE, checkpoint_record, float_net_record,
+                                    float_path_for, made_from, sha256_file)
 
 # FloatNet meta keys a re-derivation may change without changing the network: the record itself (the file's
 # name may differ), the wall time and checkpoint path of files written before the chain, the version string

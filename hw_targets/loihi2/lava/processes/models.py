@@ -23,8 +23,8 @@ from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from na_deploy.hw_targets.loihi2.lava.processes.process import (MEMBRANE_BITS, Accumulator, GradedSource,
-                                                           SubtractiveIF, window_span)
+from na_deploy.hw_targets.loihi2.lava.processes.process import (MEMBRANE_BITS, Accumulator, GradedSource, SubtractiveIF,
+                                                                window_span)
 from na_deploy.integer import wrap_signed
 from na_deploy.ir.neuron import neuron_model
 from na_deploy.ir.offset_calibration import offset_start
