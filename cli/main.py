@@ -25,6 +25,7 @@ COMMANDS = {
     "verify": "na_deploy.cli.verify:verify",
     "verify-merge": "na_deploy.cli.verify_merge:verify_merge",
     "pipeline": "na_deploy.cli.pipeline:pipeline",
+    "seeds-merge": "na_deploy.cli.seeds_merge:seeds_merge",
     "report": "na_deploy.cli.report:report",
 }
 
@@ -38,6 +39,7 @@ SHORT_HELP = {
     "verify": "Reference simulator vs Lava, per layer, every sample (step 5).",
     "verify-merge": "Merge verify --shard JSON reports into one verdict.",
     "pipeline": "The whole job: train -> quantize -> convert -> export -> verify.",
+    "seeds-merge": "Merge single-seed pipeline runs into one report with intervals.",
     "report": "Loihi 2 resources, synaptic ops, spikes and energy estimate.",
 }
 

@@ -89,7 +89,14 @@ def _config_fields(options: dict) -> dict:
               help="The L1 activation penalty of the +l1 variants (quantize --l1-sparsity).")
 @click.option("--compare-offset-steps", "compare_offset_steps", type=int, default=2, show_default=True,
               metavar="RHO", help="First-stage steps of the +offset variants (two-stage offset calibration).")
-def pipeline(target_name, out, force, compare, compare_l1, compare_offset_steps, **options):
+@click.option("--seeds", "seeds", default=None, metavar="S1,S2,...",
+              help="Run once per seed (every arm / variant of a seed from that seed's fp weights) into "
+                   "OUT/seed-<s>/, then OUT/report.json with per_seed, stats (mean, std, 95 % t interval) and "
+                   "the paired effects. The same command resumes: finished seeds are reused. Replaces --seed.")
+@click.option("--threads", "threads", type=int, default=None, metavar="N",
+              help="torch intra-op threads (torch.set_num_threads); results depend on it. Recorded in "
+                   "report.json's environment [default: torch's default].")
+def pipeline(target_name, out, force, compare, compare_l1, compare_offset_steps, seeds, threads, **options):
     """Train -> quantize (noise adaptor) -> convert -> fixed point -> Lava export -> verify -> accuracy vs T
     (with --from-nir: import -> fixed point -> Lava export -> verify -> accuracy vs T).
 
@@ -97,6 +104,7 @@ def pipeline(target_name, out, force, compare, compare_l1, compare_offset_steps,
     COMPLETE} and prints the summary table. Exit 1 if Lava and the reference simulator disagree anywhere.
     """
     from na_deploy.hw_targets import get_target
+    from na_deploy.pipeline.environment import set_threads
     from na_deploy.pipeline.run import PipelineConfig, format_summary, run_pipeline
 
     data, from_nir = options["data"], options["from_nir"]
@@ -113,9 +121,14 @@ def pipeline(target_name, out, force, compare, compare_l1, compare_offset_steps,
         if clash:
             raise NaDeployError(f"--compare: cannot be combined with {clash[0]} (each variant names its own "
                                 "training and neuron mode)")
+    seed_list = _seed_list(seeds, from_nir)
+    set_threads(threads)
     cfg = PipelineConfig(**_config_fields(options))
     cfg.validate()
     target = get_target(target_name)
+    if seed_list is not None:
+        _run_seeds(cfg, seed_list, variants, target, out, force)
+        return
     if variants is not None:
         _run_compare(cfg, variants, target, out, force)
         return
@@ -134,4 +147,30 @@ def _run_compare(cfg, variants, target, out, force) -> None:
     click.echo((Path(out) / "compare.md").read_text())
     click.echo(f"run folder: {out} (compare.md, compare.json, compare_accuracy.png)")
     if any(r["verify"]["bit_exact"] is False for r in comp["variants"].values()):
+        raise SystemExit(1)
+
+
+def _seed_list(seeds, from_nir):
+    """--seeds parsed (None when not given); refused with --from-nir (nothing is trained)."""
+    if seeds is None:
+        return None
+    from na_deploy.pipeline.seeds import parse_seeds
+
+    if from_nir is not None:
+        raise NaDeployError("--seeds: cannot be combined with --from-nir (no training, nothing depends on a seed)")
+    return parse_seeds(seeds)
+
+
+def _run_seeds(cfg, seeds, variants, target, out, force) -> None:
+    """`pipeline --seeds`: one run per seed, then the statistics; exit 1 naming every seed not bit-exact."""
+    from na_deploy.pipeline.seeds import failed_verifies, run_seeds
+    from na_deploy.pipeline.seeds_report import seeds_tables
+
+    report = run_seeds(cfg, seeds, target, out, force=force, log=lambda m: click.echo(m, err=True),
+                       variants=variants)
+    click.echo("\n".join(seeds_tables(report)))
+    click.echo(f"run folder: {out} (report.json, report.md, accuracy_vs_T.png; seed-<s>/ per seed)")
+    bad = failed_verifies(report)
+    if bad:
+        click.echo(f"not bit-exact: {', '.join(bad)}", err=True)
         raise SystemExit(1)

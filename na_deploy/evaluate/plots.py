@@ -22,7 +22,9 @@ def _save(fig, path: str | Path) -> None:
 
 
 def plot_accuracy_vs_t(arms: dict[str, dict], path: str | Path, title: str = "Accuracy vs time steps") -> None:
-    """arms: label -> {"ann": float, "float": {T: acc}, "integer": {T: acc}} (accuracies in [0, 1])."""
+    """arms: label -> {"ann": float, "float": {T: acc}, "integer": {T: acc}} (accuracies in [0, 1]). An arm with
+    "ci95": {"ann": [lo, hi], "float": {T: [lo, hi]}, ...} (means over seeds) gets its intervals as error bars
+    and a band around the ANN line; without it the figure is as before."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     colors = ["tab:blue", "tab:orange", "tab:green", "tab:red"]
     for i, (label, arm) in enumerate(arms.items()):
@@ -32,8 +34,12 @@ def plot_accuracy_vs_t(arms: dict[str, dict], path: str | Path, title: str = "Ac
             if pts:
                 ax.plot([t for t, _ in pts], [100 * a for _, a in pts], style, marker="o", color=c,
                         label=f"{label}: {kind} SNN")
+                _interval_bars(ax, pts, arm.get("ci95", {}).get(kind), c)
         if arm.get("ann") is not None:
             ax.axhline(100 * arm["ann"], color=c, linestyle=":", label=f"{label}: quantized ANN")
+            band = arm.get("ci95", {}).get("ann")
+            if band is not None:
+                ax.axhspan(100 * band[0], 100 * band[1], color=c, alpha=0.12)
     ax.set_xscale("log", base=2)
     ts = sorted({int(t) for arm in arms.values() for kind in ("float", "integer") for t in arm.get(kind, {})})
     if ts:
@@ -44,6 +50,17 @@ def plot_accuracy_vs_t(arms: dict[str, dict], path: str | Path, title: str = "Ac
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     _save(fig, path)
+
+
+def _interval_bars(ax, pts: list[tuple[int, float]], ci: Optional[dict], color: str) -> None:
+    """Error bars from each mean to its [lo, hi] (ci: T -> [lo, hi] or None; T keys as in the arm)."""
+    if not ci:
+        return
+    bars = [(t, a, ci.get(str(t), ci.get(t))) for t, a in pts]
+    bars = [(t, a, b) for t, a, b in bars if b is not None]
+    if bars:
+        ax.errorbar([t for t, _, _ in bars], [100 * a for _, a, _ in bars], fmt="none", ecolor=color, capsize=3,
+                    yerr=[[100 * (a - b[0]) for _, a, b in bars], [100 * (b[1] - a) for _, a, b in bars]])
 
 
 def plot_layer_activity(rows: list[dict], path: str | Path, title: Optional[str] = None) -> None:

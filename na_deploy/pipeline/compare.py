@@ -18,6 +18,7 @@ import numpy as np
 
 from na_deploy.atomic import atomic_write_text
 from na_deploy.checks import check_timesteps
+from na_deploy.pipeline.environment import run_environment
 from na_deploy.pipeline.variants import Inference, Training, Variant
 from na_deploy.errors import NaDeployError
 from na_deploy.data.loaders import first_test_images
@@ -152,7 +153,8 @@ def run_compare(cfg, variants: list[Variant], target: Target, out: str | Path, f
         comp["command_config"] = {"model": cfg.model, "data": data.name, "p": cfg.p, "seed": cfg.seed,
                                   "epochs_fp": cfg.epochs_fp, "epochs_qat": cfg.epochs_qat,
                                   "eval_samples": cfg.eval_samples or int(data.num_test)}
-        report = {"compare": comp, "timings_s": {**timer.timings, "total": round(time.perf_counter() - t0, 3)}}
+        report = {"compare": comp, "environment": run_environment(cfg.device),  # issue 20
+                  "timings_s": {**timer.timings, "total": round(time.perf_counter() - t0, 3)}}
         plot_compare(comp, run_dir / "compare_accuracy.png", title=f"{cfg.model} on {data.name}, p={cfg.p}")
         text = json.dumps(report, indent=2, sort_keys=True, default=float)
         atomic_write_text(run_dir / "compare.json", json.dumps(comp, indent=2, sort_keys=True, default=float))

@@ -23,6 +23,7 @@ from na_deploy.checks import check_p, check_timesteps
 from na_deploy.errors import ExportNotSupported, NaDeployError
 from na_deploy.ir import FloatNet, IntNet
 from na_deploy.evaluate.occasional_noise import NoiseReport, format_noise_md
+from na_deploy.pipeline.environment import run_environment
 from na_deploy.pipeline.neuron_modes import ann_of_subtract, format_neuron_modes, mode_summary
 from na_deploy.protocols import Backend, Target, Trace, require_fit
 from na_deploy.verify.provenance import save_net_pair
@@ -283,6 +284,7 @@ def run_pipeline(cfg: PipelineConfig, target: Target, out: str | Path, force: bo
             f"input {tuple(data.input_shape)}, {data.num_classes} classes; run folder {final}")
         report = _run_stages(cfg, target, backend, data, run_dir, timer, log)
         report["timings_s"] = {**timer.timings, "total": round(time.perf_counter() - t_start, 3)}
+        report["environment"] = run_environment(cfg.device)  # threads, device, versions (issue 20)
         _write_report(run_dir, report)
     return report
 
