@@ -19,7 +19,7 @@ import click
 from na_deploy.errors import NaDeployError
 from na_deploy.io.made_from import float_path_for
 
-from na_deploy.cli.options import check_output_file, one_line_errors, target_option
+from na_deploy.cli.options import check_output_file, check_outputs, one_line_errors, target_option
 
 
 @click.command("convert")
@@ -72,6 +72,7 @@ def convert(checkpoint: str, out: str, float_out: Optional[str], target_name: st
     fout_p = check_output_file(float_out, "--float-out") if float_out else float_path_for(out_p)
     if fout_p.resolve() == out_p.resolve():
         raise NaDeployError(f"--float-out {fout_p}: must differ from --out")
+    check_outputs({"--out": out, "--float-out": str(fout_p)}, inputs=[checkpoint])
     if max_timesteps is not None and max_timesteps < 1:
         raise NaDeployError(f"--max-timesteps {max_timesteps}: allowed: a positive integer")
     if bias_shift is not None and bias_shift < 1:

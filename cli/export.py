@@ -11,10 +11,13 @@ from typing import Optional
 
 import click
 
-from na_deploy.cli.options import backend_option, check_replaceable, one_line_errors, target_and_backend, target_option
+from na_deploy.cli.options import (backend_option, check_folder_output, check_force_replaces_own, check_outputs,
+                                   check_replaceable, one_line_errors, target_and_backend, target_option)
 
 
 FORMATS = {"lava": "lava", "netx": "netx", "nir": None}  # --format -> the backend that writes it (nir: na_deploy.io)
+BUNDLE_FILES = ("net.nad.h5", "run_lava_graph.py", "README.txt", "manifest.json", "net.netx.h5", "run_netx.py")
+""" What a lava / netx export folder holds: --force replaces only a folder holding nothing else."""
 
 
 @click.command("export")
@@ -40,6 +43,9 @@ def export(net_path: str, fmt: str, out: str, timesteps: int, force: bool, targe
         return _export_nir(net_path, out, force)
     from na_deploy.io import load_intnet
 
+    check_folder_output(out, [net_path])
+    if force:
+        check_force_replaces_own(out, BUNDLE_FILES, "export")
     net = load_intnet(net_path)
     if fmt == "netx":
         if backend_name not in (None, "netx"):
@@ -64,6 +70,7 @@ def _export_nir(net_path: str, out: str, force: bool) -> None:
 
     net = load_net(net_path)
     check_replaceable(out, force)
+    check_outputs({"--out": out}, inputs=[net_path])
     for w in write_nir(net, out):
         click.echo(f"warning: {w}", err=True)
     click.echo(f"exported {net_path} ({type(net).__name__}, {len(net.all_nodes())} nodes) as NIR -> {out}")

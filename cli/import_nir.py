@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from na_deploy.cli.options import check_replaceable, one_line_errors
+from na_deploy.cli.options import check_outputs, check_replaceable, one_line_errors
 
 
 @click.command("import")
@@ -27,6 +27,7 @@ def import_nir(nir_path: str, out: str, force: bool, input_scale: float | None) 
     from na_deploy.io.nir_io import load_nir
 
     check_replaceable(out, force)
+    check_outputs({"--out": out}, inputs=[nir_path])
     net = load_nir(nir_path, input_scale)
     save_net(net, out)
     how = ("restored (na-deploy export)" if "imported_from" not in net.meta

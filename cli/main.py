@@ -4,16 +4,28 @@ Each command lives in the module named after it beside this one (`import` in imp
 verify_merge.py) and loads lazily (so `--help` is instant and a command's heavy imports, torch or Lava, happen
 only when it runs); what several commands share (options, checks, the one-line error rule) is in options.py.
 Any `NaDeployError` becomes a one-line `error: ...` on stderr and exit code 2.
+
+Exit codes (every command; docs/cli.md "Exit codes"):
+  0    passed / done;
+  1    a check failed (verify, verify-merge, pipeline: backend != reference, provenance, fidelity, golden);
+  2    a usage or input error, or an output that cannot be written (one line `error: ...`, nothing written);
+  130  interrupted (Ctrl-C), 143 terminated (SIGTERM): one line `interrupted: ...` saying what was left;
+       `finally` blocks (Lava's stop, temporary files) run first.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib
+import signal
+import sys
 
 import click
 
 from na_deploy.errors import NaDeployError
 
 from na_deploy.cli.options import UserError, one_line_errors, parse_timesteps  # noqa: F401  (their home is options)
+from na_deploy.cli.options import refuse_flag_values
 
 COMMANDS = {
     "train": "na_deploy.cli.train:train",
@@ -61,7 +73,7 @@ class LazyGroup(click.Group):
             def cmd():
                 raise UserError(f"command {name!r} is not available in this build: {reason}")
         cmd.short_help = SHORT_HELP.get(name)
-        return cmd
+        return refuse_flag_values(cmd)
 
     def format_commands(self, ctx, formatter):
         rows = [(n, SHORT_HELP.get(n, "")) for n in COMMANDS]
@@ -73,6 +85,70 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except NaDeployError as e:
             raise UserError(str(e)) from e
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """click's main, with every failure on one line and the exit codes of the module docstring."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        with sigterm_raises():
+            try:
+                rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            except click.ClickException as e:
+                click.echo(f"error: {one_line(e)}", err=True)
+                sys.exit(e.exit_code)
+            except (click.exceptions.Abort, KeyboardInterrupt):
+                sys.exit(interrupted("interrupted", 130))
+            except Terminated:
+                sys.exit(interrupted("terminated (SIGTERM)", 143))
+            except OSError as e:
+                if e.errno == errno.EPIPE:  # stdout closed by a pager / head: nothing more to say
+                    sys.exit(0)
+                if e.filename is None:
+                    raise
+                click.echo(f"error: {e.filename}: {e.strerror or e}", err=True)
+                sys.exit(2)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so `finally` blocks (Lava's stop, temporary files) run."""
+
+
+def one_line(e: click.ClickException) -> str:
+    """A click error as one line: its message, and for a usage error the command's help to read."""
+    msg = " ".join(e.format_message().split())
+    ctx = getattr(e, "ctx", None)
+    if isinstance(e, click.UsageError) and ctx is not None:
+        msg += f" (see `{ctx.command_path} --help`)"
+    return msg
+
+
+def interrupted(what: str, code: int) -> int:
+    """Print `<what>: <what was left>` on stderr; return the exit code."""
+    from na_deploy.runlock import left_behind
+
+    left = left_behind()
+    said = f"left {', '.join(left)} (not marked complete)" if left else \
+        "nothing half-written left (outputs are written atomically)"
+    click.echo(f"{what}: {said}", err=True)
+    return code
+
+
+@contextlib.contextmanager
+def sigterm_raises():
+    """While the CLI runs, SIGTERM raises `Terminated` (main thread only; the old handler comes back after)."""
+    def handler(signum, frame):
+        raise Terminated()
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. a test runner's worker thread)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -8,8 +8,10 @@ import, so `na-deploy --help` stays instant; heavier imports happen inside the f
 from __future__ import annotations
 
 import functools
+import os
+import stat
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Optional
 
 import click
 
@@ -63,6 +65,141 @@ def check_replaceable(out: str, force: bool) -> None:
     """An output that exists is replaced only with --force."""
     if Path(out).exists() and not force:
         raise NaDeployError(f"--out {out}: exists; pass --force to replace it")
+
+
+# ------------------------------------------------------------------- outputs vs inputs (issue 22)
+STDOUT_NAMES = ("-", "/dev/stdout")
+
+
+def is_stdout(path: Optional[str]) -> bool:
+    """`-` or /dev/stdout as a JSON / report output: print it to standard output instead of writing a file."""
+    return path is not None and str(path) in STDOUT_NAMES
+
+
+def _file_id(path) -> Optional[tuple[int, int]]:
+    """(st_dev, st_ino) of an existing file (links followed), None when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def check_output_target(path, option: str) -> None:
+    """An output path must be new or a regular file: never a directory, symbolic link, FIFO or device node (the
+    atomic rename would replace the link or node itself, or a reader would block on it)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise NaDeployError(f"{option} {path}: cannot be written ({e.strerror or e})") from None
+    kind = ("a directory" if stat.S_ISDIR(mode) else "a symbolic link" if stat.S_ISLNK(mode)
+            else "a FIFO" if stat.S_ISFIFO(mode) else "a device node" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else None)
+    if kind:
+        raise NaDeployError(f"{option} {path}: is {kind}; allowed: a new or regular file path")
+
+
+def check_writable_folder(path, option: str) -> None:
+    """The folder an output goes to exists (or can be made under a writable folder) and is writable, checked
+    before any expensive work."""
+    folder = Path(os.path.abspath(path)).parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise NaDeployError(f"{option} {path}: {folder} is not a folder; allowed: a path under a writable folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise NaDeployError(f"{option} {path}: folder {folder} is not writable")
+
+
+def check_outputs(outputs: dict[str, Optional[str]], inputs: Iterable[Optional[str]] = (),
+                  stdout_ok: Iterable[str] = ()) -> None:
+    """Every output of one command before anything runs: never one of its inputs (same resolved path, or same
+    st_dev/st_ino), never another of its outputs, never a directory / link / FIFO / device, in a writable
+    folder; `-` or /dev/stdout only for the options in `stdout_ok` (JSON and text reports)."""
+    known: dict = {}
+    for p in inputs:
+        if p is not None and not is_stdout(p):
+            known[Path(os.path.abspath(p)).resolve()] = f"the input {p}"
+            if _file_id(p):
+                known[_file_id(p)] = f"the input {p}"
+    for option, path in outputs.items():
+        if path is None or path == "":
+            continue
+        if is_stdout(path):
+            if option in stdout_ok:
+                continue
+            raise NaDeployError(f"{option} {path}: cannot go to standard output; give a file name")
+        check_output_target(path, option)
+        keys = [Path(os.path.abspath(path)).resolve()] + ([_file_id(path)] if _file_id(path) else [])
+        for k in keys:
+            if k in known:
+                raise NaDeployError(f"{option} {path}: is {known[k]}; an output never replaces an input or "
+                                    "another output; give another file name")
+        for k in keys:
+            known[k] = f"also {option}"
+        check_writable_folder(path, option)
+
+
+def check_folder_output(out: str, inputs: Iterable[Optional[str]], option: str = "--out") -> None:
+    """An output folder (export, pipeline) never holds one of the command's inputs: replacing it would delete
+    them."""
+    root = Path(os.path.abspath(out)).resolve()
+    for p in inputs:
+        if p is None or is_stdout(p):
+            continue
+        q = Path(os.path.abspath(p)).resolve()
+        if q == root or root in q.parents:
+            raise NaDeployError(f"{option} {out}: holds the input {p}; replacing it would delete the input; "
+                                "choose another folder")
+    if Path(out).exists() or Path(out).is_symlink():
+        mode = os.lstat(out).st_mode
+        if not stat.S_ISDIR(mode) and not stat.S_ISREG(mode):
+            raise NaDeployError(f"{option} {out}: is not a folder; allowed: a new or empty folder")
+    check_writable_folder(Path(out) / "x", option)
+
+
+def check_force_replaces_own(out: str, own_names: Iterable[str], what: str, option: str = "--out") -> None:
+    """--force replaces only a folder this command made: one holding nothing but the names it writes (a folder
+    with other files, e.g. a complete pipeline run, is refused, never deleted)."""
+    p = Path(out)
+    if not p.is_dir():
+        return
+    foreign = sorted(e.name for e in p.iterdir() if e.name not in set(own_names))
+    if foreign:
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise NaDeployError(f"{option} {out}: holds files {what} does not write ({', '.join(foreign[:3])}{more}); "
+                            "--force replaces only a folder it made; choose another folder")
+
+
+# ------------------------------------------------------------------ values that look like flags
+def looks_like_flag(value) -> bool:
+    """`--quiet`, `-h`: an option name given where a value belongs (`-` and negative numbers are values)."""
+    return isinstance(value, str) and (value.startswith("--") or
+                                       (len(value) >= 2 and value[0] == "-" and value[1].isalpha()))
+
+
+def _flag_guard(callback):
+    def check(ctx, param, value):
+        for v in value if isinstance(value, (tuple, list)) else (value,):
+            if looks_like_flag(v):
+                what = f"a {param.metavar}" if param.metavar else "a value"
+                hint = "a file name" if param.metavar in (None, "FILE", "PNG") else "a value"
+                raise UserError(f"option {param.opts[-1]} expects {what}, got {v!r} (an option); give {hint}")
+        return callback(ctx, param, value) if callback else value
+    check.na_flag_guard = True
+    return check
+
+
+def refuse_flag_values(cmd: click.Command) -> click.Command:
+    """Every option of `cmd` that takes a value refuses one that looks like a flag: `verify NET --json --quiet`
+    is an error, not a file named `--quiet`. Applied to every command by the group (cli/main.py)."""
+    for p in cmd.params:
+        if isinstance(p, click.Option) and not p.is_flag and not p.count \
+                and not getattr(p.callback, "na_flag_guard", False):
+            p.callback = _flag_guard(p.callback)
+    return cmd
 
 
 # ------------------------------------------------------------------------------ target and backend

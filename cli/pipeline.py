@@ -8,7 +8,7 @@ import click
 
 from na_deploy.errors import NaDeployError
 
-from na_deploy.cli.options import device_option, parse_timesteps, target_option
+from na_deploy.cli.options import check_folder_output, device_option, parse_timesteps, target_option
 
 
 def _config_fields(options: dict) -> dict:
@@ -112,6 +112,7 @@ def pipeline(target_name, out, force, compare, compare_l1, compare_offset_steps,
         raise NaDeployError(f"--data {data}: no such file or folder")
     if from_nir is not None and not Path(from_nir).is_file():
         raise NaDeployError(f"--from-nir {from_nir}: no such file")
+    check_folder_output(out, [data, from_nir])
     variants = None
     if compare is not None:
         from na_deploy.pipeline.variants import parse_variants

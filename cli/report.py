@@ -8,7 +8,7 @@ import click
 
 from na_deploy.errors import NaDeployError
 
-from na_deploy.cli.options import target_option
+from na_deploy.cli.options import check_outputs, is_stdout, target_option
 
 
 @click.command()
@@ -33,6 +33,7 @@ def report(net_path, data, samples, timesteps, synop_pj, neuron_update_pj, spike
     from na_deploy.io import load_net
     from na_deploy.ir import IntNet
 
+    check_outputs({"--json": json_out}, inputs=[net_path, data], stdout_ok=("--json",))
     target = get_target(target_name)
     net = load_net(net_path)
     if not isinstance(net, IntNet):
@@ -54,6 +55,8 @@ def report(net_path, data, samples, timesteps, synop_pj, neuron_update_pj, spike
             raise NaDeployError(f"--data: images are {tuple(x.shape[1:])}, the net expects {tuple(net.input.shape)}")
         trace = target.reference_simulate(net, x, timesteps)
     rep = target.resource_report(net, trace, energy=energy, inputs=x)
-    click.echo(target.format_resource_report(rep))
-    if json_out:
+    click.echo(target.format_resource_report(rep), err=is_stdout(json_out))  # `--json -`: stdout is the JSON
+    if is_stdout(json_out):
+        click.echo(json.dumps(rep, indent=2, sort_keys=True))
+    elif json_out:
         atomic_write_text(json_out, json.dumps(rep, indent=2, sort_keys=True))

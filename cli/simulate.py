@@ -15,7 +15,8 @@ import click
 from na_deploy.errors import NaDeployError, SimulationError
 from na_deploy.io.made_from import FLOAT_SUFFIX, float_net_record, float_path_for, sha256_file
 
-from na_deploy.cli.options import check_output_file, device_option, one_line_errors, parse_timesteps, target_option
+from na_deploy.cli.options import (check_output_file, check_outputs, device_option, is_stdout, one_line_errors,
+                                   parse_timesteps, target_option)
 
 
 def load_net_pair(net_path: str, float_net: Optional[str]):
@@ -90,8 +91,10 @@ def simulate(net_path: str, float_net: Optional[str], data: Optional[str], seed:
     if samples is not None and samples < 1:
         raise NaDeployError(f"--samples {samples}: allowed: a positive integer")
     for opt, path in (("--plot", plot), ("--json", json_out)):
-        if path:
+        if path and not is_stdout(path):
             check_output_file(path, opt)
+    check_outputs({"--plot": plot, "--json": json_out}, stdout_ok=("--json",),
+                  inputs=[net_path, float_net or str(float_path_for(net_path)), data])
     inet, fnet, float_file = load_net_pair(net_path, float_net)
     from na_deploy.ir.offset_calibration import check_run
 
@@ -128,6 +131,8 @@ def simulate(net_path: str, float_net: Optional[str], data: Optional[str], seed:
         plot_accuracy_vs_t({str(inet.meta.get("model", "net")): arm}, plot,
                            title=f"{inet.meta.get('model', 'net')} on {ds.name} ({target.name})")
         click.echo(f"plot -> {plot}")
-    if json_out:
+    if is_stdout(json_out):
+        click.echo(json.dumps(res, indent=2, sort_keys=True))
+    elif json_out:
         atomic_write_text(json_out, json.dumps(res, indent=2, sort_keys=True))
         click.echo(f"json -> {json_out}")

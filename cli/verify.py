@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import click
 
-from na_deploy.cli.options import backend_option, one_line_errors, target_and_backend, target_option
+from na_deploy.cli.options import (backend_option, check_outputs, is_stdout, one_line_errors, target_and_backend,
+                                   target_option)
 
 
 @click.command("verify")
@@ -60,6 +61,8 @@ def verify(**o) -> None:
     check_gate_request(jobs=o["jobs"], shard=o["shard"], golden=o["golden"], write_golden=o["write_golden"],
                        fidelity=not o["skip_fidelity"], float_net=o["float_net"], min_agreement=o["min_agreement"],
                        max_node_change=o["max_node_change"])
+    check_outputs({"--json": o["json_out"], "--junit": o["junit"], "--write-golden": o["write_golden"]},
+                  inputs=_inputs(o), stdout_ok=("--json",))
     net = load_intnet(o["net_path"])
     check_run(net, o["timesteps"])  # T < rho (offset calibration): one line, exit 2
     target, backend = target_and_backend(o["target_name"], o["backend_name"], net)
@@ -69,13 +72,24 @@ def verify(**o) -> None:
                       fidelity=not o["skip_fidelity"], min_agreement=o["min_agreement"],
                       max_node_change=o["max_node_change"], golden=o["golden"], write_golden=o["write_golden"],
                       jobs=o["jobs"], job_argv=_child_args(o), progress=not o["quiet"], timeout_s=o["timeout"])
+    json_to_stdout = is_stdout(o["json_out"])  # `--json -`: stdout is the JSON alone, the text goes to stderr
     for line in report.lines():
-        click.echo(line)
+        click.echo(line, err=json_to_stdout)
     if o["write_golden"]:
-        click.echo(f"golden traces of {len(report.bit_exact['sample_ids'])} samples -> {o['write_golden']}")
-    report.write(o["json_out"], o["junit"])
+        click.echo(f"golden traces of {len(report.bit_exact['sample_ids'])} samples -> {o['write_golden']}",
+                   err=json_to_stdout)
+    report.write(None if json_to_stdout else o["json_out"], o["junit"])
+    if json_to_stdout:
+        click.echo(report.to_json(), nl=False)
     if not report.passed:
         click.get_current_context().exit(1)
+
+
+def _inputs(o: dict) -> list:
+    """The files verify reads: NET, the FloatNet beside it, --data, --against, --float-net, --golden."""
+    from na_deploy.io.made_from import float_path_for
+
+    return [o["net_path"], str(float_path_for(o["net_path"])), o["data"], o["against"], o["float_net"], o["golden"]]
 
 
 def _child_args(o: dict) -> list[str]:

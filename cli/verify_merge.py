@@ -7,7 +7,7 @@ from typing import Optional
 
 import click
 
-from na_deploy.cli.options import one_line_errors
+from na_deploy.cli.options import check_outputs, is_stdout, one_line_errors
 
 
 @click.command("verify-merge")
@@ -22,11 +22,14 @@ def verify_merge(files: tuple[str, ...], json_out: Optional[str]) -> None:
     from na_deploy.verify.report_text import format_merged
     from na_deploy.verify.shards import load_report, merge_reports
 
+    check_outputs({"--json": json_out}, inputs=files, stdout_ok=("--json",))
     reports = [load_report(f) for f in files]
     merged = merge_reports(reports, names=list(files))
     for line in format_merged(merged):
-        click.echo(line)
-    if json_out:
+        click.echo(line, err=is_stdout(json_out))  # `--json -`: stdout is the JSON alone
+    if is_stdout(json_out):
+        click.echo(json.dumps(merged, indent=2))
+    elif json_out:
         from na_deploy.atomic import atomic_write_text
 
         atomic_write_text(json_out, json.dumps(merged, indent=2) + "\n")

@@ -122,10 +122,36 @@ def _attr(g: h5py.Group, key: str, path: Path):
     return v
 
 
+MAX_ELEMENTS = 2 ** 31
+"""The most elements one dataset or node shape of a .nad.h5 may declare: checked before anything is read or
+allocated, so a hostile file cannot ask for terabytes (issue 22)."""
+
+
+def _check_size(shape, what: str, path: Path) -> None:
+    """IRError unless the declared `shape` holds at most MAX_ELEMENTS elements."""
+    n = 1
+    for s in shape:
+        n *= max(int(s), 0)
+    if n > MAX_ELEMENTS:
+        raise IRError(f"{path}: {what} declares shape {tuple(int(s) for s in shape)} ({n} elements); allowed: at "
+                      f"most {MAX_ELEMENTS} elements")
+
+
 def _data(g: h5py.Group, key: str, path: Path) -> np.ndarray:
     if key not in g:
         raise IRError(f"{path}: {g.name} is missing dataset {key!r} (corrupt or not a .nad.h5 file)")
-    return g[key][()]
+    ds = g[key]
+    if not isinstance(ds, h5py.Dataset):
+        raise IRError(f"{path}: {g.name}/{key} is not a dataset (corrupt or not a .nad.h5 file)")
+    _check_size(ds.shape or (), f"{g.name}/{key}", path)
+    return ds[()]
+
+
+def _shape(g: h5py.Group, path: Path) -> tuple:
+    """A node's or the input's declared shape, within the element budget."""
+    shape = tuple(_attr(g, "shape", path))
+    _check_size(shape, f"{g.name} shape", path)
+    return shape
 
 
 def load_intnet(path: str | Path) -> IntNet:
@@ -182,7 +208,7 @@ def load_net(path: str | Path) -> Union[FloatNet, IntNet]:
             gi = f["input"] if "input" in f else None
             if gi is None or "nodes" not in f:
                 raise IRError(f"{path}: missing /input or /nodes group (corrupt or not a .nad.h5 file)")
-            inp = InputNode(tuple(_attr(gi, "shape", path)), _data(gi, "channel_scale", path))
+            inp = InputNode(_shape(gi, path), _data(gi, "channel_scale", path))
             keys = sorted(f["nodes"].keys())
             if not keys:
                 raise IRError(f"{path}: /nodes is empty")
@@ -200,7 +226,7 @@ def load_net(path: str | Path) -> Union[FloatNet, IntNet]:
                 if "inputs" not in g:
                     raise IRError(f"{path}: node {k} has no inputs group")
                 syns = [_read_synapse(g["inputs"][m], path) for m in sorted(g["inputs"].keys())]
-                nodes.append(cls(name=_attr(g, "name", path), shape=tuple(_attr(g, "shape", path)), inputs=syns, **kw))
+                nodes.append(cls(name=_attr(g, "name", path), shape=_shape(g, path), inputs=syns, **kw))
             return net_t(input=inp, nodes=nodes[:-1], readout=nodes[-1], meta=meta)
     except IRError as e:
         msg = str(e)

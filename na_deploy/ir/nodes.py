@@ -16,7 +16,7 @@ import numpy as np
 
 from na_deploy.errors import IRError
 from na_deploy.ir.neuron import SUBTRACT, NeuronModel, neuron_model
-from na_deploy.ir.ops import Shape, Synapse, is_int_array
+from na_deploy.ir.ops import Shape, Synapse, int_value, is_int_array
 
 INPUT_NAME = "input"
 ROLES = ("layer", "relay")
@@ -57,6 +57,10 @@ class _Node:
             raise IRError(f"node {self.name}: shape must be positive, got {self.shape}")
         if not self.inputs:
             raise IRError(f"node {self.name}: needs at least one synaptic input")
+
+    def _int(self, field_name: str) -> int:
+        """An IntNet node's integer field: refused naming node and field unless it holds an integer exactly."""
+        return int_value(getattr(self, field_name), f"node {self.name}: {field_name}")
 
     def _check_bias(self, bias: np.ndarray, what: str) -> np.ndarray:
         bias = np.asarray(bias)
@@ -152,7 +156,7 @@ class IntNeuronNode(_Node):
         self._check_common()
         self.neuron = neuron_model(self.neuron)
         self.threshold, self.precharge, self.bias_exp, self.p = (
-            int(self.threshold), int(self.precharge), int(self.bias_exp), int(self.p))
+            self._int("threshold"), self._int("precharge"), self._int("bias_exp"), self._int("p"))
         self.bias_mant = self._check_int_bias(self.bias_mant)
         self.scale = float(self.scale)
         if self.threshold < 1:
@@ -179,9 +183,11 @@ class IntReadoutNode(_Node):
         self._check_common()
         if len(self.shape) != 1:
             raise IRError(f"readout {self.name}: shape must be (classes,), got {self.shape}")
-        self.bias_exp = int(self.bias_exp)
+        self.bias_exp = self._int("bias_exp")
         self.bias_mant = self._check_int_bias(self.bias_mant)
         self.scale = float(self.scale)
+        if not (self.scale > 0 and np.isfinite(self.scale)):
+            raise IRError(f"readout {self.name}: scale must be finite and > 0, got {self.scale}")
 
     @property
     def bias(self) -> np.ndarray:

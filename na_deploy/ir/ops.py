@@ -28,6 +28,18 @@ def is_int_array(a: np.ndarray) -> bool:
     return np.issubdtype(np.asarray(a).dtype, np.integer)
 
 
+def int_value(value, what: str) -> int:
+    """An integer field (a threshold, exponent, pre-charge) as int: an integer, or a float holding an integer
+    exactly; a fraction, NaN or infinity is refused naming `what`, never cast (issue 22)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        if not (isinstance(value, np.ndarray) and value.ndim == 0):
+            raise IRError(f"{what} must be an integer, got {type(value).__name__} {value!r}")
+        value = value.item()
+    if isinstance(value, (float, np.floating)) and not (np.isfinite(value) and float(value).is_integer()):
+        raise IRError(f"{what} must be an integer, got {value!r}")
+    return int(value)
+
+
 # --------------------------------------------------------------------------------------------- ops
 @dataclass(eq=False)
 class Conv2d:
@@ -156,4 +168,4 @@ class Synapse:
         if not isinstance(self.op, tuple(OP_TYPES.values())):
             raise IRError(f"Synapse from {self.source!r}: op must be one of {sorted(OP_TYPES)}, "
                           f"got {type(self.op).__name__}")
-        self.exponent = int(self.exponent)
+        self.exponent = int_value(self.exponent, f"Synapse from {self.source!r}: exponent")

@@ -10,6 +10,7 @@ the core's messages as they are).
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Union
 
@@ -60,7 +61,9 @@ def check_gate_request(*, jobs: int = 1, shard: Optional[str] = None, golden: Op
 
 def find_float_net(net: IntNet, net_path: Optional[PathLike], float_net: Union[FloatNet, PathLike, None]):
     """The FloatNet for the fidelity check: `float_net` (a FloatNet or its file), else the one the IntNet at
-    `net_path` records beside it (or the `convert` naming rule); None when there is none."""
+    `net_path` records beside it (or the `convert` naming rule); None when there is none, or when the file
+    beside it is not the one the net was made from (its SHA-256 differs from the net's `made_from` record,
+    docs/contract.md C8): then one line on stderr says fidelity is skipped and why."""
     from na_deploy.io import load_net
     from na_deploy.verify.provenance import recorded_float_path
 
@@ -70,12 +73,26 @@ def find_float_net(net: IntNet, net_path: Optional[PathLike], float_net: Union[F
         cand = None if net_path is None else recorded_float_path(net_path, net)
         if cand is None or not cand.is_file():
             return None
+        if not _is_recorded_float_net(net, cand):
+            print(f"fidelity: skipped: {cand} is not the FloatNet {net_path} was made from (its SHA-256 differs "
+                  "from the net's made_from record); pass --float-net FILE to compare with it anyway",
+                  file=sys.stderr)
+            return None
         float_net = str(cand)
     fnet = load_net(float_net)
     if not isinstance(fnet, FloatNet):
         raise NaDeployError(f"--float-net {float_net}: holds a {type(fnet).__name__}; allowed: the FloatNet "
                             "(*.float.nad.h5) that `na-deploy convert` wrote with NET")
     return fnet
+
+
+def _is_recorded_float_net(net: IntNet, path: PathLike) -> bool:
+    """Whether the file at `path` has the SHA-256 the IntNet records for its FloatNet (True without a record:
+    files written before the chain existed)."""
+    from na_deploy.io.made_from import float_net_record, sha256_file
+
+    rec = float_net_record(net.meta)
+    return rec is None or rec["sha256"] == sha256_file(path)
 
 
 def check_provenance(net_path: PathLike, against: PathLike, target: Target) -> CheckResult:

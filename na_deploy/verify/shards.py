@@ -114,6 +114,39 @@ def _sample_ids(rep: dict, name: str, i: int, n: int) -> list[int]:
     return ids
 
 
+def _check_consistent(rep: dict, name: str) -> None:
+    """A shard's verdict must follow from its own records (issue 22: a hand-edited "equal": true is refused):
+    equal <=> no first mismatch <=> no per-sample mismatch; mismatching_samples = the per-sample mismatches; a
+    layer whose totals differ, a layer or readout marked unequal, all mean equal is false; per-sample records
+    for exactly the sample ids, and when every sample is equal every layer and the readout are equal."""
+    def refuse(why: str):
+        raise ShardError(f"{name}: inconsistent report: {why}; allowed: a report of `na-deploy verify --json` "
+                         "as written")
+
+    equal = rep["equal"]
+    if not isinstance(equal, bool) or equal != (rep["first_mismatch"] is None):
+        refuse(f"'equal' {equal!r} disagrees with 'first_mismatch' {rep['first_mismatch']!r}")
+    for la in rep["layers"]:
+        if not isinstance(la, dict) or la.get("equal") not in (True, False):
+            refuse(f"layer record {la!r} has no equal flag")
+        if la["equal"] and la.get("reference") != la.get("lava"):
+            refuse(f"layer {la.get('node')}: marked equal with totals {la.get('reference')} != {la.get('lava')}")
+        if equal and not la["equal"]:
+            refuse(f"'equal' is true but layer {la.get('node')} is not")
+    if equal and not rep["readout_equal"]:
+        refuse("'equal' is true but 'readout_equal' is false")
+    per = rep.get("per_sample")
+    if per is None:
+        return
+    if not isinstance(per, list) or [p.get("sample") if isinstance(p, dict) else p for p in per] != rep["sample_ids"]:
+        refuse("'per_sample' does not list one record per sample id, in order")
+    bad = sum(p.get("equal") is not True for p in per)
+    if bad != rep["mismatching_samples"]:
+        refuse(f"'mismatching_samples' {rep['mismatching_samples']!r} but {bad} per-sample records differ")
+    if equal != (bad == 0):
+        refuse(f"'equal' {equal} but {bad} per-sample records differ")
+
+
 def _check_same(reports: Sequence[dict], names: Sequence[str]) -> None:
     """Same net (net_digest where every report has one, else the net path), T, backend, data, nodes."""
     ref, ref_name = reports[0], names[0]
@@ -181,6 +214,8 @@ def merge_reports(reports: Sequence[dict], names: Optional[Sequence[str]] = None
             raise ShardError(f"{name}: shard {i}/{n} mixes shard counts with {names[0]}'s "
                              f"{shards[0][0]}/{shards[0][1]}; allowed: shards i/n of one n")
     ids = [_sample_ids(r, nm, i, n) for r, nm, (i, n) in zip(reports, names, shards)]
+    for r, nm in zip(reports, names):
+        _check_consistent(r, nm)
     _check_same(reports, names)
     missing = _check_partition(shards, ids, names)
     order = sorted(range(len(reports)), key=lambda k: shards[k][0])
@@ -190,7 +225,8 @@ def merge_reports(reports: Sequence[dict], names: Optional[Sequence[str]] = None
     layers = [{"node": la["node"], "reference": sum(int(r["layers"][j]["reference"]) for r in reports),
                "lava": sum(int(r["layers"][j]["lava"]) for r in reports),
                "equal": all(bool(r["layers"][j]["equal"]) for r in reports)} for j, la in enumerate(first["layers"])]
-    equal = all(bool(r["equal"]) for r in reports)
+    equal = all(p["equal"] is True for r in reports for p in r.get("per_sample", [])) and \
+        all(r["equal"] is True for r in reports)  # the verdict follows from the records, checked above
     merged = {key: first[key] for key in ("net", "net_digest", "data") if key in first}
     merged.update({
         "equal": equal, "complete": not missing, "passed": equal and not missing,

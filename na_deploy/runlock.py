@@ -1,0 +1,100 @@
+"""An exclusive lock on a run folder, and what an interrupted run leaves behind (issue 22).
+
+`RunLock(out)` holds `fcntl.flock(LOCK_EX | LOCK_NB)` on the lock file `.<name>.lock` beside OUT (not inside
+OUT.partial, which `--force` may remove, nor inside OUT, which the final rename replaces); the file holds the
+holder's pid. A second run on the same OUT is refused in one line naming that pid; the kernel drops the lock
+when the holder exits, however it exits, so a stale lock file never blocks. `note_left(path)` records a folder
+an unfinished run leaves (e.g. OUT.partial) so the CLI's "interrupted: ..." line can name it.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from typing import Optional
+
+from na_deploy.errors import NaDeployError
+
+_LEFT: list[str] = []
+_HELD: set[str] = set()  # the lock files this process holds
+
+
+def note_left(path) -> None:
+    """Record that an unfinished run leaves `path` behind."""
+    _LEFT.append(str(path))
+
+
+def left_behind() -> list[str]:
+    """What unfinished runs of this process left behind, in the order noted."""
+    return list(_LEFT)
+
+
+def lock_path_for(out) -> Path:
+    """The lock file of run folder `out`: `.<name>.lock` beside it."""
+    out = Path(out)
+    return out.with_name(f".{out.name}.lock")
+
+
+class RunLock:
+    """`with RunLock(out):` this process alone writes run folder `out` (and `out.partial`)."""
+
+    def __init__(self, out, option: str = "--out"):
+        self.out, self.option, self.path = Path(out), option, lock_path_for(out)
+        self.fd: Optional[int] = None
+
+    def acquire(self) -> "RunLock":
+        """Take the lock or raise NaDeployError naming the holder's pid."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise NaDeployError(f"{self.option} {self.out}: cannot create its lock file {self.path} "
+                                f"({e.strerror or e})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise NaDeployError(f"{self.option} {self.out}: another run (pid {holder}) is writing this folder; "
+                                "wait for it or choose another --out") from None
+        if not _same_file(fd, self.path):  # the holder released and removed it between our open and flock
+            os.close(fd)
+            return self.acquire()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+        _HELD.add(os.path.abspath(self.path))
+        return self
+
+    def release(self) -> None:
+        """Drop the lock and remove the lock file (only while still holding it)."""
+        if self.fd is None:
+            return
+        _HELD.discard(os.path.abspath(self.path))
+        try:
+            self.path.unlink(missing_ok=True)
+        finally:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether the open `fd` is still the file at `path` (a lock file removed and re-made is another file)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    fst = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (fst.st_dev, fst.st_ino)
+
+
+def held_by_this_process(out) -> bool:
+    """Whether this process holds the lock of run folder `out`."""
+    return os.path.abspath(lock_path_for(out)) in _HELD

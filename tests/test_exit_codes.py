@@ -1,0 +1,136 @@
+"""Issue 22 (2): exit codes 0 pass, 1 check failed, 2 usage / input / write error, 130 interrupted, 143
+terminated; every failure is one line on stderr; a failed write names the path and the errno text and leaves
+no temporary file."""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from na_deploy.atomic import WriteError, atomic_write_text
+from na_deploy.cli.main import cli
+from na_deploy.errors import NaDeployError
+from na_deploy.io import save_net
+from na_deploy.testing import random_intnet
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def one_line(r, code, start="error: "):
+    err = r.stderr.strip()
+    assert r.exit_code == code, r.output
+    assert err.startswith(start) and "\n" not in err, err
+    return err
+
+
+@pytest.fixture()
+def net_file(tmp_path):
+    path = tmp_path / "net.nad.h5"
+    save_net(random_intnet(np.random.default_rng(0), "dense_chain"), path)
+    return path
+
+
+@pytest.mark.parametrize("args", [["verify", "n.nad.h5", "--bogus"], ["no-such-command"], ["verify"],
+                                  ["report", "n.nad.h5", "--samples", "x"], ["export", "n.nad.h5"]])
+def test_usage_errors_are_one_line_exit_2(args):
+    err = one_line(invoke(*args), 2)
+    assert "Usage:" not in err
+
+
+def test_help_and_success_exit_0(net_file):
+    assert invoke("--help").exit_code == 0
+    assert invoke("report", net_file, "--samples", 0).exit_code == 0
+
+
+def test_a_write_failure_is_one_line_naming_path_and_errno_text(net_file, tmp_path, monkeypatch):
+    def no_space(src, dst):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "replace", no_space)
+    out = tmp_path / "r.json"
+    err = one_line(invoke("report", net_file, "--samples", 0, "--json", out), 2)
+    assert str(out) in err and os.strerror(errno.ENOSPC) in err
+    assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_write_error_is_a_nadeploy_error_and_an_oserror(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "replace", lambda s, d: (_ for _ in ()).throw(OSError(errno.EFBIG, "File too large")))
+    with pytest.raises(WriteError) as e:
+        atomic_write_text(tmp_path / "a.txt", "x")
+    assert isinstance(e.value, NaDeployError) and isinstance(e.value, OSError) and e.value.errno == errno.EFBIG
+    assert str(e.value) == f"{tmp_path / 'a.txt'}: cannot write (File too large)"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_under_a_file_is_refused_before_any_work(net_file, tmp_path):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    err = one_line(invoke("report", net_file, "--samples", 0, "--json", blocker / "r.json"), 2)
+    assert "Not a directory" in err or "is not a folder" in err
+    err = one_line(invoke("report", net_file, "--samples", 0, "--json", "/proc/na-deploy-r.json"), 2)
+    assert "/proc/na-deploy-r.json" in err
+
+
+def test_ctrl_c_is_one_line_exit_130(net_file, monkeypatch):
+    import na_deploy.io
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(na_deploy.io, "load_net", interrupted)
+    r = invoke("report", net_file, "--samples", 0)
+    assert r.exit_code == 130 and "interrupted: nothing half-written left" in r.stderr
+    assert [line for line in r.stderr.splitlines() if line.strip()] == [r.stderr.strip()]
+
+
+def test_an_interrupted_pipeline_names_its_partial_folder(tmp_path, monkeypatch):
+    import na_deploy.pipeline.run as run
+    import na_deploy.runlock
+
+    monkeypatch.setattr(na_deploy.runlock, "_LEFT", [])
+
+    def stops(cfg, target, out, force=False, log=print):
+        with run.run_folder(out, force, log, "pipeline"):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "run_pipeline", stops)
+    r = invoke("pipeline", "--out", tmp_path / "run")
+    assert r.exit_code == 130 and f"interrupted: left {tmp_path / 'run.partial'}" in r.stderr
+
+
+SLOW_COMMAND = textwrap.dedent("""
+    import sys, time
+    import na_deploy.io
+    marker = sys.argv[2]
+    def slow(*a, **k):
+        try:
+            print("running", flush=True)
+            time.sleep(60)
+        finally:
+            open(marker, "w").write("finally ran")
+    na_deploy.io.load_net = slow
+    from na_deploy.cli.main import main
+    sys.argv = ["na-deploy", "report", sys.argv[1], "--samples", "0"]
+    main()
+""")
+
+
+def test_sigterm_runs_finally_blocks_and_exits_143(net_file, tmp_path):
+    marker = tmp_path / "finally.txt"
+    p = subprocess.Popen([sys.executable, "-c", SLOW_COMMAND, str(net_file), str(marker)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "running"
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 143, err
+    assert err.strip().startswith("terminated (SIGTERM): ") and "\n" not in err.strip()
+    assert marker.read_text() == "finally ran"
