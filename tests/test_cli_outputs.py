@@ -126,7 +126,7 @@ def test_pipeline_out_never_holds_its_data(tmp_path):
 
 
 def test_pipeline_force_replaces_only_a_finished_run(tmp_path):
-    from na_deploy.pipeline.run import prepare_out_dir
+    from na_deploy.pipeline.run_folder import prepare_out_dir
 
     home = tmp_path / "home"
     home.mkdir()
@@ -187,7 +187,7 @@ def test_dash_prints_the_json_to_stdout(net_file, tmp_path, monkeypatch):
 def test_a_second_run_on_the_same_out_is_refused_naming_the_holder(tmp_path):
     """The lock is held by another process (a child that takes it and waits); this process is refused, the
     holder's .partial stays; after the holder exits the folder is free again."""
-    from na_deploy.pipeline.run import prepare_out_dir, run_folder
+    from na_deploy.pipeline.run_folder import prepare_out_dir, run_folder
     from na_deploy.runlock import lock_path_for
 
     out = tmp_path / "run"
@@ -217,7 +217,7 @@ def test_a_second_run_on_the_same_out_is_refused_naming_the_holder(tmp_path):
 def test_the_final_rename_never_remakes_a_vanished_folder(tmp_path):
     import shutil
 
-    from na_deploy.pipeline.run import run_folder
+    from na_deploy.pipeline.run_folder import run_folder
 
     parent = tmp_path / "p"
     with pytest.raises(NaDeployError, match="vanished"):

@@ -94,12 +94,13 @@ def test_ctrl_c_is_one_line_exit_130(net_file, monkeypatch):
 
 def test_an_interrupted_pipeline_names_its_partial_folder(tmp_path, monkeypatch):
     import na_deploy.pipeline.run as run
+    import na_deploy.pipeline.run_folder as run_folder
     import na_deploy.runlock
 
     monkeypatch.setattr(na_deploy.runlock, "_LEFT", [])
 
     def stops(cfg, target, out, force=False, log=print):
-        with run.run_folder(out, force, log, "pipeline"):
+        with run_folder.run_folder(out, force, log, "pipeline"):
             raise KeyboardInterrupt
 
     monkeypatch.setattr(run, "run_pipeline", stops)

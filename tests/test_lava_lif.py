@@ -29,7 +29,8 @@ llb = pytest.importorskip("na_deploy.hw_targets.loihi2.lava.lif_backend")
 
 pytestmark = pytest.mark.lava
 
-NETS = int(os.environ.get("NA_DEPLOY_LAVA_LIF_NETS", "100"))  # 200 nets: ~3 min; see benchmarks/timing/bench_lava_lif.py
+# 200 nets: ~3 min; see benchmarks/timing/bench_lava_lif.py
+NETS = int(os.environ.get("NA_DEPLOY_LAVA_LIF_NETS", "100"))
 BACKEND = TARGET.backend("lava-lif")
 STOCK_MODEL = ["PyLifModelBitAcc"]
 

@@ -142,7 +142,8 @@ def run_compare(cfg, variants: list[Variant], target: Target, out: str | Path, f
     """Train, evaluate and verify every variant; write compare.{json,md,png} and report.json; return the
     "compare" dict. The run folder appears (renamed from `<out>.partial`) only when everything finished."""
     from na_deploy.pipeline.compare_report import format_compare_md, plot_compare
-    from na_deploy.pipeline.run import StageTimer, load_run_data, run_folder
+    from na_deploy.pipeline.run import load_run_data
+    from na_deploy.pipeline.run_folder import StageTimer, run_folder
 
     cfg.validate()
     timer = StageTimer()

@@ -7,9 +7,7 @@ verifies through its backend (`target.backend()`, or the `backend` given) and `n
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ from na_deploy.errors import ExportNotSupported, NaDeployError
 from na_deploy.ir import FloatNet, IntNet
 from na_deploy.evaluate.occasional_noise import NoiseReport, format_noise_md
 from na_deploy.pipeline.environment import run_environment
+from na_deploy.pipeline.run_folder import StageTimer, run_folder
 from na_deploy.pipeline.neuron_modes import ann_of_subtract, format_neuron_modes, mode_summary
 from na_deploy.protocols import Backend, Target, Trace, require_fit
 from na_deploy.verify.provenance import save_net_pair
@@ -70,55 +69,16 @@ class PipelineConfig:
             check_timesteps(self.timesteps)
         except NaDeployError:
             raise NaDeployError(f"--timesteps must be positive integers, got {list(self.timesteps)}") from None
-        for flag, v, lo in (("--verify-samples", self.verify_samples, 0), ("--verify-timesteps", self.verify_timesteps, 1),
+        for flag, v, lo in (("--verify-samples", self.verify_samples, 0),
+                            ("--verify-timesteps", self.verify_timesteps, 1),
                             ("--eval-samples", 1 if self.eval_samples is None else self.eval_samples, 1)):
             if v < lo:
                 raise NaDeployError(f"{flag} must be >= {lo}, got {v}")
-        if self.neuron is not None and self.neuron not in (m := ("subtract", "zero", "negative", "accumulate")):  # NEURON_MODES
+        m = ("subtract", "zero", "negative", "accumulate")  # convert.neuron_modes.NEURON_MODES
+        if self.neuron is not None and self.neuron not in m:
             raise NaDeployError(f"--neuron {self.neuron}: unknown neuron mode; allowed: {', '.join(m)}")
         if self.from_nir is not None and (self.data is None or self.neuron or self.compare_no_noise_adaptor):
             raise NaDeployError("--from-nir: needs --data (no training; no --neuron, --compare-no-noise-adaptor)")
-
-
-class StageTimer:
-    """`with timer(stage):` adds the stage's wall seconds to `timer.timings[stage]`."""
-
-    def __init__(self) -> None:
-        self.timings: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def __call__(self, stage: str):
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.timings[stage] = round(self.timings.get(stage, 0.0) + time.perf_counter() - t0, 3)
-
-
-def prepare_out_dir(out: str | Path, force: bool = False) -> tuple[Path, Path]:
-    """Check `out` can be written; return (final, partial) paths. Refuses an existing run unless `force`."""
-    from na_deploy.runlock import RunLock, held_by_this_process
-
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise NaDeployError(f"--out {out}: exists and is not a directory")
-    if out.exists() and any(out.iterdir()) and not force:
-        raise NaDeployError(f"--out {out}: directory exists and is not empty; choose another --out or pass --force")
-    if out.is_dir() and any(out.iterdir()) and not (out / "COMPLETE").is_file():  # --force: only a finished run
-        raise NaDeployError(f"--out {out}: is not a finished run folder (no COMPLETE); choose another --out")
-    partial = out.with_name(out.name + ".partial")
-    lock = None if held_by_this_process(out) else RunLock(out).acquire()  # another live run's .partial stays
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if partial.exists() or partial.is_symlink():
-            shutil.rmtree(partial) if partial.is_dir() and not partial.is_symlink() else partial.unlink()
-        partial.mkdir()
-    except OSError as e:
-        raise NaDeployError(f"--out {out}: cannot create the run folder ({e.strerror or e})") from None
-    finally:
-        if lock is not None:
-            lock.release()
-    return out, partial
 
 
 @dataclass
@@ -307,27 +267,6 @@ def load_run_data(cfg: PipelineConfig, log: Callable[[str], None]):
         raise NaDeployError(f"--verify-samples {cfg.verify_samples} conflicts with the data: its test split has "
                             f"{data.num_test} samples")
     return data
-
-
-@contextlib.contextmanager
-def run_folder(out: str | Path, force: bool, log: Callable[[str], None], what: str):
-    """`with run_folder(out, force, log, "pipeline") as (final, run_dir):` the run is built in `<out>.partial/`
-    and renamed to `<out>` only when the block finishes; on a failure the partial folder stays, and is said so."""
-    from na_deploy.runlock import RunLock, note_left
-
-    with RunLock(out):  # a second run on the same --out is refused naming this one's pid
-        final, run_dir = prepare_out_dir(out, force)
-        try:
-            yield final, run_dir
-        except BaseException:
-            log(f"[{what}] failed; partial results left in {run_dir} (not marked complete)")
-            note_left(run_dir)
-            raise
-        if not final.parent.is_dir():  # never re-made: the folder the run was started in is gone
-            raise NaDeployError(f"--out {out}: its folder {final.parent} vanished during the run; nothing was kept")
-        if final.exists():
-            shutil.rmtree(final)
-        run_dir.rename(final)
 
 
 def _json(o):

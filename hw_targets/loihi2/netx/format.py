@@ -107,8 +107,8 @@ def netx_runnable(net: IntNet, timesteps: int) -> IntNet:
     """The net netx runs for T = `timesteps`: `net` with each neuron node's pre-charge pc folded into its bias,
     b' = b + round_half_up(pc / T) per step (bias_exp 0), and pre-charge 0; `net` itself if it has no pre-charge.
     The same total charge reaches the window's end, spread over its T steps instead of given at its start.
-    Measured on the digits net in mode "zero" (`benchmarks/experiments/measure_netx_precharge.py`, 360 test images, T = 1/2/
-    4/8/16/32): 98.61/98.89/99.44/99.44/99.17/99.17 % folded, 33.06/87.78/98.33/98.89/98.89/98.89 % with the
+    Measured on the digits net in mode "zero" (`benchmarks/experiments/measure_netx_precharge.py`, 360 test images,
+    T = 1/2/4/8/16/32): 98.61/98.89/99.44/99.44/99.17/99.17 % folded, 33.06/87.78/98.33/98.89/98.89/98.89 % with the
     pre-charge dropped, 98.61/98.61/99.17/99.17/99.17/99.17 % for the
     source net. Refuses (ExportNotSupported) what netx cannot express."""
     netx_layers(net)
