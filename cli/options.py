@@ -231,7 +231,32 @@ DATA_HELP = ("Data set: an .npz with arrays x_train, y_train, x_test, y_test (ui
              "DIR/val/<class>/... (one image size; streamed). Default: scikit-learn's embedded 8x8 "
              "digits, stratified 1437/360 split by --seed. Inputs are scaled per channel, x/255/std "
              "(no mean subtraction, so the scale folds into the first layer).")
-MODEL_HELP = "Network from the registry: digits_cnn, tiny_resnet, resnet18, resnet20, resnet34, resnet50."
+MODEL_HELP = ("Network: a registry name (digits_cnn, tiny_resnet, resnet18, resnet20, resnet34, resnet50), "
+              "torchvision:NAME (any torchvision classification builder, weights=None, the data's classes), "
+              "package.module:builder or path/to/file.py:builder (a callable returning an nn.Module; it gets "
+              "num_classes, in_channels, input_size if it takes them). The checkpoint records the spec and the "
+              "builder file's SHA-256.")
+WEIGHTS_HELP = ("Full-precision state_dict to start from (torch.save(model.state_dict()), torchvision .pth, or "
+                ".safetensors with the safetensors package), loaded strictly: missing, unexpected or mis-shaped "
+                "keys are refused. Its name and SHA-256 go into the checkpoint.")
+RESET_HEAD_HELP = ("With --weights: re-initialise the final classifier when its class count differs from the "
+                   "data's (every other weight still loads strictly).")
+
+
+def weights_options(fn):
+    """--weights FILE and --reset-head (train, quantize)."""
+    fn = click.option("--reset-head", "reset_head", is_flag=True, help=RESET_HEAD_HELP)(fn)
+    return click.option("--weights", "weights", default=None, metavar="FILE", help=WEIGHTS_HELP)(fn)
+
+
+def check_weights_use(weights, reset_head: bool, resume, from_ckpt=None) -> None:
+    """--reset-head needs --weights; --weights does not combine with --resume / --from (they hold weights)."""
+    if reset_head and weights is None:
+        raise NaDeployError("--reset-head: needs --weights FILE (it re-initialises that file's classifier)")
+    for flag, value in (("--resume", resume), ("--from", from_ckpt)):
+        if weights is not None and value is not None:
+            raise NaDeployError(f"--weights {weights}: cannot be combined with {flag} (its checkpoint holds the "
+                                "weights)")
 NUM_CLASSES_HELP = ("K, the number of classes (outputs) of the network. Default: 1 + the largest y_train label, "
                     "and then every class 0..K-1 must occur in y_train. Given, labels must be in [0, K) and "
                     "classes without training examples are allowed (with a warning). With --from / --resume: "

@@ -43,7 +43,9 @@ def _config_fields(options: dict) -> dict:
               help="K, the number of classes (outputs). Default: 1 + the largest y_train label, and then every "
                    "class 0..K-1 must occur in y_train. Given, labels must be in [0, K); empty classes are allowed "
                    "(with a warning).")
-@click.option("--model", default="digits_cnn", show_default=True, help="Network from the model registry.")
+@click.option("--model", default="digits_cnn", show_default=True,
+              help="Network: a registry name, torchvision:NAME, package.module:builder or path/to/file.py:builder "
+                   "(as `na-deploy train --model`).")
 @click.option("--p", "p", type=int, default=2, show_default=True,
               help="Positive integer threshold of the quantized ReLU (levels 0..p); the SNN threshold is th = p*s.")
 @click.option("--epochs-fp", type=int, default=30, show_default=True, help="Full-precision training epochs.")

@@ -10,7 +10,8 @@ from typing import Optional
 
 import click
 
-from na_deploy.cli.options import MODEL_HELP, UserError, load_dataset, one_line_errors, training_options
+from na_deploy.cli.options import (MODEL_HELP, UserError, check_weights_use, load_dataset, one_line_errors,
+                                   training_options, weights_options)
 from na_deploy.cli.train import (check_data_given, check_out, given_options, resume_run, say, summary_line,
                                  torchrun_world, warn)
 
@@ -35,6 +36,26 @@ def _load_from(from_ckpt: str, model_name: Optional[str], data: Optional[str], s
     check_compatible(fp, dataset, model_name)
     fp.build_model()  # weights of another model -> CheckpointError before anything is written
     return fp, seed, dataset
+
+
+def _full_precision(dataset, model_name: str, fp_path, fp_epochs: int, fp_lr: float, seed: int, device: str,
+                    batch_size: int, quiet: bool, weights: Optional[str], reset_head: bool):
+    """quantize without --from: the fp checkpoint beside --out, trained (fp_epochs > 0, from --weights if
+    given) or the --weights file as it is (fp_epochs 0: --weights without --fp-epochs)."""
+    from na_deploy.training.loop import train_full_precision
+    from na_deploy.training.pretrained import pretrained_fp
+
+    if fp_epochs == 0:
+        say(f"no --from given: {model_name} with the weights of {weights} (no full-precision training; "
+            f"--fp-epochs N fine-tunes them) -> {fp_path}")
+        return pretrained_fp(dataset, model_name, weights, reset_head=reset_head, seed=seed, device=device,
+                             batch_size=batch_size, out=str(fp_path), log=say)
+    start = f" from {weights}" if weights else ""
+    say(f"no --from given: training {model_name} in full precision first{start} ({fp_epochs} epochs) "
+        f"-> {fp_path}")
+    return train_full_precision(dataset, model_name, epochs=fp_epochs, lr=fp_lr, seed=seed, device=device,
+                                batch_size=batch_size, out=str(fp_path), progress=not quiet, weights=weights,
+                                reset_head=reset_head, log=say)
 
 
 @click.command("quantize")
@@ -65,13 +86,14 @@ def _load_from(from_ckpt: str, model_name: Optional[str], data: Optional[str], s
 @click.option("--fp-lr", default=0.1, show_default=True, type=float,
               help="Full-precision learning rate when --from is omitted.")
 @click.option("--out", default="runs/qat.pt", show_default=True, help="QAT checkpoint to write (atomically).")
+@weights_options
 @training_options
 @one_line_errors
 @torchrun_world
 def quantize(from_ckpt: Optional[str], model_name: Optional[str], p: int, noise_adaptor: bool, epochs: int,
              lr: float, fp_epochs: int, fp_lr: float, out: str, data: Optional[str], seed: Optional[int],
              batch_size: int, device: str, quiet: bool, num_classes: Optional[int], resume: Optional[str],
-             l1_sparsity: float) -> None:
+             l1_sparsity: float, weights: Optional[str] = None, reset_head: bool = False) -> None:
     """Quantization-aware training with the noise adaptor (Li & Rajendran, arXiv 2312.05290) -- step 1.
 
     Every ReLU becomes a quantized activation with p levels and a learnable step size s (LSQ gradient,
@@ -84,8 +106,9 @@ def quantize(from_ckpt: Optional[str], model_name: Optional[str], p: int, noise_
     from na_deploy.training.checkpoint import check_model_name, load_checkpoint
     from na_deploy.checks import check_p
     from na_deploy.device import resolve_device
-    from na_deploy.training.loop import train_full_precision, train_qat
+    from na_deploy.training.loop import train_qat
 
+    check_weights_use(weights, reset_head, resume, from_ckpt)
     if resume is not None:
         given = given_options("from_ckpt", "model_name", "p", "noise_adaptor", "epochs", "lr", "batch_size", "seed",
                        "num_classes", "out", "l1_sparsity")
@@ -105,10 +128,9 @@ def quantize(from_ckpt: Optional[str], model_name: Optional[str], p: int, noise_
         dataset = load_dataset(data, seed, num_classes, warn)
         fp_path = out_path.with_name(out_path.stem + "-fp" + (out_path.suffix or ".pt"))
         check_out(str(fp_path), "fp checkpoint")
-        say(f"no --from given: training {model_name} in full precision first ({fp_epochs} epochs) "
-                   f"-> {fp_path}")
-        fp_res = train_full_precision(dataset, model_name, epochs=fp_epochs, lr=fp_lr, seed=seed, device=device,
-                                      batch_size=batch_size, out=str(fp_path), progress=not quiet)
+        fine_tune = weights is None or "fp_epochs" in given_options("fp_epochs")
+        fp_res = _full_precision(dataset, model_name, fp_path, fp_epochs if fine_tune else 0, fp_lr, seed, device,
+                                 batch_size, quiet, weights, reset_head)
         say(summary_line("fp", model_name, fp_res, fp_path))
         fp = load_checkpoint(fp_path)
     result = train_qat(dataset, fp, p=p, noise_adaptor=noise_adaptor, epochs=epochs, lr=lr, seed=seed,

@@ -13,8 +13,8 @@ from typing import Optional
 import click
 from click.core import ParameterSource
 
-from na_deploy.cli.options import (MODEL_HELP, UserError, check_output_file, load_dataset, one_line_errors,
-                                   training_options)
+from na_deploy.cli.options import (MODEL_HELP, UserError, check_output_file, check_weights_use, load_dataset,
+                                   one_line_errors, training_options, weights_options)
 
 
 def check_out(out: str, option: str = "--out") -> Path:
@@ -140,11 +140,13 @@ def resume_run(kind: str, resume: str, given: dict, data: Optional[str], device:
               help="Initial learning rate (SGD, momentum 0.9, cosine decay to 0; weight decay 5e-4 on "
                    "conv/linear weights only).")
 @click.option("--out", default="runs/fp.pt", show_default=True, help="Checkpoint to write (atomically).")
+@weights_options
 @training_options
 @one_line_errors
 @torchrun_world
 def train(model_name: str, epochs: int, lr: float, out: str, data: Optional[str], seed: Optional[int],
-          batch_size: int, device: str, quiet: bool, num_classes: Optional[int], resume: Optional[str]) -> None:
+          batch_size: int, device: str, quiet: bool, num_classes: Optional[int], resume: Optional[str],
+          weights: Optional[str] = None, reset_head: bool = False) -> None:
     """Train a full-precision ANN (ReLU, BatchNorm) -- step 0, the starting point of `quantize`.
 
     The checkpoint holds the model name and arguments, the input scale, weights, optimizer and schedule
@@ -157,6 +159,7 @@ def train(model_name: str, epochs: int, lr: float, out: str, data: Optional[str]
     from na_deploy.device import resolve_device
     from na_deploy.training.loop import train_full_precision
 
+    check_weights_use(weights, reset_head, resume)
     if resume is not None:
         given = given_options("model_name", "epochs", "lr", "batch_size", "seed", "num_classes", "out")
         return resume_run("fp", resume, given, data, device, quiet)
@@ -166,5 +169,6 @@ def train(model_name: str, epochs: int, lr: float, out: str, data: Optional[str]
     resolve_device(device)
     dataset = load_dataset(data, seed, num_classes, warn)
     result = train_full_precision(dataset, model_name, epochs=epochs, lr=lr, seed=seed, device=device,
-                                  batch_size=batch_size, out=str(out_path), progress=not quiet)
+                                  batch_size=batch_size, out=str(out_path), progress=not quiet, weights=weights,
+                                  reset_head=reset_head, log=say)
     say(summary_line("fp", model_name, result, out_path))

@@ -88,6 +88,8 @@ class _Term:
         """The IR op computing this term: Identity | AvgPool2d | Conv2d | Dense."""
         if self.op == "dense":
             return Dense(self.weight)
+        if self.op == "chanmap":
+            return None  # an uneven adaptive pool reaches a neuron only through Flatten + Linear
         if self.flat and tuple(self.shape) != tuple(self.src_shape):
             return None  # a flattened map without a Linear cannot feed a neuron of the source's shape
         if self.op == "identity":
@@ -135,6 +137,9 @@ def _dense_of(term: _Term, w_lin: np.ndarray) -> np.ndarray:
     Computed as vector-Jacobian products of the op (exact up to float64 rounding), one per output row."""
     if term.op == "dense":
         return w_lin @ term.weight
+    if term.op == "chanmap":  # the same matrix on every channel (uneven adaptive pools, `compose`)
+        rows = w_lin.reshape(w_lin.shape[0], term.src_shape[0], -1) @ term.weight
+        return rows.reshape(w_lin.shape[0], -1)
     if term.op == "identity":
         return np.array(w_lin, dtype=np.float64, copy=True)
     fn = compile_op(replace(term, flat=False).ir_op(), torch.float64, "cpu")

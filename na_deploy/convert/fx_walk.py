@@ -23,9 +23,10 @@ from na_deploy.errors import ConversionError
 from na_deploy.ir import INPUT_NAME, NeuronNode, ReadoutNode, Synapse
 from na_deploy.training.quantizer import QuantReLU
 from na_deploy.convert.affine import (Refusal, Shape, _bias_vector, _fold_input_scale, _Lin, _pair, apply_add,
-                                      apply_batchnorm, apply_conv, apply_flatten, apply_linear, apply_pool)
+                                      apply_batchnorm, apply_flatten, apply_linear)
+from na_deploy.convert.compose import adaptive_chanmap, batchnorm_any, concat, conv_any, linear_any, pool_any
 
-_ALLOWED = ("Conv2d, BatchNorm1d/2d (after Conv2d/Linear), Linear, QuantReLU, AvgPool2d/AdaptiveAvgPool2d, "
+_ALLOWED = ("Conv2d, BatchNorm1d/2d, Linear, QuantReLU, AvgPool2d/AdaptiveAvgPool2d, torch.cat on channels, "
             "Flatten/view/reshape, Dropout, Identity, residual add")
 _MAXPOOL_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
                     nn.AdaptiveMaxPool3d)
@@ -142,7 +143,7 @@ class _Converter:
             **{f: self._fn_flatten for f in _FLATTEN_FUNCS}, **{f: self._fn_pass for f in _PASS_FUNCS},
             F.avg_pool2d: self._fn_avg_pool2d, F.adaptive_avg_pool2d: self._fn_adaptive_avg_pool2d,
             torch.mean: self.mean, F.conv2d: self._fn_conv2d, torch.conv2d: self._fn_conv2d,
-            F.linear: self._fn_linear,
+            F.linear: self._fn_linear, torch.cat: self._fn_cat, torch.concat: self._fn_cat,
         }
 
     # -- value access
@@ -180,17 +181,19 @@ class _Converter:
     # -- linear ops on affine maps (the math is in `affine`)
     def conv(self, n: fx.Node, lin: _Lin, weight: torch.Tensor, bias: Optional[torch.Tensor], stride, padding,
              dilation, groups, padding_mode: str = "zeros") -> _Lin:
-        return self.algebra(n, apply_conv, lin, _shape_of(n), self.path(n), weight, bias, stride, padding,
+        return self.algebra(n, conv_any, lin, _shape_of(n), self.path(n), weight, bias, stride, padding,
                             dilation, groups, padding_mode)
 
     def linear(self, n: fx.Node, lin: _Lin, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> _Lin:
-        return self.algebra(n, apply_linear, lin, self.path(n), weight, bias)
+        return self.algebra(n, linear_any, lin, self.path(n), weight, bias) or self.algebra(
+            n, apply_linear, lin, self.path(n), weight, bias)
 
     def batchnorm(self, n: fx.Node, lin: _Lin, bn: nn.Module) -> _Lin:
-        return self.algebra(n, apply_batchnorm, lin, bn)
+        return self.algebra(n, batchnorm_any, lin, bn) or self.algebra(n, apply_batchnorm, lin, bn)
 
-    def pool(self, n: fx.Node, lin: _Lin, kernel: Any, stride: Any) -> _Lin:
-        return self.algebra(n, apply_pool, lin, _shape_of(n), kernel, stride)
+    def pool(self, n: fx.Node, lin: _Lin, kernel: Any, stride: Any, padding: Any = 0, with_pad: bool = True) -> _Lin:
+        """Average pool (zero padding counted when `with_pad`, i.e. count_include_pad) of any map (`compose`)."""
+        return self.algebra(n, pool_any, lin, _shape_of(n), kernel, stride, padding, with_pad, self.path(n))
 
     def flatten(self, n: fx.Node, lin: _Lin) -> _Lin:
         return self.algebra(n, apply_flatten, lin, _shape_of(n))
@@ -199,21 +202,21 @@ class _Converter:
         return self.algebra(n, apply_add, a, b)
 
     def check_avgpool(self, n, padding, ceil_mode, divisor_override, kernel, stride, x: _Lin) -> None:
-        """Refuse padded / divisor-overridden pools and ceil_mode pools that add partial windows."""
-        if _pair(padding) != (0, 0) or divisor_override is not None:
-            self.refuse(n, f"with padding {padding} / divisor_override {divisor_override}; allowed: padding 0")
+        """Refuse divisor-overridden pools and ceil_mode pools that add partial windows."""
+        if divisor_override is not None:
+            self.refuse(n, f"with divisor_override {divisor_override}; allowed: None")
         if ceil_mode:
-            k, s = _pair(kernel), _pair(stride if stride else kernel)
+            k, s, p = _pair(kernel), _pair(stride if stride else kernel), _pair(padding)
             out = _shape_of(n)
-            floor = tuple((x.shape[i + 1] - k[i]) // s[i] + 1 for i in range(2))
+            floor = tuple((x.shape[i + 1] + 2 * p[i] - k[i]) // s[i] + 1 for i in range(2))
             if tuple(out[1:]) != floor:
                 self.refuse(n, "with ceil_mode=True adds partial windows; allowed: ceil_mode=False")
 
     def adaptive_pool(self, n: fx.Node, x: _Lin) -> _Lin:
-        """AdaptiveAvgPool2d as a plain pool when the map divides evenly into the output size."""
+        """AdaptiveAvgPool2d: a plain pool when the map divides evenly, else the exact per-channel matrix."""
         out = _shape_of(n)
-        if len(x.shape) != 3 or x.shape[1] % out[1] or x.shape[2] % out[2]:
-            self.refuse(n, f"from {x.shape} to {out}: uneven windows; allowed: map sides divisible by the output")
+        if len(x.shape) != 3 or x.shape[1] % out[1] or x.shape[2] % out[2]:  # uneven windows, upsampling
+            return self.algebra(n, adaptive_chanmap, x, out)
         k = (x.shape[1] // out[1], x.shape[2] // out[2])
         return self.pool(n, x, k, k)
 
@@ -309,7 +312,7 @@ class _Converter:
             return self.batchnorm(n, x, m)
         if type(m) is nn.AvgPool2d:
             self.check_avgpool(n, m.padding, m.ceil_mode, m.divisor_override, m.kernel_size, m.stride, x)
-            return self.pool(n, x, m.kernel_size, m.stride)
+            return self.pool(n, x, m.kernel_size, m.stride, m.padding, m.count_include_pad)
         if type(m) is nn.AdaptiveAvgPool2d:
             return self.adaptive_pool(n, x)
         if type(m) is nn.Flatten:
@@ -361,6 +364,13 @@ class _Converter:
             self.refuse(n, f"with a constant operand ({a!r}, {b!r}); allowed: the sum of two tensors")
         return self.add(n, self.lin(a, n), self.lin(b, n))
 
+    def _fn_cat(self, n: fx.Node) -> _Lin:
+        """torch.cat(parts, 1): channel concatenation (`compose.concat`)."""
+        a = _bind(n, ["tensors", "dim"])
+        if a.get("dim", 0) not in (1, -3) or not isinstance(a["tensors"], (list, tuple)):
+            self.refuse(n, f"on dim {a.get('dim', 0)}; allowed: channel concatenation (dim 1) of (C, H, W) maps")
+        return self.algebra(n, concat, [self.lin(t, n) for t in a["tensors"]], _shape_of(n))
+
     def _fn_flatten(self, n: fx.Node) -> _Lin:
         return self.flatten(n, self.lin(n.args[0], n))
 
@@ -373,7 +383,8 @@ class _Converter:
                       "divisor_override"])
         self.check_avgpool(n, a.get("padding", 0), a.get("ceil_mode", False), a.get("divisor_override"),
                            a["kernel_size"], a.get("stride"), x)
-        return self.pool(n, x, a["kernel_size"], a.get("stride"))
+        return self.pool(n, x, a["kernel_size"], a.get("stride"), a.get("padding", 0),
+                         a.get("count_include_pad", True))
 
     def _fn_adaptive_avg_pool2d(self, n: fx.Node) -> _Lin:
         return self.adaptive_pool(n, self.lin(n.args[0], n))

@@ -8,7 +8,9 @@ Keys (FORMAT_VERSION 1):
     every QuantReLU included), optimizer_state, scheduler_state, epoch (completed), epochs (planned),
     hparams (lr, batch_size, weight_decay, momentum), data_fingerprint, data_name, seed, history,
     rng_state (torch CPU RNG + shuffle generator, for an exact resume), parent (the fp checkpoint a QAT run
-    started from: path + data fingerprint), na_deploy_version.
+    started from: path + data fingerprint), na_deploy_version; model_source only for a model from outside the
+    registry or from a weights file (`na_deploy.training.model_spec`: the spec, a builder file's SHA-256, the
+    weights file's name and SHA-256; C8), so registry checkpoints keep their bytes.
 
 Loading uses `torch.load(weights_only=True)`: only tensors and plain Python containers are accepted.
 """
@@ -27,6 +29,7 @@ from na_deploy.atomic import atomic_path
 from na_deploy.data.arrays import Normalization
 from na_deploy.errors import CheckpointError, ModelError, NaDeployError
 from na_deploy.models import ModelRegistryError, build_model, model_spec
+from na_deploy.training.model_spec import build_external, check_source, check_spec, is_external
 
 FORMAT_NAME = "na-deploy-checkpoint"
 FORMAT_VERSION = 1
@@ -34,8 +37,11 @@ KINDS = ("fp", "qat")
 
 
 def build_registry_model(name: str, **kwargs: Any) -> nn.Module:
-    """`na_deploy.models.build_model(name, **kwargs)`; the registry's refusal (unknown name, bad size or
-    arguments) becomes a `ModelError` with the same one-line message."""
+    """`na_deploy.models.build_model(name, **kwargs)`, or the module of an external spec (torchvision:NAME,
+    module:builder, file.py:builder; `model_spec.build_external`); the registry's refusal (unknown name, bad
+    size or arguments) becomes a `ModelError` with the same one-line message."""
+    if is_external(name):
+        return build_external(name, **kwargs)
     try:
         return build_model(name, **kwargs)
     except ModelRegistryError as e:
@@ -43,7 +49,11 @@ def build_registry_model(name: str, **kwargs: Any) -> nn.Module:
 
 
 def check_model_name(name: str) -> None:
-    """ModelError listing the known models unless `name` is one of them."""
+    """ModelError listing the known models unless `name` is one of them (or an external spec whose builder
+    can be found)."""
+    if is_external(name):
+        check_spec(name)
+        return
     try:
         model_spec(name)
     except ModelRegistryError as e:
@@ -74,6 +84,7 @@ class Checkpoint:
     scheduler_state: Optional[dict] = None
     rng_state: Optional[dict] = None
     parent: Optional[dict] = None
+    model_source: Optional[dict] = None  # external spec / weights file provenance (model_spec.source_record)
     path: Optional[str] = None  # where it was loaded from (not saved)
 
     @property
@@ -86,6 +97,7 @@ class Checkpoint:
 
         where = self.path or "checkpoint"
         try:
+            check_source(self.model_name, self.model_source, where)
             model = build_registry_model(self.model_name, **self.model_kwargs)
             if self.kind == "qat":
                 model = quantize_model(model, self.p, bool(self.noise_adaptor))
@@ -106,6 +118,7 @@ class Checkpoint:
             "hparams": dict(self.hparams), "data_fingerprint": self.data_fingerprint, "data_name": self.data_name,
             "seed": int(self.seed), "history": list(self.history), "rng_state": self.rng_state,
             "parent": self.parent, "na_deploy_version": __version__,
+            **({"model_source": dict(self.model_source)} if self.model_source is not None else {}),
         }
 
 
@@ -184,5 +197,5 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         epoch=int(raw.get("epoch", 0)), epochs=int(raw.get("epochs", 0)), hparams=dict(raw.get("hparams") or {}),
         history=list(raw.get("history") or []), optimizer_state=raw.get("optimizer_state"),
         scheduler_state=raw.get("scheduler_state"), rng_state=raw.get("rng_state"), parent=raw.get("parent"),
-        path=path,
+        model_source=raw.get("model_source"), path=path,
     )

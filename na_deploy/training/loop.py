@@ -28,13 +28,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from na_deploy.training import distributed
-from na_deploy.training.checkpoint import (Checkpoint, build_registry_model, cpu_state_dict, load_checkpoint,
-                                           save_checkpoint)
+from na_deploy.training.checkpoint import Checkpoint, cpu_state_dict, load_checkpoint, save_checkpoint
 from na_deploy.checks import check_p
 from na_deploy.data.arrays import Dataset, Loaders, Normalization, make_loaders, test_batches
 from na_deploy.errors import CheckpointError, ModelError
 from na_deploy.training.l1_sparsity import ActivationL1, check_l1
 from na_deploy.training.surgery import calibrate_step_sizes, quant_layers, quantize_model
+from na_deploy.training.weights import build_with_weights
 
 # Defaults chosen on digits / digits_cnn (see the issue-2 note): a good result in well under a minute on 2 cores.
 FP_DEFAULTS = dict(epochs=30, lr=0.1, batch_size=64, weight_decay=5e-4)
@@ -245,8 +245,10 @@ def train_full_precision(dataset: Dataset, model_name: str, epochs: int = FP_DEF
                          batch_size: int = FP_DEFAULTS["batch_size"],
                          weight_decay: float = FP_DEFAULTS["weight_decay"], model_kwargs: Optional[dict] = None,
                          out: Optional[str] = None, progress: bool = True,
-                         stop_after: Optional[int] = None) -> TrainResult:
-    """Train `model_name` in full precision on `dataset`; with `out`, a resumable checkpoint is written
+                         stop_after: Optional[int] = None, weights: Optional[str] = None, reset_head: bool = False,
+                         log: Optional[Callable[[str], None]] = None) -> TrainResult:
+    """Train `model_name` (a registry name or a `model_spec` spec) in full precision on `dataset`, from the
+    `weights` file if given (`weights.build_with_weights`); with `out`, a resumable checkpoint is written
     after every epoch. `stop_after` ends the run early at that epoch (the schedule still spans `epochs`;
     `resume_training` continues it)."""
     _check_positive("epochs", epochs, integer=True)
@@ -255,9 +257,10 @@ def train_full_precision(dataset: Dataset, model_name: str, epochs: int = FP_DEF
     dev = distributed.rank_device(device)
     kwargs = model_kwargs_for(dataset, model_kwargs)
     torch.manual_seed(seed)
-    model = build_registry_model(model_name, **kwargs).to(dev)
+    model, source = build_with_weights(model_name, kwargs, weights, reset_head, log)
+    model = model.to(dev)
     norm = dataset.normalization
-    template = Checkpoint(
+    template = Checkpoint(model_source=source,
         kind="fp", model_name=model_name, model_kwargs=kwargs, input_shape=dataset.input_shape,
         num_classes=dataset.num_classes, channel_scale=norm.channel_scale, state_dict={},
         data_fingerprint=dataset.fingerprint, data_name=dataset.name, seed=seed, epochs=epochs,
@@ -328,6 +331,7 @@ def train_qat(dataset: Dataset, fp_checkpoint: Checkpoint | str, p: int = 2, noi
     tag = "noise adaptor" if noise_adaptor else "no noise"
     template = Checkpoint(
         kind="qat", model_name=fp.model_name, model_kwargs=fp.model_kwargs, input_shape=fp.input_shape,
+        model_source=fp.model_source,
         num_classes=fp.num_classes, channel_scale=fp.channel_scale, state_dict={},
         data_fingerprint=dataset.fingerprint, data_name=dataset.name, seed=seed, p=p,
         noise_adaptor=bool(noise_adaptor), epochs=epochs,

@@ -4,8 +4,12 @@
 * every ReLU -- `nn.ReLU` modules *and* functional calls (`F.relu`, `torch.relu`, `x.relu()`, in-place
   variants) -- becomes a `QuantReLU(p, s, noise_adaptor)` (q = s*round(clip(v/s + eps, 0, p)), C1);
 * every max-pool becomes the average pool with the same kernel/stride/padding (an IF SNN cannot max-pool, C2);
-* any other activation (GELU, Sigmoid, Tanh, SiLU, ELU, LeakyReLU, Hardtanh/ReLU6, PReLU, ..., module or
-  functional) is refused with a `ModelError` naming its module path.
+* ReLU6 / Hardtanh(0, a) (module or F.relu6 / F.hardtanh(x, 0, a)) becomes a QuantReLU too (issue 19): its
+  upper clip a is absorbed by the QuantReLU's own clip at p*s -- the step size is initialised with p*s <= a
+  (`calibrate_step_sizes` searches thresholds up to a on activations clipped at a), so the clip at a never
+  binds below p*s; QAT then learns s freely (the converted SNN is exact w.r.t. the QAT model either way);
+* any other activation (GELU, Sigmoid, Tanh, SiLU, Hardswish, ELU, LeakyReLU, PReLU, ..., module or
+  functional) and attention / LayerNorm modules are refused with a `ModelError` naming the module path.
 
 Functional calls are found with torch.fx: the model (with every replaced module a leaf) is traced
 symbolically; each functional ReLU node becomes a `call_module` of a new QuantReLU registered under the
@@ -48,9 +52,20 @@ _MAXPOOL_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool
 _ACTIVATION_MODULE = "torch.nn.modules.activation"
 
 
+def clipped_relu_bound(m: nn.Module) -> float | None:
+    """a of a ReLU6 / Hardtanh(0, a) module (a > 0): a clipped ReLU the QuantReLU replaces; None otherwise."""
+    if isinstance(m, nn.Hardtanh) and float(m.min_val) == 0.0 and float(m.max_val) > 0:
+        return float(m.max_val)
+    return None
+
+
+_UNSUPPORTED_MODULES = (nn.MultiheadAttention, nn.LayerNorm, nn.GroupNorm, nn.TransformerEncoderLayer,
+                        nn.TransformerDecoderLayer, nn.Upsample)
+
+
 def is_other_activation(m: nn.Module) -> bool:
-    """Any torch.nn activation module that is not a ReLU (ReLU6 is a Hardtanh, so it counts)."""
-    if isinstance(m, (nn.ReLU, QuantReLU)):
+    """Any torch.nn activation module that is not a ReLU or a clipped ReLU (ReLU6, Hardtanh(0, a))."""
+    if isinstance(m, (nn.ReLU, QuantReLU)) or clipped_relu_bound(m) is not None:
         return False
     return type(m).__module__ == _ACTIVATION_MODULE or isinstance(
         m, (nn.GELU, nn.Sigmoid, nn.Tanh, nn.SiLU, nn.ELU, nn.LeakyReLU, nn.Hardtanh, nn.Mish))
@@ -96,8 +111,11 @@ def replace_modules(model: nn.Module, p: int, noise_adaptor: bool, step_size: fl
             if is_other_activation(m) or isinstance(m, (nn.ReLU,) + _MAXPOOL_MODULES):
                 raise ModelError(f"model: the model itself is a bare {type(m).__name__}; wrap it in a network")
             continue
-        if isinstance(m, nn.ReLU):
-            new = new_for.setdefault(id(m), QuantReLU(p, step_size, noise_adaptor).to(device))
+        if isinstance(m, nn.ReLU) or clipped_relu_bound(m) is not None:
+            new = new_for.setdefault(id(m), _quant_relu(p, step_size, noise_adaptor, device, clipped_relu_bound(m)))
+        elif isinstance(m, _UNSUPPORTED_MODULES):
+            raise ModelError(f"{path}: {type(m).__name__} is not supported: it is not an exact linear map between "
+                             "quantized ReLUs (docs/contract.md C2); allowed: conv, linear, BN, avg/max pool, ReLU")
         elif isinstance(m, _MAXPOOL_MODULES):
             new = new_for.setdefault(id(m), avgpool_for(m, path))
         elif is_other_activation(m):
@@ -106,6 +124,13 @@ def replace_modules(model: nn.Module, p: int, noise_adaptor: bool, step_size: fl
         else:
             continue
         _set_submodule(model, path, new)
+
+
+def _quant_relu(p: int, step_size: float, noise_adaptor: bool, device, upper: float | None) -> QuantReLU:
+    """A QuantReLU; `upper` (a of a ReLU6 / Hardtanh(0, a)) bounds its step size's calibration (p*s <= a)."""
+    q = QuantReLU(p, step_size, noise_adaptor).to(device)
+    q.upper = upper
+    return q
 
 
 class _LeafTracer(fx.Tracer):
@@ -135,7 +160,19 @@ def trace(model: nn.Module) -> fx.GraphModule:
 
 def _is_relu_node(n: fx.Node) -> bool:
     return (n.op == "call_function" and n.target in _FUNCTIONAL_RELU) or (
-        n.op == "call_method" and n.target in _METHOD_RELU)
+        n.op == "call_method" and n.target in _METHOD_RELU) or _functional_bound(n) is not None
+
+
+def _functional_bound(n: fx.Node) -> float | None:
+    """a of F.relu6(x) (6) / F.hardtanh(x, 0, a); None for any other node."""
+    if n.op == "call_function" and n.target is F.relu6:
+        return 6.0
+    if n.op == "call_function" and n.target in (F.hardtanh, F.hardtanh_):
+        a = dict(zip(["input", "min_val", "max_val"], n.args), **n.kwargs)
+        lo, hi = a.get("min_val", -1.0), a.get("max_val", 1.0)
+        return float(hi) if isinstance(lo, (int, float)) and lo == 0 and isinstance(hi, (int, float)) and hi > 0 \
+            else None
+    return None
 
 
 def _is_other_act_node(n: fx.Node) -> bool:
@@ -187,14 +224,14 @@ def replace_functional(model: nn.Module, p: int, noise_adaptor: bool, step_size:
     device = _device_of(model)
     k = 0
     for n in list(gm.graph.nodes):
-        if _is_other_act_node(n):
+        if _is_other_act_node(n) and not _is_relu_node(n):
             name = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", str(n.target))
             raise ModelError(f"{_node_owner(n)}: activation {name} is not supported; only ReLU is allowed")
         if _is_relu_node(n):
             while hasattr(gm, f"quant_relu_{k}"):
                 k += 1
             name = f"quant_relu_{k}"
-            gm.add_submodule(name, QuantReLU(p, step_size, noise_adaptor).to(device))
+            gm.add_submodule(name, _quant_relu(p, step_size, noise_adaptor, device, _functional_bound(n)))
             with gm.graph.inserting_after(n):
                 new = gm.graph.call_module(name, (n.args[0],))
             n.replace_all_uses_with(new)
@@ -272,7 +309,8 @@ def collect_fp_activations(model: nn.Module, batch: torch.Tensor) -> dict[str, t
     def make_hook(name: str):
         def hook(module, inputs, output):
             acts[name] = inputs[0].detach()
-            return torch.relu(inputs[0])
+            upper = getattr(module, "upper", None)
+            return torch.relu(inputs[0]) if upper is None else torch.clamp(inputs[0], 0, upper)
         return hook
 
     for name, m in quant_layers(model):
@@ -303,7 +341,9 @@ def calibrate_step_sizes(model: nn.Module, batch: torch.Tensor, grid: int = 200,
     for name, m in quant_layers(model):
         if name not in acts:
             raise ModelError(f"{name}: quantized activation never ran on the calibration batch")
-        s = mse_optimal_step(acts[name], m.p, grid=grid, generator=gen)
+        upper = getattr(m, "upper", None)
+        v = acts[name] if upper is None else acts[name].clamp(max=upper)  # p*s <= a: the clip at a never binds
+        s = mse_optimal_step(v, m.p, grid=grid, generator=gen)
         m.step_size.data.fill_(s)
         chosen[name] = s
     return chosen

@@ -1,0 +1,213 @@
+"""Issue 19: conversion coverage for networks from outside the registry (docs/contract.md C2 rules in
+na_deploy/convert/compose.py): Dropout, ReLU6, the max-pool stem (padded average pool), uneven / upsampling
+adaptive pools, channel concatenation, linear ops composed without an activation between, and the refusals
+(border-inexact compositions, count_include_pad=False). Each model: quantize_model -> to_floatnet (float64
+self-check) -> fixed point that fits Loihi 2 -> the reference simulator runs (Lava on 1 sample for the padded
+pool and the concatenation)."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from na_deploy.convert import to_floatnet
+from na_deploy.errors import ConversionError, ModelError
+from na_deploy.training.surgery import calibrate_step_sizes, quantize_model
+
+
+def _randomize(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random weights and BN statistics (so BN folding is exercised), eval mode."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+    return model.eval()
+
+
+def _qat(model: nn.Module, shape, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    q = quantize_model(_randomize(model, seed), 2, True)
+    calibrate_step_sizes(q, torch.rand((16,) + tuple(shape)), seed=seed)
+    return q.eval()
+
+
+def _deploy(model: nn.Module, shape, lava: bool = False):
+    """quantize -> FloatNet (self-check) -> fixed point fitting Loihi 2 -> reference run (-> Lava bit-exact)."""
+    from na_deploy.hw_targets import get_target
+
+    q = _qat(model, shape)
+    net = to_floatnet(q, shape, 1.0 / 255)
+    target = get_target("loihi2")
+    fixed = target.to_fixed_point(net, 8)
+    assert not target.check_fit(fixed, 8)
+    x = torch.randint(0, 256, (2,) + tuple(shape), generator=torch.Generator().manual_seed(1)).numpy()
+    trace = target.reference_simulate(fixed, x, 8)
+    assert trace is not None
+    if lava:
+        from na_deploy.verify.bit_exact import verify
+        assert verify(fixed, x[:1].astype("uint8"), 8, target, target.backend("lava", fixed)).equal
+    return net, fixed
+
+
+class Stem(nn.Module):
+    """conv -> BN -> ReLU6 -> MaxPool(3, 2, 1) -> activation -> Dropout -> Linear: the padded-pool stem."""
+
+    def __init__(self, act_after_pool=True):
+        super().__init__()
+        self.conv, self.bn, self.act = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU6()
+        self.pool = nn.MaxPool2d(3, 2, 1)
+        self.act2 = nn.ReLU() if act_after_pool else nn.Identity()
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.drop, self.fc = nn.Dropout(0.5), nn.Linear(4 * 4 * 4, 5)
+
+    def forward(self, x):
+        x = self.act2(self.pool(self.act(self.bn(self.conv(x)))))
+        x = F.relu(self.conv2(x))
+        return self.fc(self.drop(torch.flatten(x, 1)))
+
+
+class Concat(nn.Module):
+    """Two branches (1x1 and 3x3 convs) concatenated, BN on the concatenation, ReLU, conv, padded pool, fc."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.b1, self.b3 = nn.Conv2d(4, 3, 1), nn.Conv2d(4, 5, 3, padding=1)
+        self.bn = nn.BatchNorm2d(12)
+        self.next = nn.Conv2d(12, 6, 3, padding=1)
+        self.fc = nn.Linear(6 * 4 * 4, 4)
+
+    def forward(self, x):
+        a = F.relu(self.stem(x))
+        y = torch.cat([a, F.relu(self.b1(a)), F.relu(self.b3(a))], 1)  # an activation and two new maps
+        y = F.relu(self.bn(y))
+        y = F.relu(self.next(torch.cat([y], 1)))
+        y = F.avg_pool2d(y, 3, 2, 1)
+        return self.fc(torch.flatten(F.relu(y), 1))
+
+
+class GoogLeNetLike(nn.Module):
+    """A concatenation feeding a padded conv directly (pointwise embedding commutes with padding), then a global
+    pool of the concatenation and a Linear on it."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.b1, self.b2 = nn.Conv2d(4, 3, 1), nn.Conv2d(4, 2, 3, padding=1)
+        self.next = nn.Conv2d(5, 4, 3, padding=1)
+        self.fc = nn.Linear(9, 3)
+
+    def forward(self, x):
+        a = F.relu(self.stem(x))
+        y = torch.cat([F.relu(self.b1(a)), F.relu(self.b2(a))], 1)
+        z = F.relu(self.next(y))
+        g = torch.cat([F.adaptive_avg_pool2d(y, 1), F.adaptive_avg_pool2d(z, 1)], 1)
+        return self.fc(self.drop(torch.flatten(g, 1))) if hasattr(self, "drop") else self.fc(torch.flatten(g, 1))
+
+
+class Adaptive(nn.Module):
+    """AdaptiveAvgPool2d with uneven windows (5x5 -> 3x3) and upsampling (after a 1x1 map -> 7x7, as VGG on
+    small images), each then Flatten + Linear."""
+
+    def __init__(self, out_size):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(out_size)
+        self.fc = nn.Linear(4 * out_size * out_size, 3)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(F.relu(self.conv(x))), 1))
+
+
+class PoolThenConv(nn.Module):
+    """relu -> pool -> conv with no activation between (the ResNet stem, squeezenet)."""
+
+    def __init__(self, pool, conv_padding):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.pool = pool
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=conv_padding)
+        self.fc = nn.Linear(4 * 2 * 2 if conv_padding == 0 else 4 * 4 * 4, 3)
+
+    def forward(self, x):
+        y = self.conv2(self.pool(F.relu(self.conv(x))))
+        return self.fc(torch.flatten(F.relu(y), 1))
+
+
+def test_max_pool_stem_relu6_and_dropout_convert():
+    net, _ = _deploy(Stem(), (3, 8, 8))
+    assert any(n.name for n in net.nodes)
+
+
+@pytest.mark.lava
+def test_padded_pool_is_bit_exact_on_lava():
+    _deploy(Stem(), (3, 8, 8), lava=True)
+
+
+def test_concatenation_converts():
+    _deploy(Concat(), (3, 8, 8))
+
+
+@pytest.mark.lava
+def test_concatenation_is_bit_exact_on_lava():
+    _deploy(Concat(), (3, 8, 8), lava=True)
+
+
+def test_concatenation_into_padded_conv_and_global_pool():
+    _deploy(GoogLeNetLike(), (3, 6, 6))
+
+
+@pytest.mark.parametrize("size,out", [(5, 3), (1, 7), (6, 4)])
+def test_adaptive_pool_any_size_converts(size, out):
+    net, _ = _deploy(Adaptive(out), (3, size, size))
+    assert net.readout.inputs[0].op.weight.shape == (3, 4 * size * size)
+
+
+def test_pool_then_conv_without_padding_composes():
+    _deploy(PoolThenConv(nn.MaxPool2d(3, 2, 1), 0), (3, 8, 8))
+
+
+def test_pool_then_padded_conv_is_refused_naming_both():
+    q = _qat(PoolThenConv(nn.MaxPool2d(3, 2, 1), 1), (3, 8, 8))
+    with pytest.raises(ConversionError, match=r"module 'conv2'.*zero padding.*'conv2' after 'pool'.*graded relay"):
+        to_floatnet(q, (3, 8, 8), 1.0 / 255)
+
+
+def test_count_include_pad_false_is_refused():
+    q = _qat(PoolThenConv(nn.AvgPool2d(3, 2, 1, count_include_pad=False), 0), (3, 8, 8))
+    with pytest.raises(ConversionError, match="count_include_pad=False"):
+        to_floatnet(q, (3, 8, 8), 1.0 / 255)
+
+
+def test_relu6_becomes_quant_relu_with_p_s_below_6():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU6(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    with torch.no_grad():
+        model[0].weight.mul_(50)  # activations far above 6: the clip at 6 would bind
+    q = _qat(model, (3, 8, 8))
+    qr = q[1]
+    assert qr.upper == 6.0 and qr.p * float(qr.step_size.detach()) <= 6.0 + 1e-9
+
+
+@pytest.mark.parametrize("act", [nn.GELU(), nn.SiLU(), nn.Hardswish(), nn.Hardtanh(-1, 1)])
+def test_activations_without_exact_form_are_refused_at_quantize_time(act):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), act, nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    with pytest.raises(ModelError, match=r"^1: activation .* not supported"):
+        quantize_model(model, 2)
+
+
+def test_attention_is_refused_at_quantize_time():
+    class Attn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(4, 1, batch_first=True)
+
+        def forward(self, x):
+            return self.attn(x, x, x)[0]
+
+    with pytest.raises(ModelError, match=r"attn: MultiheadAttention is not supported"):
+        quantize_model(Attn(), 2)
