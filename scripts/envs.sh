@@ -59,9 +59,14 @@ na_install() {  # na_install PYTHON PIP-INSTALL-ARGS...
     "$py" -m pip install "$@"
     return
   fi
-  local uv options cert="${SSL_CERT_FILE:-$(pip_config cert)}"
+  local uv options=() option cert="${SSL_CERT_FILE:-$(pip_config cert)}" hashed=""
   uv=$(na_uv) || return 1
-  mapfile -t options < <(pip_config options)
+  [[ " $* " == *" --require-hashes "* ]] && hashed=1
+  while IFS= read -r option; do
+    # a lock pins every version with ==: uv refuses pip's unpinned constraints (e.g. torch<=X) beside hashes
+    if [ -n "$hashed" ] && [ "$option" = --constraint ]; then read -r option; continue; fi
+    options+=("$option")
+  done < <(pip_config options)
   env ${cert:+SSL_CERT_FILE="$cert"} "$uv" pip install --python "$py" "${options[@]}" "$@"
 }
 
