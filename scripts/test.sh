@@ -21,7 +21,8 @@ wheel_check() {
   echo "[wheel] sdist and wheel of $root" >&2
   new_venv "$core" "$work/tools"
   na_install "$work/tools/bin/python" -q "build>=1.2" "twine>=6.1"
-  "$work/tools/bin/python" -m build -q --outdir "$work/dist" "$root" >/dev/null  # the wheel is built from the sdist
+  "$work/tools/bin/python" -m build --outdir "$work/dist" "$root" > "$work/build.log" 2>&1 \
+    || { cat "$work/build.log"; echo "error: python -m build failed" >&2; return 1; }  # the wheel: from the sdist
   "$work/tools/bin/python" -m twine check --strict "$work/dist"/*
   echo "[wheel] built and checked in $SECONDS s; installing $(basename "$work"/dist/*.whl) into a clean $venv" >&2
   rm -rf "$venv"
