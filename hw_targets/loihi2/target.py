@@ -3,10 +3,13 @@
 Limits, fixed point, fit check, the bit-exact reference simulator and the resource model live beside this
 file. Its backends, "lava" (`lava_backend.LavaBackend`, our own process, mode "subtract") and "lava-lif"
 (`lava_lif_backend.LavaLIFBackend`, Lava's stock LIF, mode "zero"), are imported only when asked for, so
-importing this target never imports Lava (Lava sets the multiprocessing start method at import).
+importing this target never imports Lava (Lava sets the multiprocessing start method at import). Lava is an
+optional extra (`na-deploy[lava]`): without it every backend is refused in one line (`LavaNotInstalled`), and
+the rest of the target (fixed point, fit check, reference, resources) works as before.
 """
 from __future__ import annotations
 
+import importlib.util
 from typing import Any, Iterable, Optional
 
 import numpy as np
@@ -22,6 +25,31 @@ from na_deploy.hw_targets.loihi2.limits import LOIHI2, Loihi2Limits
 # lava: our own process (mode "subtract"); lava-lif: Lava's stock LIF (mode "zero"); netx: our netx file loaded
 # by lava-dl's netx.hdf5.Network (stock LIF, mode "zero", chains only)
 BACKENDS = ("lava", "lava-lif", "netx")
+# what each backend runs on: the module that must be installed and the distribution that installs it
+NEEDS = {"lava": ("lava.magma", "lava-nc 0.10.0"), "lava-lif": ("lava.magma", "lava-nc 0.10.0"),
+         "netx": ("lava.lib.dl", "lava-dl 0.6.0")}
+LAVA_INSTALL = ("install with `pip install 'na-deploy[lava]'` (Python 3.10) or `bash scripts/bootstrap.sh` "
+                "(Python 3.11, the pinned Lava environment)")
+
+
+class LavaNotInstalled(NaDeployError):
+    """A Lava backend asked for where Lava is not installed (the pipeline skips its Lava check and says so)."""
+
+
+def installed(module: str) -> bool:
+    """Whether `module` is importable, found without importing it (Lava sets the start method at import)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package (`lava`) is not there at all
+        return False
+
+
+def require_lava(backend: str) -> None:
+    """One-line `LavaNotInstalled` when what `backend` runs on (NEEDS) is not installed."""
+    module, dist = NEEDS[backend]
+    if not installed(module):
+        raise LavaNotInstalled(f"Lava is not installed: --backend {backend} runs on {dist} ({module} not found); "
+                               f"{LAVA_INSTALL}")
 
 
 class Loihi2Target:
@@ -76,13 +104,15 @@ class Loihi2Target:
 
     # -- backends
     def backend(self, name: Optional[str] = None, net: Optional[IntNet] = None):
-        """The backend `name` bound to this target; imports Lava. Default: the one that runs `net`'s neuron
-        models ("lava-lif", Lava's stock LIF, for mode "zero"; else "lava", our subtractive-reset process)."""
+        """The backend `name` bound to this target; imports Lava (refused, `LavaNotInstalled`, where Lava is not
+        installed). Default: the one that runs `net`'s neuron models ("lava-lif", Lava's stock LIF, for mode
+        "zero"; else "lava", our subtractive-reset process)."""
         if name is None and net is not None and any(n.neuron.name == "zero" for n in net.nodes):
             name = "lava-lif"
         name = name or self.default_backend
         if name not in BACKENDS:
             raise NaDeployError(f"--backend {name!r}: unknown for target {self.name}; known: {', '.join(BACKENDS)}")
+        require_lava(name)
         if name == "netx":
             from na_deploy.hw_targets.loihi2.netx.backend import NetxBackend
 

@@ -24,6 +24,7 @@ from na_deploy.evaluate.occasional_noise import NoiseReport, format_noise_md
 from na_deploy.pipeline.environment import run_environment
 from na_deploy.pipeline.run_folder import StageTimer, run_folder
 from na_deploy.pipeline.neuron_modes import ann_of_subtract, format_neuron_modes, mode_summary
+from na_deploy.pipeline.verify_skipped import backend_or_reason, skipped_md, skipped_summary, verify_skipped
 from na_deploy.protocols import Backend, Target, Trace, require_fit
 from na_deploy.verify.provenance import save_net_pair
 
@@ -206,15 +207,17 @@ def _run_stages(cfg: PipelineConfig, target: Target, backend: Optional[Backend],
     if modes is not None:
         report["neuron_modes"] = modes
     with timer("export_lava"):
-        backend = target.backend(net=arm.inet) if backend is None else backend  # (imports the simulator)
+        backend, missing = backend_or_reason(target, arm.inet, backend)  # (imports the simulator, where installed)
         try:
-            backend.export(arm.inet, run_dir / "lava", timesteps=cfg.verify_timesteps,
-                           source=f"{cfg.from_nir or cfg.model} (na-deploy pipeline)")
+            if backend is not None:
+                backend.export(arm.inet, run_dir / "lava", timesteps=cfg.verify_timesteps,
+                               source=f"{cfg.from_nir or cfg.model} (na-deploy pipeline)")
         except ExportNotSupported as e:
             log(f"[export] skipped: {e}")
     from na_deploy.data.loaders import first_test_images
-    report["verify"] = _verify_stage(cfg, first_test_images(data, cfg.verify_samples)[0], arm.inet, target, backend,
-                                     timer, log)
+    x_verify = first_test_images(data, cfg.verify_samples)[0]
+    report["verify"] = (_verify_stage(cfg, x_verify, arm.inet, target, backend, timer, log) if backend is not None
+                        else verify_skipped(cfg, x_verify, arm.inet, target, run_dir, missing, log))
     with timer("resources"):
         report["resources"] = target.resource_report(arm.inet, arm.accuracy.totals_trace(), inputs=arm.x)
     if cfg.compare_no_noise_adaptor:
@@ -294,6 +297,8 @@ def format_summary(report: dict) -> str:
         lines.append(row("w/o NA, integer SNN", report["no_noise_adaptor"], "integer"))
         lines.append(row("w/o NA, float SNN", report["no_noise_adaptor"], "float"))
     v = report["verify"]
+    if v.get("skipped"):
+        lines.append(skipped_summary(v))
     if v["samples"]:
         lines.append(f"verify: {v['samples']} samples at T={v['timesteps']}: "
                      + ("BIT-EXACT" if v["bit_exact"] else f"{v['mismatches']} mismatching samples"))
@@ -311,6 +316,7 @@ def format_report_md(report: dict) -> str:
     if "neuron_modes" in report:
         out += format_neuron_modes(report["neuron_modes"])
     v = report["verify"]
+    out += skipped_md(v) if v.get("skipped") else []
     if v.get("layers"):
         out += [f"## Verify: reference simulator vs Lava ({v['samples']} samples, T={v['timesteps']})", "",
                 "| node | spikes (reference) | spikes (Lava) | equal |", "|---|---:|---:|:---:|"]
