@@ -42,7 +42,7 @@ MODEL_CODES = {"subtract": 0, "zero": 1, "negative": 2}
 CHUNK_BYTES = 4 << 20  # the largest node's float32 payload per chunk (steps x samples): ops and loops in cache
 PIECE_BYTES = 1 << 18  # the largest node's int32 membrane per piece of samples: state buffers reused, in cache
 _state: dict = {"on": os.environ.get("NA_DEPLOY_FUSED", "1") != "0", "numba": False, "kernel": None, "pool": None,
-                "pool_size": 0}
+                "pool_key": (0, 0)}
 
 
 def _numba():
@@ -155,14 +155,15 @@ def _steps(model, ys, nsyn, gains, lsh, rsh, base, v, c, ev, z, th, half, mask, 
 
 
 def _pool(workers: int) -> Optional[ThreadPoolExecutor]:
-    """The process's worker threads for the loops (made again when the count changes); None for none."""
+    """The process's worker threads for the loops (made again when the count changes, and in a forked child,
+    which has none of its parent's threads); None for none."""
     if workers < 1:
         return None
-    if _state["pool_size"] != workers:
-        if _state["pool"] is not None:
+    if _state["pool_key"] != (workers, os.getpid()):
+        if _state["pool"] is not None and _state["pool_key"][1] == os.getpid():
             _state["pool"].shutdown(wait=True)
         _state["pool"] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="na-deploy-fused")
-        _state["pool_size"] = workers
+        _state["pool_key"] = (workers, os.getpid())
     return _state["pool"]
 
 
