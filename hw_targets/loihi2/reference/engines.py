@@ -3,8 +3,10 @@
 numpy on the CPU (the ops in torch, every integer step in numpy, in place: torch's OpenMP elementwise kernels
 are 10-100x slower on a busy 2-core machine); torch on CUDA (or engine="torch"): everything on the device.
 Each node's window runs through its neuron model's `run_window` (na_deploy.ir.neuron; the default is the
-per-step loop v <- wrap(v + I(t)); z(t) = fire_and_reset_inplace(v, th)); the wrap is `na_deploy.integer.wrap_signed`,
-whose integer operators serve numpy arrays and torch tensors alike.
+per-step loop v <- wrap(v + I(t)); z(t) = fire_and_reset_inplace(v, th)), or, on the numpy engine with the
+optional accelerator installed, as fused compiled loops, the net chunk of steps by chunk of steps
+(`reference.fused`: the same integers); the wrap is `na_deploy.integer.wrap_signed`, whose integer operators
+serve numpy arrays and torch tensors alike.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import torch
 from na_deploy.errors import SimulationError
 from na_deploy.integer import wrap_signed
 from na_deploy.ir.offset_calibration import offset_start
+from na_deploy.hw_targets.loihi2.reference import fused
 
 
 class _NumpyBackend:
@@ -26,6 +29,13 @@ class _NumpyBackend:
 
     def __init__(self, device: torch.device):
         self.device = device
+
+    def runs_fused(self, plans: list) -> bool:
+        """True when the net runs as fused loops (`reference.fused`, numba installed), else as numpy passes."""
+        return fused.enabled() and fused.supports(plans)
+
+    def lockstep(self, plans: list, x: np.ndarray, Ts, bits: int, v0=None, keep_v: bool = False) -> "fused.Lockstep":
+        return fused.lockstep(plans, x, Ts, bits, self.apply, v0, keep_v)
 
     def inputs(self, x: np.ndarray):
         return x
@@ -71,6 +81,9 @@ class _TorchBackend:
 
     def __init__(self, device: torch.device):
         self.device = device
+
+    def runs_fused(self, plans: list) -> bool:
+        return False
 
     def inputs(self, x: np.ndarray):
         return torch.as_tensor(x, device=self.device)

@@ -22,7 +22,9 @@ TF32 GEMM or conv) are switched off while the reference runs. On CUDA every op r
 (plain im2col + GEMM sums are exact).
 
 Engines: on the CPU the integer steps run in numpy, in place (torch's OpenMP elementwise kernels are 10-100x
-slower on a busy 2-core machine); on CUDA (or engine="torch") everything stays in torch on the device.
+slower on a busy 2-core machine), as fused compiled loops where the optional numba is installed (`reference.fused`:
+the net chunk of steps by chunk of steps, the same integers); on CUDA (or engine="torch") everything stays in
+torch on the device.
 
 Because the unpipelined dynamics are causal, the first T steps of a longer run are a T-step run:
 `reference_simulate_multi` runs once to max(T) and reads counts / potentials at every T asked for (except for
@@ -216,10 +218,20 @@ class _Chunk:
         self.readout = None
         self.final_v: dict = {}
 
+    @classmethod
+    def of(cls, run, Ts: Sequence[int]) -> "_Chunk":
+        """The chunk of a fused lockstep run (`reference.fused.Lockstep`: the same fields)."""
+        out = cls(Ts)
+        out.counts, out.events, out.readout, out.final_v = run.counts, run.events, run.readout, run.final_v
+        return out
+
 
 def _simulate_chunk(net: IntNet, plans: list, x: np.ndarray, Ts: Sequence[int], limits: Loihi2Limits, be,
                     v0: Optional[dict] = None, keep_v: bool = False) -> _Chunk:
-    """Every node over one window to max(Ts), layer by layer; v0: per-neuron window starts (default: pc)."""
+    """Every node over one window to max(Ts), layer by layer; v0: per-neuron window starts (default: pc).
+    With the fused loops (`reference.fused`) the net runs chunk of steps by chunk of steps instead."""
+    if be.runs_fused(plans):
+        return _Chunk.of(be.lockstep(plans, x, Ts, limits.state_bits, v0, keep_v), Ts)
     T, B = max(Ts), x.shape[0]
     payloads = {INPUT_NAME: be.inputs(x)}
     left = _consumers(net)
