@@ -124,6 +124,8 @@ def _run_seed(cfg, seed: int, target, out: Path, log: Callable, variants, backen
         log(f"[seeds] seed {seed}: reusing the finished run {run_dir}")
         return report
     log(f"[seeds] seed {seed}: running into {run_dir}")
+    if run_dir.is_dir() and not run_dir.is_symlink():  # unfinished (no COMPLETE): restarts from scratch
+        shutil.rmtree(run_dir)
     try:
         if variants is None:
             from na_deploy.pipeline.run import run_pipeline
