@@ -51,6 +51,9 @@ def _config_fields(options: dict) -> dict:
 @click.option("--epochs-fp", type=int, default=30, show_default=True, help="Full-precision training epochs.")
 @click.option("--epochs-qat", type=int, default=20, show_default=True,
               help="Quantization-aware training epochs (from the full-precision weights).")
+@click.option("--noise-range", "noise_range", type=float, default=1.0, show_default=True, metavar="W",
+              help="Width W of the noise adaptor's eps ~ U(-W/2, W/2) in QAT (finite, > 0; the paper's W = 1). In "
+                   "report.json's config when not 1. With --compare use the +noise=W modifier instead.")
 @click.option("--timesteps", default="1,2,4,8,16,32", show_default=True, help="SNN time steps T to evaluate.")
 @click.option("--verify-samples", type=int, default=100, show_default=True,
               help="Test samples checked reference vs Lava (0 skips Lava).")
@@ -120,7 +123,8 @@ def pipeline(target_name, out, force, compare, compare_l1, compare_offset_steps,
         from na_deploy.pipeline.variants import parse_variants
         variants = parse_variants(compare, compare_l1, compare_offset_steps)  # before anything is written
         clash = [f for f, v in (("--from-nir", from_nir), ("--neuron", options["neuron"]),
-                                ("--compare-no-noise-adaptor", options["compare_no_noise_adaptor"])) if v]
+                                ("--compare-no-noise-adaptor", options["compare_no_noise_adaptor"]),
+                                ("--noise-range", options["noise_range"] != 1.0)) if v]
         if clash:
             raise NaDeployError(f"--compare: cannot be combined with {clash[0]} (each variant names its own "
                                 "training and neuron mode)")

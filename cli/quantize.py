@@ -58,6 +58,26 @@ def _full_precision(dataset, model_name: str, fp_path, fp_epochs: int, fp_lr: fl
                                 reset_head=reset_head, log=say)
 
 
+def _check_noise_range(noise_range: float, noise_adaptor: bool, resume: Optional[str]) -> float:
+    """--noise-range W: finite and > 0; with --no-noise-adaptor (no eps drawn) or --resume (the run continues
+    with its checkpoint's W) only when it is that run's value."""
+    from na_deploy.training.quantizer import DEFAULT_NOISE_RANGE, check_noise_range
+
+    w = check_noise_range(noise_range)
+    if not given_options("noise_range"):
+        return w
+    if not noise_adaptor and w != DEFAULT_NOISE_RANGE:
+        raise UserError(f"--noise-range {noise_range}: has no effect with --no-noise-adaptor (no eps is drawn)")
+    if resume is not None:
+        from na_deploy.training.checkpoint import load_checkpoint
+
+        was = float(load_checkpoint(resume).hparams.get("noise_range", DEFAULT_NOISE_RANGE))
+        if w != was:
+            raise UserError(f"--noise-range {noise_range} conflicts with --resume {resume}, whose run has "
+                            f"--noise-range {was:g}; a resumed run continues as planned (drop --noise-range)")
+    return w
+
+
 @click.command("quantize")
 @click.option("--from", "from_ckpt", default=None, metavar="CKPT",
               help="Full-precision checkpoint from `na-deploy train`. If omitted, a full-precision model is "
@@ -74,6 +94,9 @@ def _full_precision(dataset, model_name: str, fp_path, fp_epochs: int, fp_lr: fl
               help="Noise adaptor (paper eq. 7-8): add eps ~ U(-1/2, 1/2) per element to v/s before rounding in "
                    "every training forward (the same eps in the backward pass, eq. 9-10), so the network learns "
                    "to tolerate the SNN's conversion noise; eps = 0 at evaluation.")
+@click.option("--noise-range", "noise_range", default=1.0, show_default=True, type=float, metavar="W",
+              help="Width W of the noise adaptor's eps ~ U(-W/2, W/2) (finite, > 0; the paper's W = 1). Recorded in "
+                   "the checkpoint when not 1.")
 @click.option("--epochs", default=20, show_default=True, type=int, help="QAT epochs.")
 @click.option("--l1-sparsity", "l1_sparsity", default=0.0, show_default=True, type=float, metavar="LAMBDA",
               help="Datta et al.'s fine-grained L1 activation regularizer: adds LAMBDA x the mean quantized level "
@@ -93,7 +116,8 @@ def _full_precision(dataset, model_name: str, fp_path, fp_epochs: int, fp_lr: fl
 def quantize(from_ckpt: Optional[str], model_name: Optional[str], p: int, noise_adaptor: bool, epochs: int,
              lr: float, fp_epochs: int, fp_lr: float, out: str, data: Optional[str], seed: Optional[int],
              batch_size: int, device: str, quiet: bool, num_classes: Optional[int], resume: Optional[str],
-             l1_sparsity: float, weights: Optional[str] = None, reset_head: bool = False) -> None:
+             l1_sparsity: float, weights: Optional[str] = None, reset_head: bool = False,
+             noise_range: float = 1.0) -> None:
     """Quantization-aware training with the noise adaptor (Li & Rajendran, arXiv 2312.05290) -- step 1.
 
     Every ReLU becomes a quantized activation with p levels and a learnable step size s (LSQ gradient,
@@ -109,6 +133,7 @@ def quantize(from_ckpt: Optional[str], model_name: Optional[str], p: int, noise_
     from na_deploy.training.loop import train_qat
 
     check_weights_use(weights, reset_head, resume, from_ckpt)
+    noise_range = _check_noise_range(noise_range, noise_adaptor, resume)
     if resume is not None:
         given = given_options("from_ckpt", "model_name", "p", "noise_adaptor", "epochs", "lr", "batch_size", "seed",
                        "num_classes", "out", "l1_sparsity")
@@ -135,7 +160,7 @@ def quantize(from_ckpt: Optional[str], model_name: Optional[str], p: int, noise_
         fp = load_checkpoint(fp_path)
     result = train_qat(dataset, fp, p=p, noise_adaptor=noise_adaptor, epochs=epochs, lr=lr, seed=seed,
                        device=device, batch_size=batch_size, out=str(out_path), progress=not quiet,
-                       l1_sparsity=l1_sparsity)
+                       l1_sparsity=l1_sparsity, noise_range=noise_range)
     calib = result.history[0]["test_acc"]
     tag = "noise adaptor on" if noise_adaptor else "noise adaptor off"
     say(f"calibrated quantized ANN before QAT (p={p}): test accuracy {calib:.4f}")

@@ -66,6 +66,7 @@ def compare_run(tmp_path_factory):
     return out, json.loads((out / "compare.json").read_text())
 
 
+@pytest.mark.lava
 def test_compare_run_writes_tables(compare_run):
     out, comp = compare_run
     assert (out / "COMPLETE").exists() and (out / "compare_accuracy.png").stat().st_size > 0
@@ -83,6 +84,7 @@ def test_compare_run_writes_tables(compare_run):
     assert v["na+zero"]["verify"]["backend"] == "lava-lif" and v["na"]["verify"]["backend"] == "lava"
 
 
+@pytest.mark.lava
 def test_compare_numbers_are_the_simulators(compare_run):
     """The table's integer accuracy and spikes are the reference's on that variant's net (re-derived here)."""
     from na_deploy.data.arrays import load_dataset
@@ -102,6 +104,7 @@ def test_compare_numbers_are_the_simulators(compare_run):
         assert row["spikes_per_inference"][str(T)] == spikes
 
 
+@pytest.mark.lava
 @pytest.mark.parametrize("inf", [Inference("subtract"), Inference("accumulate"), Inference("subtract", 2),
                                  Inference("negative")])
 def test_steps_per_inference_is_the_lava_slot(inf):

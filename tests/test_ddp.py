@@ -179,6 +179,7 @@ def test_resume_across_world_sizes(ddp_run):
         assert torch.equal(full.rng_state["shuffle"], ck.rng_state["shuffle"])
 
 
+@pytest.mark.lava
 def test_qat_in_two_ranks_equals_one_process_and_converts(ddp_run):
     from na_deploy.convert import convert_checkpoint
     from na_deploy.hw_targets import get_target

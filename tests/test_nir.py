@@ -315,6 +315,7 @@ def _norse_run(net, x: np.ndarray, T: int):
     return {k: v for k, v in seen.items() if not k.endswith(".in")}, seen["5.in"]
 
 
+@pytest.mark.lava
 def test_norse_made_nir_to_bit_exact_lava(tmp_path):
     """Item 4 end to end: a net built in Norse, written by Norse's own `norse.torch.to_nir` (nir.IF + Affine),
     imported with `na-deploy import`, made Loihi 2 fixed point for T, and verified Lava (stock LIF, mode zero)

@@ -25,7 +25,6 @@ from na_deploy.verify.shards import ShardError, merge_reports, parse_shard, shar
 from na_deploy.testing import random_inputs, random_intnet
 from na_deploy.verify.bit_exact import verify
 
-BACKEND = TARGET.backend()
 T = 3
 N = 8
 
@@ -90,7 +89,7 @@ def _perturbed_case():
 
 
 def _report(net, x, ids, perturb, shard):
-    rep = verify(net, x[ids], T, TARGET, BACKEND, on_build=perturb, locate=False, sample_ids=ids).to_dict()
+    rep = verify(net, x[ids], T, TARGET, TARGET.backend(), on_build=perturb, locate=False, sample_ids=ids).to_dict()
     return {"net": "random29.nad.h5", "data": "random", "net_digest": "digest-29", "shard": shard, **rep}
 
 
@@ -237,7 +236,7 @@ def test_verify_jobs_equals_one_run_and_verify_merge(conv_net_file, tmp_path):
     args = [str(path), "--samples", "6", "--timesteps", str(T)]
     merged = run_verify_jobs(args, 2, out_json=str(tmp_path / "jobs.json"))
     x = load_dataset(None).x_test[:6]
-    whole = verify(net, x, T, TARGET, BACKEND).to_dict()
+    whole = verify(net, x, T, TARGET, TARGET.backend()).to_dict()
     assert merged["exit_codes"] == [0, 0] and merged["passed"] and merged["sample_ids"] == list(range(6))
     for key in ("layers", "readout_equal", "mismatching_samples", "first_mismatch", "per_sample", "samples"):
         assert merged[key] == whole[key], key

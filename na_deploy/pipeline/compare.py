@@ -40,7 +40,8 @@ def _train(cfg, data, run_dir: Path, variants: list[Variant], timer, log) -> dic
         with timer(f"train_qat_{tr.tag}"):
             train_qat(data, run_dir / "fp.ckpt", p=cfg.p, noise_adaptor=tr.noise_adaptor, epochs=cfg.epochs_qat,
                       lr=cfg.lr_qat, seed=cfg.seed, device=cfg.device, batch_size=cfg.batch_size, out=path,
-                      weight_decay=cfg.weight_decay, l1_sparsity=tr.l1, progress=False)
+                      weight_decay=cfg.weight_decay, l1_sparsity=tr.l1, noise_range=tr.noise_range,
+                      progress=False)
         log(f"[compare] QAT {tr.tag} -> {path.name}")
         out[tr] = path
     return out

@@ -57,6 +57,7 @@ class PipelineConfig:
     preset: Optional[str] = None  # na_deploy.pipeline.presets: the values above came from it unless a flag was given
     augment: Optional[str] = None  # training augmentation (na_deploy.data.transforms): None/none, cifar, imagenet
     workers: int = 0  # DataLoader worker processes for folder / augmented data (0: the main process)
+    noise_range: float = 1.0  # W of the noise adaptor, eps ~ U(-W/2, W/2) (the paper's 1; in config when not 1)
 
     def validate(self) -> None:
         """One-line NaDeployError naming the option for any value no stage can use (p and T: `checks`' rules)."""
@@ -64,6 +65,9 @@ class PipelineConfig:
             check_p(self.p)
         except NaDeployError:
             raise NaDeployError(f"--p must be a positive integer (the paper's p), got {self.p}") from None
+        from na_deploy.training.quantizer import check_noise_range
+
+        check_noise_range(self.noise_range)
         if self.epochs_fp < 1 or self.epochs_qat < 1:
             raise NaDeployError(f"--epochs-fp and --epochs-qat must be >= 1, got {self.epochs_fp}, {self.epochs_qat}")
         try:
@@ -112,7 +116,7 @@ def _train_qat(cfg: PipelineConfig, data, run_dir: Path, noise_adaptor: bool, ou
 
     train_qat(data, run_dir / "fp.ckpt", p=cfg.p, noise_adaptor=noise_adaptor, epochs=cfg.epochs_qat,
               lr=cfg.lr_qat, seed=cfg.seed, device=cfg.device, batch_size=cfg.batch_size, out=run_dir / out_name,
-              weight_decay=cfg.weight_decay)
+              weight_decay=cfg.weight_decay, noise_range=cfg.noise_range)
 
 
 def _accuracy_arm(qat_ckpt: Path, data, cfg: PipelineConfig, target: Target, run_dir: Path, tag: str,
@@ -191,7 +195,7 @@ def _main_arm(cfg: PipelineConfig, data, target: Target, run_dir: Path, timer: S
 def _run_stages(cfg: PipelineConfig, target: Target, backend: Optional[Backend], data, run_dir: Path,
                 timer: StageTimer, log: Callable) -> dict:
     """Train, convert, export, verify, resources, (the arm without noise adaptor), plots -> the report dict."""
-    from na_deploy.pipeline.from_nir import nir_arm, nir_config
+    from na_deploy.pipeline.from_nir import nir_arm
     from na_deploy.training.loop import train_full_precision
 
     if cfg.from_nir is not None:
@@ -228,10 +232,19 @@ def _run_stages(cfg: PipelineConfig, target: Target, backend: Optional[Backend],
         report["no_noise_adaptor"] = other.to_report()
     with timer("plots"):
         _write_plots(cfg, data.name, report, arm, run_dir)
-    report["config"] = nir_config(cfg, {**asdict(cfg), "timesteps": list(cfg.timesteps), "target": target.name})
+    report["config"] = config_record(cfg, target)
     report["data"] = {"name": data.name, "fingerprint": data.fingerprint, "train": int(data.num_train),
                       "test": int(data.num_test), "evaluated": int(arm.accuracy.samples)}
     return report
+
+
+def config_record(cfg: PipelineConfig, target: Target) -> dict:
+    """report.json's "config": every option as run (`nir_config`), noise_range only when it is not the paper's 1
+    (so a default run's report.json keeps its bytes)."""
+    from na_deploy.pipeline.from_nir import nir_config
+
+    config = nir_config(cfg, {**asdict(cfg), "timesteps": list(cfg.timesteps), "target": target.name})
+    return {k: v for k, v in config.items() if k != "noise_range" or v != 1.0}
 
 
 def _write_report(run_dir: Path, report: dict) -> None:

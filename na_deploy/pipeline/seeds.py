@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -54,10 +54,10 @@ def _json_round(obj) -> dict:
 def expected_config(cfg, target, variants=None) -> dict:
     """What a finished seed folder must record: a pipeline run's report["config"] (as `run_pipeline` writes it),
     or a --compare run's command_config fields that do not depend on the data plus the variant order."""
-    from na_deploy.pipeline.from_nir import nir_config
+    from na_deploy.pipeline.run import config_record
 
     if variants is None:
-        return _json_round(nir_config(cfg, {**asdict(cfg), "timesteps": list(cfg.timesteps), "target": target.name}))
+        return _json_round(config_record(cfg, target))
     cc = {"model": cfg.model, "p": cfg.p, "seed": cfg.seed, "epochs_fp": cfg.epochs_fp, "epochs_qat": cfg.epochs_qat}
     return {**cc, "order": [v.name for v in variants]}
 
@@ -124,6 +124,8 @@ def _run_seed(cfg, seed: int, target, out: Path, log: Callable, variants, backen
         log(f"[seeds] seed {seed}: reusing the finished run {run_dir}")
         return report
     log(f"[seeds] seed {seed}: running into {run_dir}")
+    if run_dir.is_dir() and not run_dir.is_symlink():  # unfinished (no COMPLETE): restarts from scratch
+        shutil.rmtree(run_dir)
     try:
         if variants is None:
             from na_deploy.pipeline.run import run_pipeline

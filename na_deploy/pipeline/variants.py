@@ -18,9 +18,12 @@ Modifiers:
     offset      two-stage offset calibration with rho = --compare-offset-steps (COS, lightweight)
     l1          the L1 activation penalty lambda = --compare-l1 during QAT (Datta et al.)
     shift       Datta's BN-bias shift in place of the pre-charge
+    noise=W     the noise adaptor's eps ~ U(-W/2, W/2) during QAT (`--noise-range`; W finite, > 0; base na only),
+                e.g. `na,na+noise=0.5,na+noise=2`: paired arms of one noise range each
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from na_deploy.errors import NaDeployError
@@ -28,6 +31,7 @@ from na_deploy.errors import NaDeployError
 BASES = ("na", "no-na", "datta")
 MODIFIERS = ("negative", "accumulate", "zero", "offset", "l1", "shift")
 MODES = ("negative", "accumulate", "zero")
+NOISE_PREFIX = "noise="  # the one modifier with a value: noise=W
 DEFAULT_VARIANTS = ("na", "no-na", "na+negative", "na+offset", "datta", "datta+l1")
 
 
@@ -37,11 +41,13 @@ class Training:
 
     noise_adaptor: bool
     l1: float = 0.0
+    noise_range: float = 1.0  # W of eps ~ U(-W/2, W/2) (the paper's 1)
 
     @property
     def tag(self) -> str:
-        """File-name tag of its checkpoint, e.g. `na`, `no-na_l1-0.5`."""
-        return ("na" if self.noise_adaptor else "no-na") + (f"_l1-{self.l1:g}" if self.l1 else "")
+        """File-name tag of its checkpoint, e.g. `na`, `no-na_l1-0.5`, `na_noise-0.5`."""
+        return (("na" if self.noise_adaptor else "no-na") + (f"_l1-{self.l1:g}" if self.l1 else "")
+                + (f"_noise-{self.noise_range:g}" if self.noise_range != 1.0 else ""))
 
 
 @dataclass(frozen=True)
@@ -62,7 +68,24 @@ class Variant:
 
 def _fail(name: str, why: str) -> NaDeployError:
     return NaDeployError(f"--compare {name!r}: {why}; a variant is a base ({', '.join(BASES)}) with modifiers "
-                         f"joined by '+' ({', '.join(MODIFIERS)}), e.g. {','.join(DEFAULT_VARIANTS)}")
+                         f"joined by '+' ({', '.join(MODIFIERS)}, {NOISE_PREFIX}W), e.g. {','.join(DEFAULT_VARIANTS)}")
+
+
+def _noise_range(name: str, base: str, mods: list[str]) -> float:
+    """W of the variant's `noise=W` modifier (1.0 without one); refused unless W is finite and > 0 and the
+    base trains with the noise adaptor."""
+    values = [m[len(NOISE_PREFIX):] for m in mods if m.startswith(NOISE_PREFIX)]
+    if not values:
+        return 1.0
+    if base != "na":
+        raise _fail(name, f"{NOISE_PREFIX}W needs the noise adaptor (base na), not {base!r}")
+    try:
+        w = float(values[0])
+    except ValueError:
+        w = float("nan")
+    if not (math.isfinite(w) and w > 0):
+        raise _fail(name, f"{NOISE_PREFIX}{values[0]}: W must be a finite number > 0")
+    return w
 
 
 def parse_variant(name: str, l1: float, offset_steps: int) -> Variant:
@@ -70,11 +93,13 @@ def parse_variant(name: str, l1: float, offset_steps: int) -> Variant:
     base, *mods = name.strip().split("+")
     if base not in BASES:
         raise _fail(name, f"unknown base {base!r}")
-    bad = [m for m in mods if m not in MODIFIERS]
+    bad = [m for m in mods if m not in MODIFIERS and not m.startswith(NOISE_PREFIX)]
     if bad:
         raise _fail(name, f"unknown modifier {bad[0]!r}")
-    if len(set(mods)) != len(mods):
+    keys = [m.split("=")[0] for m in mods]
+    if len(set(keys)) != len(keys):
         raise _fail(name, "a modifier is repeated")
+    noise_range = _noise_range(name, base, mods)
     modes = [m for m in mods if m in MODES] + (["accumulate"] if base == "datta" else [])
     if len(set(modes)) > 1:
         raise _fail(name, f"one neuron mode per variant, got {', '.join(sorted(set(modes)))}")
@@ -82,7 +107,7 @@ def parse_variant(name: str, l1: float, offset_steps: int) -> Variant:
     offset = int(offset_steps) if "offset" in mods else 0
     if offset and neuron != "subtract":
         raise _fail(name, f"offset calibration runs on subtract-mode nets only, not {neuron!r}")
-    training = Training(noise_adaptor=base == "na", l1=float(l1) if "l1" in mods else 0.0)
+    training = Training(noise_adaptor=base == "na", l1=float(l1) if "l1" in mods else 0.0, noise_range=noise_range)
     return Variant(name.strip(), training, Inference(neuron, offset, base == "datta" or "shift" in mods))
 
 

@@ -93,6 +93,7 @@ class Checkpoint:
 
     def build_model(self, load_weights: bool = True) -> nn.Module:
         """The torch model: registry model (+ QuantReLUs with p / noise flag for kind "qat"), weights loaded."""
+        from na_deploy.training.quantizer import set_noise_range
         from na_deploy.training.surgery import quantize_model
 
         where = self.path or "checkpoint"
@@ -101,6 +102,7 @@ class Checkpoint:
             model = build_registry_model(self.model_name, **self.model_kwargs)
             if self.kind == "qat":
                 model = quantize_model(model, self.p, bool(self.noise_adaptor))
+                set_noise_range(model, self.hparams.get("noise_range", 1.0))  # absent (old files): W = 1
         except NaDeployError as e:
             raise CheckpointError(f"{where}: cannot rebuild model {self.model_name!r}: {e}") from e
         if load_weights:

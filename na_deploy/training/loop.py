@@ -34,6 +34,7 @@ from na_deploy.data.arrays import Dataset, Loaders, Normalization, make_loaders,
 from na_deploy.errors import CheckpointError, ModelError
 from na_deploy.training.l1_sparsity import ActivationL1, check_l1
 from na_deploy.training.surgery import calibrate_step_sizes, quant_layers, quantize_model
+from na_deploy.training.quantizer import DEFAULT_NOISE_RANGE, check_noise_range, set_noise_range
 from na_deploy.training.weights import build_with_weights
 
 # Defaults chosen on digits / digits_cnn (see the issue-2 note): a good result in well under a minute on 2 cores.
@@ -305,12 +306,15 @@ def train_qat(dataset: Dataset, fp_checkpoint: Checkpoint | str, p: int = 2, noi
               device: Optional[str] = None, batch_size: int = QAT_DEFAULTS["batch_size"],
               weight_decay: float = QAT_DEFAULTS["weight_decay"], model_name: Optional[str] = None,
               out: Optional[str] = None, progress: bool = True, calibrate: bool = True,
-              stop_after: Optional[int] = None, l1_sparsity: float = 0.0) -> TrainResult:
+              stop_after: Optional[int] = None, l1_sparsity: float = 0.0,
+              noise_range: float = DEFAULT_NOISE_RANGE) -> TrainResult:
     """QAT from a full-precision checkpoint: ReLU -> QuantReLU(p, s, noise_adaptor), s calibrated
     (MSE-optimal), then train (with λ = l1_sparsity > 0: + λ x mean level, na_deploy.training.l1_sparsity).
+    The noise adaptor draws eps ~ U(-W/2, W/2), W = noise_range (> 0; recorded in hparams when not 1).
     History entry epoch 0 is the calibrated quantized ANN before training."""
     p = check_p(p)
     l1_sparsity = check_l1(l1_sparsity)
+    noise_range = check_noise_range(noise_range)
     _check_positive("epochs", epochs, integer=True)
     _check_positive("lr", lr)
     _check_positive("batch_size", batch_size, integer=True)
@@ -323,6 +327,7 @@ def train_qat(dataset: Dataset, fp_checkpoint: Checkpoint | str, p: int = 2, noi
     torch.manual_seed(seed)
     norm = fp.normalization
     model = quantize_model(fp.build_model(), p, noise_adaptor).to(dev)
+    set_noise_range(model, noise_range)
     if calibrate:
         calibrate_step_sizes(model, calibration_batch(dataset, norm, seed, dev), seed=seed)
     acc0 = dataset_accuracy(model, dataset, norm, device=dev)
@@ -337,6 +342,7 @@ def train_qat(dataset: Dataset, fp_checkpoint: Checkpoint | str, p: int = 2, noi
         noise_adaptor=bool(noise_adaptor), epochs=epochs,
         hparams={"lr": lr, "batch_size": batch_size, "weight_decay": weight_decay, "momentum": MOMENTUM,
                  **({"l1_sparsity": l1_sparsity} if l1_sparsity > 0 else {}),  # absent at 0: same bytes as before
+                 **({"noise_range": noise_range} if noise_range != DEFAULT_NOISE_RANGE else {}),  # absent at 1
                  **_augment_hparam(dataset)},
         parent={"path": fp.path, "data_fingerprint": fp.data_fingerprint, "kind": fp.kind})
     return run_and_save(model, dataset, template, out, dev, f"qat p={p} {tag}", progress, stop_after, history)

@@ -1,7 +1,8 @@
 """Quantized ReLU with the noise adaptor (contract C1; Li & Rajendran, arXiv 2312.05290, eqs. 7-10).
 
-Forward (training, noise adaptor on):  q = s * round(clip(v/s + eps, 0, p)),  eps ~ U(-1/2, 1/2) per element,
-drawn fresh in every training forward and stored for the backward pass (the *same* eps).
+Forward (training, noise adaptor on):  q = s * round(clip(v/s + eps, 0, p)),  eps ~ U(-W/2, W/2) per element,
+drawn fresh in every training forward and stored for the backward pass (the *same* eps). W is the noise range
+(`noise_range`, `--noise-range`); the paper fixes W = 1, the default (then eps is exactly rand - 1/2, as before).
 Forward (eval, or noise adaptor off):  eps = 0.
 `round` is half-up: round(x) = floor(x + 1/2) (so x = k + 1/2 goes to k + 1), everywhere in this project.
 
@@ -20,7 +21,21 @@ from typing import Optional
 import torch
 from torch import nn
 
+from na_deploy.errors import NaDeployError
 from na_deploy.rounding import round_half_up
+
+DEFAULT_NOISE_RANGE = 1.0
+
+
+def check_noise_range(value) -> float:
+    """W as a float; NaDeployError (one line) unless it is finite and > 0 (W = 1 is the paper's U(-1/2, 1/2))."""
+    try:
+        w = float(value)
+    except (TypeError, ValueError):
+        w = float("nan")
+    if not (math.isfinite(w) and w > 0):
+        raise NaDeployError(f"--noise-range {value}: allowed: a finite number > 0 (1 is the paper's U(-1/2, 1/2))")
+    return w
 
 
 class _QuantReLUFn(torch.autograd.Function):
@@ -51,7 +66,7 @@ class QuantReLU(nn.Module):
     adaptor. The SNN threshold of the layer it becomes is th = p * s (C2)."""
 
     def __init__(self, p: int = 2, step_size: float = 1.0, noise_adaptor: bool = True,
-                 grad_scale: Optional[float] = None):
+                 grad_scale: Optional[float] = None, noise_range: float = DEFAULT_NOISE_RANGE):
         super().__init__()
         p = int(p)
         if p < 1:
@@ -61,6 +76,7 @@ class QuantReLU(nn.Module):
         self.p = p
         self.noise_adaptor = bool(noise_adaptor)
         self.grad_scale = grad_scale
+        self.noise_range = check_noise_range(noise_range)  # W: eps ~ U(-W/2, W/2)
         self.step_size = nn.Parameter(torch.tensor(float(step_size)))
         self.last_eps: Optional[torch.Tensor] = None  # the eps of the last training forward (for tests)
 
@@ -81,6 +97,16 @@ class QuantReLU(nn.Module):
         eps = None
         if self.training and self.noise_adaptor:
             eps = torch.rand_like(v) - 0.5  # U(-1/2, 1/2), fresh every training forward
+            if self.noise_range != DEFAULT_NOISE_RANGE:
+                eps = eps * self.noise_range  # U(-W/2, W/2)
         self.last_eps = eps
         s = self.step_size.abs().clamp_min(1e-8)
         return _QuantReLUFn.apply(v, s, eps, self.p, self._g(v))
+
+
+def set_noise_range(model: nn.Module, noise_range: float) -> None:
+    """In place: every QuantReLU of `model` draws eps ~ U(-W/2, W/2), W = noise_range (checked: finite, > 0)."""
+    w = check_noise_range(noise_range)
+    for m in model.modules():
+        if isinstance(m, QuantReLU):
+            m.noise_range = w

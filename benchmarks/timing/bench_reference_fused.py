@@ -21,7 +21,7 @@ beside the numbers. Where a goal is missed the top entries of a cProfile of one 
 The integer engine the reference used is printed (`reference.fused.accelerator()` where that module exists:
 "numba" or "numpy"; older code: "numpy"). Set NA_DEPLOY_FUSED=0 to time the numpy fallback.
 
-    .venv/bin/python benchmarks/bench_reference_fused.py [--threads 1 2] [--timesteps 8 32] [--repeats 3]
+    .venv/bin/python benchmarks/timing/bench_reference_fused.py [--threads 1 2] [--timesteps 8 32] [--repeats 3]
         [--nets tiny_resnet resnet20] [--batch-tiny 256] [--batch-resnet20 64] [--lava] [--lava-budget 120]
 """
 from __future__ import annotations
@@ -167,7 +167,7 @@ def measure(name: str, T: int, threads: int, batch: int, args, built: dict, rows
 
 def print_table(rows: list, what: str) -> None:
     has_sj, has_eng = any("sj" in r for r in rows), any("passes" in r for r in rows)
-    print(f"\ninteger reference vs T float32 dense passes, our float SNN" + (", SpikingJelly IF" if has_sj else "")
+    print("\ninteger reference vs T float32 dense passes, our float SNN" + (", SpikingJelly IF" if has_sj else "")
           + f" ({what} seconds per image; goals ref/dense <= 1.5x, ref/float <= 1.5x)"
           + ("; passes / torch: the reference on its numpy passes / torch engine, as multiples of ref" if has_eng
              else ""))
