@@ -16,7 +16,7 @@ from na_deploy.errors import NaDeployError
 from na_deploy.hw_targets.loihi2 import TARGET
 from na_deploy.hw_targets.pytest_plugin import verify_gate
 from na_deploy.io import load_net, save_net
-from na_deploy.testing import ridge_digits_cnn, tampered
+from helpers import ridge_digits_cnn, tampered
 from na_deploy.verify.bit_exact import reference_step_records
 from na_deploy.verify.gate import GateReport, check_gate_request, run_gate
 from na_deploy.verify.provenance import save_net_pair
