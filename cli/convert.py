@@ -22,7 +22,7 @@ from na_deploy.io.made_from import float_path_for
 from na_deploy.cli.options import check_output_file, check_outputs, one_line_errors, target_option
 
 
-@click.command("convert")
+@click.command("convert", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("--out", default="runs/net.nad.h5", show_default=True,
               help="The fixed-point IntNet to write (.nad.h5, atomically).")

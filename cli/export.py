@@ -20,7 +20,7 @@ BUNDLE_FILES = ("net.nad.h5", "run_lava_graph.py", "README.txt", "manifest.json"
 """ What a lava / netx export folder holds: --force replaces only a folder holding nothing else."""
 
 
-@click.command("export")
+@click.command("export", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("net_path", metavar="NET.nad.h5")
 @click.option("--format", "fmt", type=click.Choice(sorted(FORMATS)), default="lava", show_default=True,
               help="lava = a folder with the net, a runnable run_lava_graph.py and a README (our Lava process "

@@ -13,7 +13,7 @@ import click
 from na_deploy.cli.options import check_outputs, check_replaceable, one_line_errors
 
 
-@click.command("import")
+@click.command("import", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("nir_path", metavar="MODEL.nir")
 @click.option("--out", required=True, help="The .nad.h5 file to write (atomically).")
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")

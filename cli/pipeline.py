@@ -28,7 +28,7 @@ def _config_fields(options: dict) -> dict:
     return resolve_config({f.name: f.default for f in fields(PipelineConfig)}, options["preset"], given)
 
 
-@click.command()
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--data", type=click.Path(), default=None,
               help="npz with x_train, y_train, x_test, y_test (uint8 0-255 or float in [0,1]), or an image folder "
                    "DIR/train/<class>/*.png|jpg, DIR/val/<class>/... (streamed through a DataLoader). "

@@ -78,7 +78,7 @@ def _check_noise_range(noise_range: float, noise_adaptor: bool, resume: Optional
     return w
 
 
-@click.command("quantize")
+@click.command("quantize", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--from", "from_ckpt", default=None, metavar="CKPT",
               help="Full-precision checkpoint from `na-deploy train`. If omitted, a full-precision model is "
                    "trained first (--fp-epochs, --fp-lr) and saved beside --out as <name>-fp.pt.")

@@ -11,7 +11,7 @@ from na_deploy.errors import NaDeployError
 from na_deploy.cli.options import check_outputs, is_stdout, target_option
 
 
-@click.command()
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("net_path", type=click.Path(dir_okay=False))
 @click.option("--data", type=click.Path(), default=None,
               help="Images to measure spikes / synaptic ops on: an npz or an image folder's val/ split (default: "

@@ -7,7 +7,7 @@ import click
 from na_deploy.cli.options import one_line_errors
 
 
-@click.command("seeds-merge")
+@click.command("seeds-merge", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("run_dirs", nargs=-1, required=True, metavar="RUN_DIR...")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder of the merged report.")
 @click.option("--force", is_flag=True, help="Replace an existing non-empty --out.")

@@ -55,7 +55,7 @@ def load_net_pair(net_path: str, float_net: Optional[str]):
     return inet, fnet, float_net
 
 
-@click.command("simulate")
+@click.command("simulate", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("net_paths", metavar="NET [NET ...]", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--float-net", default=None,
               help="The FloatNet written with NET by `convert` [default: the sibling recorded in NET, "

@@ -133,7 +133,7 @@ def resume_run(kind: str, resume: str, given: dict, data: Optional[str], device:
     say(summary_line("fp" if kind == "fp" else tag, ck.model_name, result, out_path))
 
 
-@click.command("train")
+@click.command("train", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--model", "model_name", default="digits_cnn", show_default=True, help=MODEL_HELP)
 @click.option("--epochs", default=30, show_default=True, type=int, help="Full-precision training epochs.")
 @click.option("--lr", default=0.1, show_default=True, type=float,

@@ -15,7 +15,7 @@ from na_deploy.cli.options import (backend_option, check_outputs, is_stdout, one
                                    target_option)
 
 
-@click.command("verify")
+@click.command("verify", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("net_path", metavar="NET.nad.h5")
 @click.option("--data", default=None, metavar="NPZ|DIR",
               help="An .npz with x_test (and x_train, y_train, y_test), or an image folder DIR/train/<class>/..., "

@@ -10,7 +10,7 @@ import click
 from na_deploy.cli.options import check_outputs, is_stdout, one_line_errors
 
 
-@click.command("verify-merge")
+@click.command("verify-merge", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("files", nargs=-1, required=True, metavar="SHARD.json...")
 @click.option("--json", "json_out", default=None, metavar="FILE", help="Also write the merged report (atomically).")
 @one_line_errors
