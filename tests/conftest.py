@@ -33,3 +33,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("lava") is not None:
             item.add_marker(skip)
+
+
+@pytest.fixture()
+def net_file(tmp_path):
+    """A small IntNet file (random dense chain, seed 0) for CLI tests that need any valid net."""
+    import numpy as np
+
+    from na_deploy.io import save_net
+    from na_deploy.testing import random_intnet
+
+    path = tmp_path / "net.nad.h5"
+    save_net(random_intnet(np.random.default_rng(0), "dense_chain"), path)
+    return path

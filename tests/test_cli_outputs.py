@@ -8,15 +8,12 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from na_deploy.atomic import atomic_write_text
 from na_deploy.cli.main import cli
 from na_deploy.errors import NaDeployError
-from na_deploy.io import save_net
-from na_deploy.testing import random_intnet
 
 
 def invoke(*args):
@@ -31,13 +28,6 @@ def refused(r, *words):
     for w in words:
         assert w in err, err
     return err
-
-
-@pytest.fixture()
-def net_file(tmp_path):
-    path = tmp_path / "net.nad.h5"
-    save_net(random_intnet(np.random.default_rng(0), "dense_chain"), path)
-    return path
 
 
 def unchanged(path, before: bytes):

@@ -10,15 +10,12 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from na_deploy.atomic import WriteError, atomic_write_text
 from na_deploy.cli.main import cli
 from na_deploy.errors import NaDeployError
-from na_deploy.io import save_net
-from na_deploy.testing import random_intnet
 
 
 def invoke(*args):
@@ -30,13 +27,6 @@ def one_line(r, code, start="error: "):
     assert r.exit_code == code, r.output
     assert err.startswith(start) and "\n" not in err, err
     return err
-
-
-@pytest.fixture()
-def net_file(tmp_path):
-    path = tmp_path / "net.nad.h5"
-    save_net(random_intnet(np.random.default_rng(0), "dense_chain"), path)
-    return path
 
 
 @pytest.mark.parametrize("args", [["verify", "n.nad.h5", "--bogus"], ["no-such-command"], ["verify"],
