@@ -137,3 +137,27 @@ def test_compare_grammar_refuses_bad_noise_modifiers(name, why):
     with pytest.raises(NaDeployError, match=why) as e:
         parse_variants(name)
     assert "\n" not in str(e.value)
+
+
+def test_compare_trains_each_noise_arm_with_its_w(tmp_path):
+    """`--compare na,na+noise=0.5`: the second arm's QAT checkpoint is trained with W = 0.5 (its hparams say so, its
+    quantizers draw from U(-1/4, 1/4)) from the same fp weights as the first arm, whose checkpoint records nothing."""
+    from na_deploy.data.arrays import load_dataset
+    from na_deploy.pipeline.compare import _train
+    from na_deploy.pipeline.run import PipelineConfig
+    from na_deploy.pipeline.variants import parse_variants
+    from na_deploy.training.checkpoint import load_checkpoint
+
+    cfg = PipelineConfig(epochs_fp=1, epochs_qat=1, seed=0)
+    data = load_dataset(None, seed=0)
+    paths = _train(cfg, data, tmp_path, parse_variants("na,na+noise=0.5"), timer=_no_timer, log=lambda m: None)
+    by_w = {tr.noise_range: load_checkpoint(p) for tr, p in paths.items()}
+    assert set(by_w) == {1.0, 0.5}
+    assert "noise_range" not in by_w[1.0].hparams and by_w[0.5].hparams["noise_range"] == 0.5
+    assert {m.noise_range for m in by_w[0.5].build_model().modules() if isinstance(m, QuantReLU)} == {0.5}
+
+
+def _no_timer(name):
+    import contextlib
+
+    return contextlib.nullcontext()
