@@ -25,6 +25,7 @@ import h5py
 import numpy as np
 
 from na_deploy.atomic import atomic_path
+from na_deploy.checks import one_line
 from na_deploy.errors import IRError
 from na_deploy.ir import (OP_TYPES, AvgPool2d, Conv2d, Dense, FloatNet, Identity, InputNode, IntNet, IntNeuronNode,
                           IntReadoutNode, NeuronModel, NeuronNode, ReadoutNode, Synapse)
@@ -122,6 +123,14 @@ def _attr(g: h5py.Group, key: str, path: Path):
     return v
 
 
+def _text(g: h5py.Group, key: str, path: Path) -> str:
+    """A string attribute (a format name, kind, op, node or source name); IRError naming it otherwise."""
+    v = _attr(g, key, path)
+    if not isinstance(v, str):
+        raise IRError(f"{path}: {g.name} attribute {key!r} is a {type(v).__name__}; allowed: a string")
+    return v
+
+
 MAX_ELEMENTS = 2 ** 31
 """The most elements one dataset or node shape of a .nad.h5 may declare: checked before anything is read or
 allocated, so a hostile file cannot ask for terabytes (issue 22)."""
@@ -167,7 +176,7 @@ def load_intnet(path: str | Path) -> IntNet:
 
 
 def _read_synapse(g: h5py.Group, path: Path) -> Synapse:
-    kind = _attr(g, "op", path)
+    kind = _text(g, "op", path)
     if kind not in OP_TYPES:
         raise IRError(f"{path}: {g.name} has unknown op {kind!r}; known: {sorted(OP_TYPES)}")
     if kind == "conv2d":
@@ -179,7 +188,7 @@ def _read_synapse(g: h5py.Group, path: Path) -> Synapse:
         op = AvgPool2d(tuple(_attr(g, "kernel", path)), tuple(_attr(g, "stride", path)), _attr(g, "weight", path))
     else:
         op = Identity(_attr(g, "weight", path))
-    return Synapse(_attr(g, "source", path), op, _attr(g, "exponent", path))
+    return Synapse(_text(g, "source", path), op, _attr(g, "exponent", path))
 
 
 def load_net(path: str | Path) -> Union[FloatNet, IntNet]:
@@ -193,14 +202,14 @@ def load_net(path: str | Path) -> Union[FloatNet, IntNet]:
         raise IRError(f"{path}: not a readable HDF5 file (truncated or corrupt?): {e}") from None
     try:
         with f:
-            fmt = _attr(f, "format", path)
+            fmt = _text(f, "format", path)
             if fmt != FORMAT_NAME:
                 raise IRError(f"{path}: format is {fmt!r}, expected {FORMAT_NAME!r}")
             ver = _attr(f, "format_version", path)
-            if ver != FORMAT_VERSION:
+            if not isinstance(ver, int) or ver != FORMAT_VERSION:
                 raise IRError(f"{path}: format_version {ver} is not supported (this na-deploy reads version "
                               f"{FORMAT_VERSION}); re-run `na-deploy convert` with this version")
-            flavour = _attr(f, "flavour", path)
+            flavour = _text(f, "flavour", path)
             if flavour not in _FLAVOURS:
                 raise IRError(f"{path}: flavour {flavour!r} unknown; expected 'float' or 'int'")
             net_t, neuron_t, readout_t = _FLAVOURS[flavour]
@@ -215,7 +224,7 @@ def load_net(path: str | Path) -> Union[FloatNet, IntNet]:
             nodes = []
             for i, k in enumerate(keys):
                 g = f["nodes"][k]
-                kind = _attr(g, "kind", path)
+                kind = _text(g, "kind", path)
                 want = "readout" if i == len(keys) - 1 else "neuron"
                 if kind != want:
                     raise IRError(f"{path}: node {k} is a {kind!r}, expected {want!r} (the readout is last)")
@@ -226,10 +235,10 @@ def load_net(path: str | Path) -> Union[FloatNet, IntNet]:
                 if "inputs" not in g:
                     raise IRError(f"{path}: node {k} has no inputs group")
                 syns = [_read_synapse(g["inputs"][m], path) for m in sorted(g["inputs"].keys())]
-                nodes.append(cls(name=_attr(g, "name", path), shape=_shape(g, path), inputs=syns, **kw))
+                nodes.append(cls(name=_text(g, "name", path), shape=_shape(g, path), inputs=syns, **kw))
             return net_t(input=inp, nodes=nodes[:-1], readout=nodes[-1], meta=meta)
     except IRError as e:
-        msg = str(e)
+        msg = one_line(e)  # an IR check may quote an array, whose repr spans lines
         raise IRError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
     except (KeyError, ValueError, TypeError, OSError) as e:
-        raise IRError(f"{path}: corrupt .nad.h5 file ({type(e).__name__}: {e})") from None
+        raise IRError(f"{path}: corrupt .nad.h5 file ({type(e).__name__}: {one_line(e)})") from None

@@ -26,6 +26,7 @@ import nir
 import numpy as np
 
 from na_deploy.atomic import atomic_path
+from na_deploy.checks import one_line
 from na_deploy.errors import IRError, ModelError
 from na_deploy.ir import (INPUT_NAME, ZERO, AvgPool2d, Conv2d, Dense, FloatNet, Identity, InputNode, IntNet,
                           IntNeuronNode, IntReadoutNode, NeuronNode, ReadoutNode, Synapse)
@@ -369,4 +370,4 @@ def load_nir(path: str | Path, input_scale: float | None = None) -> Net:
     try:
         return from_nir(graph, input_scale)
     except (IRError, ModelError) as e:
-        raise type(e)(f"{path}: {e}") from None
+        raise type(e)(f"{path}: {one_line(e)}") from None
