@@ -28,7 +28,7 @@ def _first_node_group(f):
     return f["nodes"][sorted(f["nodes"].keys())[0]]
 
 
-@pytest.mark.parametrize("value", [2.5, float("nan"), float("inf")])
+@pytest.mark.parametrize("value", [2.5, 22500.5, float("nan"), float("inf")])
 @pytest.mark.parametrize("field", ["threshold", "precharge", "bias_exp"])
 def test_non_integer_intnet_fields_are_refused_naming_node_and_field(net_file, field, value):
     with h5py.File(net_file, "r+") as f:
