@@ -43,7 +43,7 @@ def report(net_path, data, samples, timesteps, synop_pj, neuron_update_pj, spike
                             "`na-deploy convert` (net.nad.h5)")
     if samples < 0:
         raise NaDeployError(f"--samples {samples}: allowed: an integer >= 0 (0: static estimate only)")
-    check_timestep(timesteps, net.meta.get("max_timesteps"))
+    check_timestep(timesteps, net.meta.get("max_timesteps") if samples else None)  # T is used when measuring
     overrides = {k: v for k, v in (("synop_pj", synop_pj), ("neuron_update_pj", neuron_update_pj),
                                    ("spike_pj", spike_pj)) if v is not None}
     for key, v in overrides.items():

@@ -151,3 +151,26 @@ def test_report_refuses_more_samples_than_the_data_holds_like_verify(tmp_path):
     assert "--samples 100000" in err and "has only 3 test images" in err
     assert invoke("report", net_file, "--data", tmp_path / "d.npz", "--samples", 3).exit_code == 0
     one_line(invoke("report", net_file, "--samples", 0, "--timesteps", 0), 2)
+
+
+@pytest.mark.parametrize("writer", ["save_net", "write_nir"])
+def test_hdf5_writes_under_a_file_size_limit_are_one_line_and_leave_nothing(tmp_path, writer):
+    """Issue 22 (5): under `ulimit -f` the HDF5 writer traced back (and could crash) and left `.NAME.*.tmp`;
+    nets are now built in memory and written by plain Python I/O, so it is one WriteError (EFBIG)."""
+    code = textwrap.dedent(f"""
+        import resource, signal, numpy as np
+        from na_deploy.atomic import WriteError
+        from na_deploy.io import save_net
+        from na_deploy.io.nir_io import write_nir
+        from na_deploy.testing import random_intnet
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+        try:
+            {writer}(random_intnet(np.random.default_rng(0), "conv_chain"), {str(tmp_path / "out.h5")!r})
+        except WriteError as e:
+            print("WriteError:", e)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stderr == "", r.stderr[-2000:]
+    assert r.stdout.strip() == f"WriteError: {tmp_path / 'out.h5'}: cannot write (File too large)"
+    assert list(tmp_path.iterdir()) == []

@@ -17,14 +17,17 @@ rho; absent = 0; validated on load like every IR rule: an int >= 0, > 0 only for
 """
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
+import os
 from pathlib import Path
-from typing import Union
+from typing import Iterator, Union
 
 import h5py
 import numpy as np
 
-from na_deploy.atomic import atomic_path
+from na_deploy.atomic import atomic_write_bytes
 from na_deploy.checks import one_line
 from na_deploy.errors import IRError
 from na_deploy.ir import (OP_TYPES, AvgPool2d, Conv2d, Dense, FloatNet, Identity, InputNode, IntNet, IntNeuronNode,
@@ -66,32 +69,49 @@ def h5_dataset(g: h5py.Group, name: str, data) -> None:
     g.create_dataset(name, data=np.ascontiguousarray(data), track_times=False)
 
 
+_IN_MEMORY = itertools.count()
+
+
+@contextlib.contextmanager
+def h5_in_memory(path: str | Path, **kw) -> Iterator[h5py.File]:
+    """An HDF5 file built in memory (core driver, no backing store: the same bytes as on disk) and then written
+    to `path` atomically by plain Python I/O: HDF5 never sees a failed write, so EFBIG / ENOSPC / EACCES are
+    one WriteError, no temp file is left and nothing can crash inside the HDF5 library (issue 22)."""
+    f = h5py.File(f"na-deploy-{os.getpid()}-{next(_IN_MEMORY)}.h5", "w", driver="core", backing_store=False, **kw)
+    try:
+        yield f
+        f.flush()
+        image = f.id.get_file_image()
+    finally:
+        f.close()
+    atomic_write_bytes(path, image)
+
+
 def save_net(net: Union[FloatNet, IntNet], path: str | Path) -> None:
-    """Write `net` atomically (temp file + rename)."""
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w", track_order=False, libver=("earliest", "v110")) as f:
-            f.attrs["format"] = FORMAT_NAME
-            f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["flavour"] = net.flavour
-            f.attrs["meta"] = as_dict_meta(net.meta)
-            gi = h5_group(f, "input")
-            gi.attrs["shape"] = np.asarray(net.input.shape, dtype=np.int64)
-            h5_dataset(gi, "channel_scale", net.input.channel_scale)
-            gn = h5_group(f, "nodes")
-            for i, node in enumerate(net.all_nodes()):
-                g = h5_group(gn, f"{i:04d}")
-                g.attrs["name"] = node.name
-                g.attrs["kind"] = "readout" if i == len(net.nodes) else "neuron"
-                g.attrs["shape"] = np.asarray(node.shape, dtype=np.int64)
-                for key, fld in _NODE_FIELDS[type(node)]:
-                    g.attrs[key] = _encode(getattr(node, fld))
-                if net.flavour == "float":
-                    h5_dataset(g, "bias", node.bias)
-                else:
-                    h5_dataset(g, "bias_mant", node.bias_mant)
-                gs = h5_group(g, "inputs")
-                for j, syn in enumerate(node.inputs):
-                    _write_synapse(h5_group(gs, f"{j:04d}"), syn)
+    """Write `net` atomically (built in memory, then temp file + rename: `h5_in_memory`)."""
+    with h5_in_memory(path, track_order=False, libver=("earliest", "v110")) as f:
+        f.attrs["format"] = FORMAT_NAME
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["flavour"] = net.flavour
+        f.attrs["meta"] = as_dict_meta(net.meta)
+        gi = h5_group(f, "input")
+        gi.attrs["shape"] = np.asarray(net.input.shape, dtype=np.int64)
+        h5_dataset(gi, "channel_scale", net.input.channel_scale)
+        gn = h5_group(f, "nodes")
+        for i, node in enumerate(net.all_nodes()):
+            g = h5_group(gn, f"{i:04d}")
+            g.attrs["name"] = node.name
+            g.attrs["kind"] = "readout" if i == len(net.nodes) else "neuron"
+            g.attrs["shape"] = np.asarray(node.shape, dtype=np.int64)
+            for key, fld in _NODE_FIELDS[type(node)]:
+                g.attrs[key] = _encode(getattr(node, fld))
+            if net.flavour == "float":
+                h5_dataset(g, "bias", node.bias)
+            else:
+                h5_dataset(g, "bias_mant", node.bias_mant)
+            gs = h5_group(g, "inputs")
+            for j, syn in enumerate(node.inputs):
+                _write_synapse(h5_group(gs, f"{j:04d}"), syn)
 
 
 def _write_synapse(g: h5py.Group, syn: Synapse) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 from pathlib import Path
 from typing import Union
@@ -25,7 +26,7 @@ from typing import Union
 import nir
 import numpy as np
 
-from na_deploy.atomic import atomic_path
+from na_deploy.atomic import atomic_write_bytes
 from na_deploy.checks import one_line
 from na_deploy.errors import IRError, ModelError
 from na_deploy.ir import (INPUT_NAME, ZERO, AvgPool2d, Conv2d, Dense, FloatNet, Identity, InputNode, IntNet,
@@ -213,10 +214,11 @@ def nir_warnings(net: Net) -> list[str]:
 
 
 def write_nir(net: Net, path: str | Path) -> list[str]:
-    """Write `net` as a NIR HDF5 file atomically; returns `nir_warnings(net)`."""
+    """Write `net` as a NIR HDF5 file atomically (built in memory first, issue 22); returns `nir_warnings(net)`."""
     graph = to_nir(net)
-    with atomic_path(path) as tmp:
-        nir.write(tmp, graph)
+    image = io.BytesIO()  # built in memory, then written by plain Python I/O: a failed write is one WriteError
+    nir.write(image, graph)
+    atomic_write_bytes(path, image.getvalue())
     return nir_warnings(net)
 
 
