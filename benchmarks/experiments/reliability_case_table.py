@@ -79,6 +79,16 @@ def _nir_drop_edge(g):
     g.edges = list(g.edges)[:-1]
 
 
+def checkpoint_field(key: str, value):
+    def setup(w: Path):
+        import torch
+
+        raw = torch.load(w / "qat.ckpt", map_location="cpu", weights_only=True)
+        raw[key] = value
+        torch.save(raw, w / "bad.ckpt")
+    return setup
+
+
 def npz(name: str, **over):
     def setup(w: Path):
         import numpy as np
@@ -231,6 +241,10 @@ CASES = [Case(*row[:4], **(row[4] if len(row) > 4 else {})) for row in [
      {"setup": garbage("bad.ckpt"), "absent": ("x.nad.h5",)}),
     ("checkpoint: truncated", "corrupt", "convert {w}/bad.ckpt --out {w}/x.nad.h5", 2,
      {"setup": truncated("qat.ckpt", "bad.ckpt"), "absent": ("x.nad.h5",)}),
+    ("checkpoint: epoch NaN", "corrupt", "convert {w}/bad.ckpt --out {w}/x.nad.h5", 2,
+     {"setup": checkpoint_field("epoch", float("nan")), "absent": ("x.nad.h5",)}),
+    ("checkpoint: input_shape 1x10^5x10^5", "size", "convert {w}/bad.ckpt --out {w}/x.nad.h5", 2,
+     {"setup": checkpoint_field("input_shape", (1, 100000, 100000)), "absent": ("x.nad.h5",)}),
     ("image folder: a corrupt PNG", "corrupt", f"{SIM} --data {{w}}/img", 2, {"setup": images(True)}),
     ("image folder: wrong image size for the net", "corrupt", f"{SIM} --data {{w}}/img", 2,
      {"setup": images(False, 16)}),

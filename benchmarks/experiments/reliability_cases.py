@@ -81,6 +81,14 @@ def stop(p: subprocess.Popen, sig=signal.SIGKILL) -> None:
         pass
 
 
+def beside_partial(case: Case) -> set[str]:
+    """The concurrent run's own `OUT.partial` (it is stopped with SIGTERM; what it leaves is its to say)."""
+    if not case.beside:
+        return set()
+    args = case.beside.split()
+    return {Path(args[args.index("--out") + 1]).name + ".partial"} if "--out" in args else set()
+
+
 def temp_names(w: Path) -> set[str]:
     return {str(p.relative_to(w)) for p in w.rglob("*") if TEMP.search(p.name)}
 
@@ -113,7 +121,7 @@ def run_case(case: Case, run: Path, w: Path, timeout: float) -> tuple[str, str, 
     other = launch(case.beside, case, w) if case.beside else None
     if other:
         time.sleep(4)
-    before[" temp"] = temp_names(w)
+    before[" temp"] = temp_names(w) | beside_partial(case)
     t0 = time.monotonic()
     p = launch(case.argv, case, w)
     try:
