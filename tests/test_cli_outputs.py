@@ -239,3 +239,8 @@ def test_a_bundle_that_cannot_be_written_is_one_line(tmp_path):
     with pytest.raises(WriteError, match="bundle: cannot write"):
         with written_atomically(tmp_path / "file" / "bundle"):
             pass
+    with pytest.raises(WriteError) as e:  # a file inside failing: the message names the bundle, not its temp folder
+        with written_atomically(tmp_path / "b2") as tmp:
+            raise WriteError(tmp / "net.nad.h5", OSError(27, "File too large"))
+    assert str(e.value) == f"{tmp_path / 'b2'}: cannot write (File too large)"
+    assert [p.name for p in tmp_path.iterdir()] == ["file"]

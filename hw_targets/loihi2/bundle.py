@@ -63,8 +63,8 @@ def written_atomically(out: Path) -> Iterator[Path]:
         replace_folder(tmp, out)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError) and not isinstance(e, NaDeployError):
-            raise WriteError(out, e) from e  # one line naming the bundle, exit 2
+        if isinstance(e, OSError) and (isinstance(e, WriteError) or not isinstance(e, NaDeployError)):
+            raise WriteError(out, e) from e  # one line naming the bundle (not its temporary folder), exit 2
         raise
 
 
