@@ -3,9 +3,11 @@ the reference simulator on test samples, spikes, synaptic operations and an ener
 from __future__ import annotations
 
 import json
+import math
 
 import click
 
+from na_deploy.checks import check_timestep
 from na_deploy.errors import NaDeployError
 
 from na_deploy.cli.options import check_outputs, is_stdout, target_option
@@ -39,10 +41,14 @@ def report(net_path, data, samples, timesteps, synop_pj, neuron_update_pj, spike
     if not isinstance(net, IntNet):
         raise NaDeployError(f"{net_path}: is a float net; `report` needs the fixed-point net written by "
                             "`na-deploy convert` (net.nad.h5)")
-    if samples < 0 or timesteps < 1:
-        raise NaDeployError(f"--samples must be >= 0 and --timesteps >= 1, got {samples}, {timesteps}")
+    if samples < 0:
+        raise NaDeployError(f"--samples {samples}: allowed: an integer >= 0 (0: static estimate only)")
+    check_timestep(timesteps, net.meta.get("max_timesteps") if samples else None)  # T is used when measuring
     overrides = {k: v for k, v in (("synop_pj", synop_pj), ("neuron_update_pj", neuron_update_pj),
                                    ("spike_pj", spike_pj)) if v is not None}
+    for key, v in overrides.items():
+        if not (math.isfinite(v) and v >= 0):
+            raise NaDeployError(f"--{key.replace('_', '-')} {v}: allowed: a finite energy >= 0 pJ")
     energy = target.energy_model(**overrides)
     trace = x = None
     if samples:
@@ -50,6 +56,9 @@ def report(net_path, data, samples, timesteps, synop_pj, neuron_update_pj, spike
         from na_deploy.data.loaders import first_test_images
 
         ds = load_dataset(data)
+        if samples > ds.num_test:  # refused like verify's --samples, never clamped
+            raise NaDeployError(f"--samples {samples}: {data or 'embedded digits'} has only {ds.num_test} test "
+                                "images; allowed: 0..that")
         x = first_test_images(ds, samples)[0]  # a folder: only these images are decoded
         if tuple(x.shape[1:]) != tuple(net.input.shape):
             raise NaDeployError(f"--data: images are {tuple(x.shape[1:])}, the net expects {tuple(net.input.shape)}")

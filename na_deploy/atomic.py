@@ -72,10 +72,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's umask (read by setting and restoring it): new artifacts get 0o666 / folders 0o777 minus it."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_umask = current_umask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -1,10 +1,14 @@
-"""The one place that checks what users pass to every stage: time steps T, pixel inputs, p.
+"""The one place that checks what users pass to every stage: time steps T, pixel inputs, p; and the two
+file rules every loader shares: `one_line` (an error message is one line) and `check_npz_members` (an .npz
+member may not declare more data than it holds, issue 22).
 
 Each check returns the value in canonical form or raises one error with a one-line message that names the
 option and what is allowed. Simulators, backends, verify and the CLI all call these (never a copy).
 """
 from __future__ import annotations
 
+import zipfile
+from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence, Union
 
 import numpy as np
@@ -82,4 +86,47 @@ def check_p(p: Any) -> int:
     return v
 
 
-__all__ = ["check_timesteps", "check_timestep", "check_pixels", "check_p", "PIXEL_MAX"]
+def one_line(message: str) -> str:
+    """`message` with its line breaks and runs of blanks collapsed (an array's repr spans lines)."""
+    return " ".join(str(message).split())
+
+
+MAX_NPZ_ELEMENTS = 2 ** 34
+"""The most elements one .npz member may declare (16 G: far above any data set na-deploy trains on)."""
+
+
+def _npy_header(f, name: str) -> tuple[tuple, np.dtype]:
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version in ((2, 0), (3, 0)):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    else:
+        raise ValueError(f"member {name}: .npy format version {version}")
+    return tuple(int(s) for s in shape), dtype
+
+
+def check_npz_members(path: Union[str, Path], error: type, what: str = ".npz file") -> None:
+    """`error` (one line naming the file and the member) unless `path` is a zip of .npy members whose headers
+    read and each declare at most MAX_NPZ_ELEMENTS elements and no more bytes than the member holds: checked
+    before numpy allocates what a header claims (issue 22, hostile sizes)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                with z.open(info) as f:
+                    shape, dtype = _npy_header(f, info.filename)
+                    held = info.file_size - f.tell()
+                n = int(np.prod(shape, dtype=object)) if shape else 1
+                if n > MAX_NPZ_ELEMENTS or (dtype.itemsize and n * dtype.itemsize > held):
+                    raise error(f"{path}: member {info.filename} declares shape {shape} of {dtype} "
+                                f"({n * dtype.itemsize} bytes) but holds {held} bytes; allowed: a {what} as numpy "
+                                f"writes it (at most {MAX_NPZ_ELEMENTS} elements a member)")
+    except error:
+        raise
+    except Exception as e:  # noqa: BLE001 -- zipfile / numpy's header parser raise many types on bad bytes
+        raise error(f"{path}: not a readable {what} (a zip of .npy arrays; truncated or corrupt?): "
+                    f"{type(e).__name__}: {one_line(e)[:160]}") from None
+
+
+__all__ = ["check_timesteps", "check_timestep", "check_pixels", "check_p", "PIXEL_MAX", "one_line",
+           "check_npz_members", "MAX_NPZ_ELEMENTS"]

@@ -214,3 +214,33 @@ def test_the_final_rename_never_remakes_a_vanished_folder(tmp_path):
         with run_folder(parent / "run", False, lambda m: None, "pipeline") as (_, run_dir):
             shutil.rmtree(parent)
     assert not parent.exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_a_bundle_folder_follows_the_umask_not_0700(tmp_path, umask):
+    """Issue 22 (10): Lava bundles were created mode 0700 (mkdtemp's); a bundle is a folder like any other."""
+    from na_deploy.hw_targets.loihi2.bundle import written_atomically
+
+    old = os.umask(umask)
+    try:
+        with written_atomically(tmp_path / "bundle") as tmp:
+            (tmp / "run.py").write_text("print()\n")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "bundle").stat().st_mode & 0o777 == 0o777 & ~umask
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"]
+
+
+def test_a_bundle_that_cannot_be_written_is_one_line(tmp_path):
+    from na_deploy.atomic import WriteError
+    from na_deploy.hw_targets.loihi2.bundle import written_atomically
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(WriteError, match="bundle: cannot write"):
+        with written_atomically(tmp_path / "file" / "bundle"):
+            pass
+    with pytest.raises(WriteError) as e:  # a file inside failing: the message names the bundle, not its temp folder
+        with written_atomically(tmp_path / "b2") as tmp:
+            raise WriteError(tmp / "net.nad.h5", OSError(27, "File too large"))
+    assert str(e.value) == f"{tmp_path / 'b2'}: cannot write (File too large)"
+    assert [p.name for p in tmp_path.iterdir()] == ["file"]

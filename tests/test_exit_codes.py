@@ -125,3 +125,52 @@ def test_sigterm_runs_finally_blocks_and_exits_143(net_file, tmp_path):
     assert p.returncode == 143, err
     assert err.strip().startswith("terminated (SIGTERM): ") and "\n" not in err.strip()
     assert marker.read_text() == "finally ran"
+
+
+@pytest.mark.parametrize("option, value", [("--synop-pj", "-1"), ("--synop-pj", "nan"), ("--spike-pj", "inf"),
+                                           ("--neuron-update-pj", "-0.5")])
+def test_report_refuses_an_energy_that_is_not_finite_and_non_negative(net_file, option, value):
+    """Issue 22 (10): `report --synop-pj -1` or `nan` printed an energy."""
+    err = one_line(invoke("report", net_file, "--samples", 0, option, value), 2)
+    assert f"{option} " in err and "a finite energy >= 0 pJ" in err
+
+
+def test_report_refuses_more_samples_than_the_data_holds_like_verify(tmp_path):
+    """Issue 22 (10): `report --samples 100000` was clamped silently; now refused, as verify refuses it."""
+    import numpy as np
+
+    from na_deploy.io import save_net
+    from na_deploy.testing import random_intnet
+
+    net = random_intnet(np.random.default_rng(0), "conv_chain")
+    net_file = tmp_path / "conv.nad.h5"
+    save_net(net, net_file)
+    x = np.zeros((6, *net.input.shape), np.uint8)
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=np.arange(6) % 2, x_test=x[:3], y_test=np.arange(3) % 2)
+    err = one_line(invoke("report", net_file, "--data", tmp_path / "d.npz", "--samples", 100000), 2)
+    assert "--samples 100000" in err and "has only 3 test images" in err
+    assert invoke("report", net_file, "--data", tmp_path / "d.npz", "--samples", 3).exit_code == 0
+    one_line(invoke("report", net_file, "--samples", 0, "--timesteps", 0), 2)
+
+
+@pytest.mark.parametrize("writer", ["save_net", "write_nir"])
+def test_hdf5_writes_under_a_file_size_limit_are_one_line_and_leave_nothing(tmp_path, writer):
+    """Issue 22 (5): under `ulimit -f` the HDF5 writer traced back (and could crash) and left `.NAME.*.tmp`;
+    nets are now built in memory and written by plain Python I/O, so it is one WriteError (EFBIG)."""
+    code = textwrap.dedent(f"""
+        import resource, signal, numpy as np
+        from na_deploy.atomic import WriteError
+        from na_deploy.io import save_net
+        from na_deploy.io.nir_io import write_nir
+        from na_deploy.testing import random_intnet
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+        try:
+            {writer}(random_intnet(np.random.default_rng(0), "conv_chain"), {str(tmp_path / "out.h5")!r})
+        except WriteError as e:
+            print("WriteError:", e)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stderr == "", r.stderr[-2000:]
+    assert r.stdout.strip() == f"WriteError: {tmp_path / 'out.h5'}: cannot write (File too large)"
+    assert list(tmp_path.iterdir()) == []

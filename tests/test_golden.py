@@ -250,3 +250,24 @@ def test_toolchain_versions_names_each_package_and_none_for_a_missing_one():
     assert tuple(v) == TOOLCHAIN and v["numpy"] == np.__version__ and v["na-deploy"]
     assert toolchain_versions(("numpy", "no-such-package-na-deploy-test")) == {
         "numpy": np.__version__, "no-such-package-na-deploy-test": None}
+
+
+# ------------------------------------------------------------------------------------------ inputs
+def test_golden_inputs_are_checked_against_the_samples_run(recorded):
+    """Issue 22 (10): a changed pixel, other ids or another shape is "golden inputs differ from the samples
+    run" (a GoldenError: exit 2, a bad request), never blamed on the net; the file's own samples pass."""
+    from na_deploy.verify.samples import check_golden_inputs
+
+    inet, x, trace, ids, path = recorded
+    g = load_golden(path)
+    check_golden_inputs(g, x, ids)
+    check_golden_inputs(g, x.astype(np.int64))  # the values, not the dtype
+    changed = x.copy()
+    changed[1, 0, 2, 3] = (int(changed[1, 0, 2, 3]) + 1) % 256
+    with pytest.raises(GoldenError, match=rf"golden inputs differ from the samples run: 1 value\(s\) differ, first "
+                                          rf"in sample {int(ids[1])} at \(0, 2, 3\)"):
+        check_golden_inputs(g, changed, ids)
+    with pytest.raises(GoldenError, match="golden inputs differ from the samples run: its sample ids"):
+        check_golden_inputs(g, x, [int(i) + 1 for i in ids])
+    with pytest.raises(GoldenError, match="golden inputs differ from the samples run: shape"):
+        check_golden_inputs(g, x[:-1])

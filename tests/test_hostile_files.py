@@ -28,7 +28,7 @@ def _first_node_group(f):
     return f["nodes"][sorted(f["nodes"].keys())[0]]
 
 
-@pytest.mark.parametrize("value", [2.5, float("nan"), float("inf")])
+@pytest.mark.parametrize("value", [2.5, 22500.5, float("nan"), float("inf")])
 @pytest.mark.parametrize("field", ["threshold", "precharge", "bias_exp"])
 def test_non_integer_intnet_fields_are_refused_naming_node_and_field(net_file, field, value):
     with h5py.File(net_file, "r+") as f:
@@ -131,3 +131,58 @@ def test_fidelity_skips_a_floatnet_that_is_not_the_one_the_net_was_made_from(tmp
     assert find_float_net(net, path, None) is None
     err = capsys.readouterr().err.strip()
     assert err.startswith("fidelity: skipped: ") and "not the FloatNet" in err and "\n" not in err
+
+
+def _npz_with_huge_member(path, arrays: dict, key: str, shape, descr="<i8"):
+    """An npz holding `arrays`, with member `key` replaced by a header declaring `shape` and 16 bytes of data."""
+    import io
+    import zipfile
+
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, {"descr": descr, "fortran_order": False, "shape": tuple(shape)})
+    with zipfile.ZipFile(path, "w") as z:
+        for k, a in arrays.items():
+            member = io.BytesIO()
+            np.save(member, a)
+            z.writestr(f"{k}.npy", head.getvalue() + bytes(16) if k == key else member.getvalue())
+
+
+def test_npz_data_declaring_more_than_it_holds_is_refused_before_allocating(tmp_path):
+    from na_deploy.data.arrays import load_npz
+    from na_deploy.errors import DataError
+
+    x = np.zeros((4, 1, 2, 2), np.uint8)
+    arrays = {"x_train": x, "y_train": np.arange(4) % 2, "x_test": x, "y_test": np.arange(4) % 2}
+    _npz_with_huge_member(tmp_path / "d.npz", arrays, "x_train", (10 ** 10, 1, 28, 28), "|u1")
+    with pytest.raises(DataError, match=r"member x_train.npy declares shape \(10000000000, 1, 28, 28\) of uint8 "
+                                        r"\(7840000000000 bytes\) but holds 16 bytes"):
+        load_npz(tmp_path / "d.npz")
+
+
+def test_a_golden_file_declaring_a_huge_member_is_refused(tmp_path):
+    from na_deploy.verify.golden import GoldenError, load_golden
+
+    _npz_with_huge_member(tmp_path / "g.npz", {"format": np.asarray("na-deploy-golden"), "inputs": np.zeros(3)},
+                          "inputs", (10 ** 10,))
+    with pytest.raises(GoldenError, match=r"member inputs.npy declares shape \(10000000000,\)"):
+        load_golden(tmp_path / "g.npz")
+    np.save(tmp_path / "g.npy", np.zeros(3))  # a bare .npy is not a golden file: one line, no traceback
+    with pytest.raises(GoldenError, match="not a readable golden file"):
+        load_golden(tmp_path / "g.npy")
+
+
+def test_an_array_in_a_field_gives_one_line(net_file):
+    with h5py.File(net_file, "r+") as f:
+        g = _first_node_group(f)["inputs"]
+        g[sorted(g.keys())[0]].attrs["exponent"] = np.full((3, 3), np.inf)
+    with pytest.raises(IRError) as e:
+        load_net(net_file)
+    assert "exponent must be an integer" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("key, value", [("layers", None), ("samples", 2.0), ("seconds", {"lava": float("nan")}),
+                                        ("first_mismatch", {"node": "fc0"}), ("equal", "yes")])
+def test_verify_merge_refuses_fields_of_the_wrong_type_naming_the_key(key, value):
+    rep = {**_shard_report([0, 2]), "shard": "1/2", key: value}
+    with pytest.raises(NaDeployError, match=f"s1.json: key '{key}' is .*; allowed: "):
+        merge_reports([rep, {**_shard_report([1, 3]), "shard": "2/2"}], names=["s1.json", "s2.json"])

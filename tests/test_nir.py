@@ -357,3 +357,75 @@ def test_norse_made_nir_to_bit_exact_lava(tmp_path):
             m.p = type(m.p)(v_th=m.p.v_th[0])
     back = from_nir(norse_to_nir(scalar, torch.zeros(64)))
     assert [(n.shape, n.threshold) for n in back.nodes] == [(n.shape, n.threshold) for n in fnet.nodes]
+
+
+def _edited(tmp_path: Path, edit) -> Path:
+    """A file made by `export --format nir` (an IntNet, subtract mode), with its graph edited by `edit(graph)`."""
+    net = random_intnet(np.random.default_rng(0), "conv_chain")
+    write_nir(net, tmp_path / "m.nir")
+    g = nir.read(tmp_path / "m.nir")
+    edit(g)
+    nir.write(tmp_path / "edited.nir", nir.NIRGraph(nodes=g.nodes, edges=g.edges, metadata=g.metadata,
+                                                    type_check=False))
+    return tmp_path / "edited.nir"
+
+
+def _first_if(g) -> str:
+    return next(k for k, n in g.nodes.items() if isinstance(n, nir.IF))
+
+
+def _set_threshold(value):
+    def edit(g):
+        n = g.nodes[_first_if(g)]
+        n.v_threshold = np.full_like(np.asarray(n.v_threshold, dtype=np.float64), value)
+    return edit
+
+
+def _weight_plus(delta):
+    def edit(g):
+        n = g.nodes[next(k for k, n in g.nodes.items() if isinstance(n, nir.Conv2d))]
+        n.weight = np.asarray(n.weight) + delta
+    return edit
+
+
+def _nan_weight(g):
+    n = g.nodes[next(k for k, n in g.nodes.items() if isinstance(n, nir.Conv2d))]
+    w = np.asarray(n.weight, dtype=np.float64).copy()
+    w.flat[0] = np.nan
+    n.weight = w
+
+
+def _drop_edge(g):
+    g.edges = [e for e in g.edges if e[1] != _first_if(g)]
+
+
+def _add_edge(g):
+    """A second edge into a node, from another node of the same output type (so nir.read still type-checks)."""
+    def out(k):
+        return [tuple(np.asarray(v).ravel()) for v in g.nodes[k].output_type.values()]
+    a, b, c = next((a, b, c) for a, b in g.edges for c in g.nodes
+                   if c not in (a, b) and (c, b) not in g.edges and out(c) == out(a))
+    g.edges = list(g.edges) + [(c, b)]
+
+
+@pytest.mark.parametrize("edit, want", [
+    (_set_threshold(np.nan), "v_threshold differs"), (_set_threshold(0), "v_threshold differs"),
+    (_set_threshold(-1), "v_threshold differs"), (_drop_edge, "edited graph?"),
+    (_add_edge, "is added to the graph"), (_weight_plus(1), "weight differs from the values"),
+    (_weight_plus(0.5), "weight has non-finite or non-integer values"),
+    (_nan_weight, "weight has non-finite or non-integer values")])
+def test_own_format_with_an_edited_graph_is_refused_naming_the_node(tmp_path, edit, want):
+    """Issue 22 (6): the graph of a file made by `export --format nir` must agree with its na-deploy metadata;
+    a disagreement is one line naming the node (exit 2), never the metadata's net imported silently."""
+    bad = _edited(tmp_path, edit)
+    r = CliRunner().invoke(cli, ["import", str(bad), "--out", str(tmp_path / "x.nad.h5")])
+    err = r.stderr if hasattr(r, "stderr") else r.output
+    assert r.exit_code == 2 and want in err and "NIR node '" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "x.nad.h5").exists()
+
+
+def test_an_unedited_export_still_imports(tmp_path):
+    assert _edited(tmp_path, lambda g: None).is_file()
+    net = load_nir(tmp_path / "edited.nir")
+    assert _bytes(net, tmp_path, "b.h5") == _bytes(random_intnet(np.random.default_rng(0), "conv_chain"), tmp_path,
+                                                     "a.h5")

@@ -18,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterator
 
+from na_deploy.atomic import WriteError, current_umask
 from na_deploy.errors import NaDeployError
 
 
@@ -49,14 +50,21 @@ def replace_folder(tmp: Path, out: Path) -> None:
 @contextlib.contextmanager
 def written_atomically(out: Path) -> Iterator[Path]:
     """Yield an empty temporary folder beside `out`; when the block succeeds it replaces `out`
-    (`replace_folder`), when it fails it is removed: nothing half-written is ever visible under `out`."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    (`replace_folder`) with the mode a new folder gets (0o777 minus the umask), when it fails it is removed:
+    nothing half-written is ever visible under `out`."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as e:
+        raise WriteError(out, e) from e
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; a bundle follows the umask (issue 22)
         replace_folder(tmp, out)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and (isinstance(e, WriteError) or not isinstance(e, NaDeployError)):
+            raise WriteError(out, e) from e  # one line naming the bundle (not its temporary folder), exit 2
         raise
 
 

@@ -33,6 +33,7 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
+from na_deploy.checks import check_npz_members
 from na_deploy.data.checks import Normalization, Warn, check_labels, check_num_classes  # noqa: F401 (re-exported)
 from na_deploy.errors import DataError
 from na_deploy.data.loaders import ArraySource, Loaders, make_loaders, test_batches  # noqa: F401 (re-exported)
@@ -177,6 +178,7 @@ def load_npz(path: str | os.PathLike, num_classes: Optional[int] = None, warn: O
     path = str(path)
     if not Path(path).is_file():
         raise DataError(f"{path}: data file not found; allowed: an .npz with arrays {', '.join(ARRAYS)}")
+    check_npz_members(path, DataError, f".npz with arrays {', '.join(ARRAYS)}")  # hostile sizes: issue 22
     try:
         with np.load(path, allow_pickle=False) as z:
             present = set(z.files)

@@ -17,14 +17,18 @@ rho; absent = 0; validated on load like every IR rule: an int >= 0, > 0 only for
 """
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
+import os
 from pathlib import Path
-from typing import Union
+from typing import Iterator, Union
 
 import h5py
 import numpy as np
 
-from na_deploy.atomic import atomic_path
+from na_deploy.atomic import atomic_write_bytes
+from na_deploy.checks import one_line
 from na_deploy.errors import IRError
 from na_deploy.ir import (OP_TYPES, AvgPool2d, Conv2d, Dense, FloatNet, Identity, InputNode, IntNet, IntNeuronNode,
                           IntReadoutNode, NeuronModel, NeuronNode, ReadoutNode, Synapse)
@@ -65,32 +69,49 @@ def h5_dataset(g: h5py.Group, name: str, data) -> None:
     g.create_dataset(name, data=np.ascontiguousarray(data), track_times=False)
 
 
+_IN_MEMORY = itertools.count()
+
+
+@contextlib.contextmanager
+def h5_in_memory(path: str | Path, **kw) -> Iterator[h5py.File]:
+    """An HDF5 file built in memory (core driver, no backing store: the same bytes as on disk) and then written
+    to `path` atomically by plain Python I/O: HDF5 never sees a failed write, so EFBIG / ENOSPC / EACCES are
+    one WriteError, no temp file is left and nothing can crash inside the HDF5 library (issue 22)."""
+    f = h5py.File(f"na-deploy-{os.getpid()}-{next(_IN_MEMORY)}.h5", "w", driver="core", backing_store=False, **kw)
+    try:
+        yield f
+        f.flush()
+        image = f.id.get_file_image()
+    finally:
+        f.close()
+    atomic_write_bytes(path, image)
+
+
 def save_net(net: Union[FloatNet, IntNet], path: str | Path) -> None:
-    """Write `net` atomically (temp file + rename)."""
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w", track_order=False, libver=("earliest", "v110")) as f:
-            f.attrs["format"] = FORMAT_NAME
-            f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["flavour"] = net.flavour
-            f.attrs["meta"] = as_dict_meta(net.meta)
-            gi = h5_group(f, "input")
-            gi.attrs["shape"] = np.asarray(net.input.shape, dtype=np.int64)
-            h5_dataset(gi, "channel_scale", net.input.channel_scale)
-            gn = h5_group(f, "nodes")
-            for i, node in enumerate(net.all_nodes()):
-                g = h5_group(gn, f"{i:04d}")
-                g.attrs["name"] = node.name
-                g.attrs["kind"] = "readout" if i == len(net.nodes) else "neuron"
-                g.attrs["shape"] = np.asarray(node.shape, dtype=np.int64)
-                for key, fld in _NODE_FIELDS[type(node)]:
-                    g.attrs[key] = _encode(getattr(node, fld))
-                if net.flavour == "float":
-                    h5_dataset(g, "bias", node.bias)
-                else:
-                    h5_dataset(g, "bias_mant", node.bias_mant)
-                gs = h5_group(g, "inputs")
-                for j, syn in enumerate(node.inputs):
-                    _write_synapse(h5_group(gs, f"{j:04d}"), syn)
+    """Write `net` atomically (built in memory, then temp file + rename: `h5_in_memory`)."""
+    with h5_in_memory(path, track_order=False, libver=("earliest", "v110")) as f:
+        f.attrs["format"] = FORMAT_NAME
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["flavour"] = net.flavour
+        f.attrs["meta"] = as_dict_meta(net.meta)
+        gi = h5_group(f, "input")
+        gi.attrs["shape"] = np.asarray(net.input.shape, dtype=np.int64)
+        h5_dataset(gi, "channel_scale", net.input.channel_scale)
+        gn = h5_group(f, "nodes")
+        for i, node in enumerate(net.all_nodes()):
+            g = h5_group(gn, f"{i:04d}")
+            g.attrs["name"] = node.name
+            g.attrs["kind"] = "readout" if i == len(net.nodes) else "neuron"
+            g.attrs["shape"] = np.asarray(node.shape, dtype=np.int64)
+            for key, fld in _NODE_FIELDS[type(node)]:
+                g.attrs[key] = _encode(getattr(node, fld))
+            if net.flavour == "float":
+                h5_dataset(g, "bias", node.bias)
+            else:
+                h5_dataset(g, "bias_mant", node.bias_mant)
+            gs = h5_group(g, "inputs")
+            for j, syn in enumerate(node.inputs):
+                _write_synapse(h5_group(gs, f"{j:04d}"), syn)
 
 
 def _write_synapse(g: h5py.Group, syn: Synapse) -> None:
@@ -119,6 +140,14 @@ def _attr(g: h5py.Group, key: str, path: Path):
         v = v.decode()
     if isinstance(v, np.generic):
         v = v.item()
+    return v
+
+
+def _text(g: h5py.Group, key: str, path: Path) -> str:
+    """A string attribute (a format name, kind, op, node or source name); IRError naming it otherwise."""
+    v = _attr(g, key, path)
+    if not isinstance(v, str):
+        raise IRError(f"{path}: {g.name} attribute {key!r} is a {type(v).__name__}; allowed: a string")
     return v
 
 
@@ -167,7 +196,7 @@ def load_intnet(path: str | Path) -> IntNet:
 
 
 def _read_synapse(g: h5py.Group, path: Path) -> Synapse:
-    kind = _attr(g, "op", path)
+    kind = _text(g, "op", path)
     if kind not in OP_TYPES:
         raise IRError(f"{path}: {g.name} has unknown op {kind!r}; known: {sorted(OP_TYPES)}")
     if kind == "conv2d":
@@ -179,7 +208,7 @@ def _read_synapse(g: h5py.Group, path: Path) -> Synapse:
         op = AvgPool2d(tuple(_attr(g, "kernel", path)), tuple(_attr(g, "stride", path)), _attr(g, "weight", path))
     else:
         op = Identity(_attr(g, "weight", path))
-    return Synapse(_attr(g, "source", path), op, _attr(g, "exponent", path))
+    return Synapse(_text(g, "source", path), op, _attr(g, "exponent", path))
 
 
 def load_net(path: str | Path) -> Union[FloatNet, IntNet]:
@@ -193,14 +222,14 @@ def load_net(path: str | Path) -> Union[FloatNet, IntNet]:
         raise IRError(f"{path}: not a readable HDF5 file (truncated or corrupt?): {e}") from None
     try:
         with f:
-            fmt = _attr(f, "format", path)
+            fmt = _text(f, "format", path)
             if fmt != FORMAT_NAME:
                 raise IRError(f"{path}: format is {fmt!r}, expected {FORMAT_NAME!r}")
             ver = _attr(f, "format_version", path)
-            if ver != FORMAT_VERSION:
+            if not isinstance(ver, int) or ver != FORMAT_VERSION:
                 raise IRError(f"{path}: format_version {ver} is not supported (this na-deploy reads version "
                               f"{FORMAT_VERSION}); re-run `na-deploy convert` with this version")
-            flavour = _attr(f, "flavour", path)
+            flavour = _text(f, "flavour", path)
             if flavour not in _FLAVOURS:
                 raise IRError(f"{path}: flavour {flavour!r} unknown; expected 'float' or 'int'")
             net_t, neuron_t, readout_t = _FLAVOURS[flavour]
@@ -215,7 +244,7 @@ def load_net(path: str | Path) -> Union[FloatNet, IntNet]:
             nodes = []
             for i, k in enumerate(keys):
                 g = f["nodes"][k]
-                kind = _attr(g, "kind", path)
+                kind = _text(g, "kind", path)
                 want = "readout" if i == len(keys) - 1 else "neuron"
                 if kind != want:
                     raise IRError(f"{path}: node {k} is a {kind!r}, expected {want!r} (the readout is last)")
@@ -226,10 +255,10 @@ def load_net(path: str | Path) -> Union[FloatNet, IntNet]:
                 if "inputs" not in g:
                     raise IRError(f"{path}: node {k} has no inputs group")
                 syns = [_read_synapse(g["inputs"][m], path) for m in sorted(g["inputs"].keys())]
-                nodes.append(cls(name=_attr(g, "name", path), shape=_shape(g, path), inputs=syns, **kw))
+                nodes.append(cls(name=_text(g, "name", path), shape=_shape(g, path), inputs=syns, **kw))
             return net_t(input=inp, nodes=nodes[:-1], readout=nodes[-1], meta=meta)
     except IRError as e:
-        msg = str(e)
+        msg = one_line(e)  # an IR check may quote an array, whose repr spans lines
         raise IRError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
     except (KeyError, ValueError, TypeError, OSError) as e:
-        raise IRError(f"{path}: corrupt .nad.h5 file ({type(e).__name__}: {e})") from None
+        raise IRError(f"{path}: corrupt .nad.h5 file ({type(e).__name__}: {one_line(e)})") from None

@@ -16,6 +16,9 @@ A graph without that metadata (another framework's) is imported by `na_deploy.io
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import io
 import json
 from pathlib import Path
 from typing import Union
@@ -23,7 +26,8 @@ from typing import Union
 import nir
 import numpy as np
 
-from na_deploy.atomic import atomic_path
+from na_deploy.atomic import atomic_write_bytes
+from na_deploy.checks import one_line
 from na_deploy.errors import IRError, ModelError
 from na_deploy.ir import (INPUT_NAME, ZERO, AvgPool2d, Conv2d, Dense, FloatNet, Identity, InputNode, IntNet,
                           IntNeuronNode, IntReadoutNode, NeuronNode, ReadoutNode, Synapse)
@@ -114,6 +118,7 @@ def _syn_meta(syn: Synapse, key: str) -> dict:
     m = {"key": key, "source": syn.source, "op": op.kind, "exponent": syn.exponent}
     if isinstance(op, (Conv2d, Dense)):
         m["dtype"] = str(np.asarray(op.weight).dtype)
+        m["sha256"] = _digest(op.weight)
     else:
         m["weight"] = op.weight
     if isinstance(op, Conv2d):
@@ -143,8 +148,14 @@ def _synapses(net: Net, n, nodes: dict, edges: list, out_key: dict) -> tuple[lis
     return keys, {"inputs": metas, "bias_carrier": carrier}
 
 
+def _digest(a) -> str:
+    """SHA-256 of an IR array's dtype, shape and bytes: the import checks the graph's weights against it."""
+    a = np.ascontiguousarray(a)
+    return hashlib.sha256(f"{a.dtype}{a.shape}".encode() + a.tobytes()).hexdigest()
+
+
 def _node_meta(net: Net, n) -> dict:
-    m = {"name": n.name}
+    m = {"name": n.name, "bias_sha256": _digest(n.bias_mant if isinstance(net, IntNet) else n.bias)}
     if isinstance(n, (NeuronNode, IntNeuronNode)):
         m.update(kind="neuron", threshold=n.threshold, precharge=n.precharge, p=n.p, neuron=n.neuron.name,
                  reset=n.neuron.name, role=n.role)
@@ -203,24 +214,56 @@ def nir_warnings(net: Net) -> list[str]:
 
 
 def write_nir(net: Net, path: str | Path) -> list[str]:
-    """Write `net` as a NIR HDF5 file atomically; returns `nir_warnings(net)`."""
+    """Write `net` as a NIR HDF5 file atomically (built in memory first, issue 22); returns `nir_warnings(net)`."""
     graph = to_nir(net)
-    with atomic_path(path) as tmp:
-        nir.write(tmp, graph)
+    image = io.BytesIO()  # built in memory, then written by plain Python I/O: a failed write is one WriteError
+    nir.write(image, graph)
+    atomic_write_bytes(path, image.getvalue())
     return nir_warnings(net)
 
 
 # ------------------------------------------------------------------------------ import (our own graphs)
+def _mantissa(key: str, what: str, a, e: int) -> np.ndarray:
+    """The integer mantissas of an IntNet array written as mantissa << e (e >= 0) or mantissa * 2**e (e < 0);
+    IRError naming the NIR node when a value is not finite, not an integer or not a multiple of 2**e (an edited
+    graph: values are refused, never cast, issue 22)."""
+    a = np.asarray(a)
+    m = np.ldexp(a.astype(np.float64), -e) if e < 0 else a
+    if m.dtype.kind == "f":
+        if not np.all(np.isfinite(m)) or np.any(m != np.floor(m)) or np.any(np.abs(m) >= 2.0 ** 62):
+            raise IRError(f"NIR node {key!r}: {what} has non-finite or non-integer values; an IntNet's {what} are "
+                          "integer mantissas (the graph was edited?)")
+        m = m.astype(np.int64)
+    elif m.dtype.kind not in "iu":
+        raise IRError(f"NIR node {key!r}: {what} has dtype {m.dtype}; allowed: integers in an IntNet")
+    m = m.astype(np.int64)
+    if e > 0 and np.any((m >> e) << e != m):
+        raise IRError(f"NIR node {key!r}: {what} has values that are not multiples of 2**{e} (mantissa << exponent "
+                      "of the na-deploy metadata; the graph was edited?)")
+    return m >> e if e > 0 else m
+
+
+def _checked(key: str, what: str, a: np.ndarray, digest) -> np.ndarray:
+    """`a` when it matches the export's SHA-256 `digest` (absent in older files), else IRError naming the node."""
+    if digest is not None and _digest(a) != digest:
+        raise IRError(f"NIR node {key!r}: {what} differs from the values the na-deploy metadata records "
+                      "(SHA-256); the graph was edited after `na-deploy export --format nir`")
+    return a
+
+
 def _restore_syn(node, m: dict, is_int: bool) -> Synapse:
     e = int(m["exponent"])
     kind = m["op"]
     if kind in ("conv2d", "dense"):
         w = np.asarray(node.weight)
         if is_int:
-            w = w.astype(np.int64) >> e if e >= 0 else np.ldexp(w.astype(np.float64), -e)
+            w = _mantissa(m["key"], "weight", w, e)
+        elif not np.all(np.isfinite(w.astype(np.float64))):
+            raise IRError(f"NIR node {m['key']!r}: weight has non-finite values")
         w = w.astype(m["dtype"])
         if kind == "conv2d":
             w = _regroup(w, int(m["groups"]))
+        w = _checked(m["key"], "weight", w, m.get("sha256"))
         op = (Conv2d(w, tuple(m["stride"]), tuple(m["padding"]), m["groups"]) if kind == "conv2d" else Dense(w))
     elif kind == "avgpool2d":
         op = AvgPool2d(tuple(m["kernel"]), tuple(m["stride"]), m["weight"])
@@ -237,13 +280,48 @@ def _restore_node(graph: nir.NIRGraph, key: str, is_int: bool):
     b = np.asarray(graph.nodes[m["inputs"][c]["key"]].bias) if c is not None else np.zeros(shape[0])
     kw = dict(name=m["name"], shape=shape, inputs=syns)
     if is_int:
-        kw.update(bias_mant=b.astype(np.int64) >> int(m["bias_exp"]), bias_exp=m["bias_exp"], scale=m["scale"])
+        bias = _mantissa(key if c is None else m["inputs"][c]["key"], "bias", b, int(m["bias_exp"]))
+        kw.update(bias_mant=_checked(key, "bias", bias, m.get("bias_sha256")), bias_exp=m["bias_exp"],
+                  scale=m["scale"])
     else:
-        kw["bias"] = b.astype(np.float64)
+        kw["bias"] = _checked(key, "bias", b.astype(np.float64), m.get("bias_sha256"))
     if m["kind"] == "readout":
         return (IntReadoutNode if is_int else ReadoutNode)(**kw)
     kw.update(threshold=m["threshold"], precharge=m["precharge"], p=m["p"], neuron=m["neuron"], role=m["role"])
     return (IntNeuronNode if is_int else NeuronNode)(**kw)
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, dict) or isinstance(b, dict):
+        return (isinstance(a, dict) and isinstance(b, dict) and set(a) == set(b)
+                and all(_same(a[k], b[k]) for k in a))
+    try:
+        return np.array_equal(np.asarray(a), np.asarray(b))
+    except (TypeError, ValueError):
+        return False
+
+
+def check_graph_matches(graph: nir.NIRGraph, net: Net) -> None:
+    """IRError naming the first NIR node where `graph` differs from `to_nir(net)` (the net its na-deploy
+    metadata describes): node kinds, edges and every parameter (v_threshold, r, v_reset, weights, biases,
+    shapes; metadata aside). A graph edited after export is refused, never replaced by the metadata's net."""
+    want = to_nir(net)
+    for key in sorted(set(graph.nodes) ^ set(want.nodes)):
+        where = "the graph" if key in graph.nodes else "the na-deploy metadata"
+        raise IRError(f"NIR node {key!r} is only in {where}: the graph and its metadata disagree (edited graph?)")
+    have_e, want_e = {tuple(e) for e in graph.edges}, {tuple(e) for e in want.edges}
+    for a, b in sorted(have_e ^ want_e):
+        what = "added to" if (a, b) in have_e else "missing from"
+        raise IRError(f"NIR node {b!r}: edge {a!r} -> {b!r} is {what} the graph the na-deploy metadata describes")
+    for key in sorted(graph.nodes):
+        have, node = graph.nodes[key], want.nodes[key]
+        if type(have) is not type(node):
+            raise IRError(f"NIR node {key!r} is a {type(have).__name__}; the na-deploy metadata describes a "
+                          f"{type(node).__name__}")
+        for f in dataclasses.fields(node):
+            if f.name != "metadata" and not _same(getattr(have, f.name), getattr(node, f.name)):
+                raise IRError(f"NIR node {key!r}: {f.name} differs from the net the na-deploy metadata describes "
+                              "(the graph was edited after `na-deploy export --format nir`)")
 
 
 def _from_ours(graph: nir.NIRGraph) -> Net:
@@ -255,7 +333,9 @@ def _from_ours(graph: nir.NIRGraph) -> Net:
     inp = InputNode(tuple(info["input_shape"]), np.asarray(info["channel_scale"], dtype=np.float64))
     nodes = [_restore_node(graph, k, is_int) for k in info["order"]]
     readout = _restore_node(graph, OUTPUT_KEY, is_int)
-    return (IntNet if is_int else FloatNet)(inp, nodes, readout, json.loads(info["meta"]))
+    net = (IntNet if is_int else FloatNet)(inp, nodes, readout, json.loads(info["meta"]))
+    check_graph_matches(graph, net)
+    return net
 
 
 def from_nir(graph: nir.NIRGraph, input_scale: float | None = None) -> Net:
@@ -292,4 +372,4 @@ def load_nir(path: str | Path, input_scale: float | None = None) -> Net:
     try:
         return from_nir(graph, input_scale)
     except (IRError, ModelError) as e:
-        raise type(e)(f"{path}: {e}") from None
+        raise type(e)(f"{path}: {one_line(e)}") from None

@@ -47,6 +47,7 @@ from typing import Any, Iterable, Optional, Sequence, Union
 import numpy as np
 
 from na_deploy.atomic import atomic_path
+from na_deploy.checks import check_npz_members
 from na_deploy.errors import NaDeployError
 from na_deploy.ir import FloatNet, IntNet, NeuronModel
 from na_deploy.protocols import Trace
@@ -245,7 +246,7 @@ def _get(z: Any, key: str, path: Path, ndim: Optional[int] = None, kind: str = "
         raise GoldenError(f"{path}: missing key {key!r} (corrupt or not a golden file)")
     try:
         a = z[key]
-    except (ValueError, zipfile.BadZipFile, OSError, EOFError) as e:
+    except Exception as e:  # noqa: BLE001 -- numpy's .npy reader raises many types (SyntaxError too) on bad bytes
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise GoldenError(f"{path}: key {key!r} cannot be read ({msg})") from None
     if ndim is not None and a.ndim != ndim:
@@ -307,11 +308,12 @@ def load_golden(path: str | Path) -> Golden:
     if not path.is_file():
         raise GoldenError(f"{path}: no such golden file")
     try:
+        check_npz_members(path, GoldenError, "golden file")  # before numpy allocates what a header claims
         with np.load(path, allow_pickle=False) as z:
             return _read(z, path)
     except GoldenError:
         raise
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, TypeError) as e:
+    except Exception as e:  # noqa: BLE001 -- numpy's readers raise many types on bad bytes
         msg = str(e).splitlines()[0] if str(e) else ""
         raise GoldenError(f"{path}: not a readable golden file (truncated or corrupt?): {type(e).__name__}: "
                           f"{msg}") from None

@@ -4,10 +4,11 @@
 (`na_deploy.data.arrays.load_dataset`; None: the embedded 8x8 digits), only the N images used are decoded; with
 `shard="i/n"` the ids are those of shard i (`na_deploy.verify.shards.shard_indices`: sample k is in shard
 k mod n + 1). The ids are the images' positions in the test split, so reports of shards merge by id.
+`check_golden_inputs(golden, inputs, ids)`: a golden file's stored samples must be the ones being run.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -47,4 +48,24 @@ def select_samples(net: IntNet, data: Optional[str], samples: int,
     return x[ids], [int(i) for i in ids]
 
 
-__all__ = ["load_inputs", "select_samples"]
+__all__ = ["load_inputs", "select_samples", "check_golden_inputs"]
+
+
+def check_golden_inputs(golden: Any, inputs: Any, sample_ids: Optional[Sequence[int]] = None) -> None:
+    """GoldenError (a bad request, exit 2: README's exit codes) unless the samples being run are those of the
+    loaded golden file `golden` (`na_deploy.verify.golden.Golden`): the same ids (when given), shape and pixels,
+    compared exactly. A golden difference then means the net or the backend changed, never that other data
+    was run (issue 22)."""
+    from na_deploy.verify.golden import GoldenError
+
+    x, stored = np.asarray(inputs), golden.inputs
+    why = ("its sample ids are not the run's (use the same --data and --samples, no --shard)"
+           if sample_ids is not None and [int(i) for i in sample_ids] != golden.sample_ids.tolist() else
+           f"shape {stored.shape} stored, {x.shape} run" if x.shape != stored.shape else None)
+    bad = np.argwhere(stored != x) if why is None else ()
+    if len(bad):
+        at = tuple(int(i) for i in bad[0])
+        why = (f"{len(bad)} value(s) differ, first in sample {int(golden.sample_ids[at[0]])} at {at[1:]}: stored "
+               f"{stored[at]}, run {x[at]}")
+    if why:
+        raise GoldenError(f"{golden.path}: golden inputs differ from the samples run: {why}")

@@ -22,6 +22,7 @@ has the same value; check results {"ok": bool, "message"} that differ merge as o
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -98,6 +99,45 @@ def _shard_of(rep: dict, name: str) -> tuple[int, int]:
         return parse_shard(s)
     except ShardError:
         raise ShardError(f"{name}: shard {s!r}: {_ALLOWED}") from None
+
+
+def _count(v: Any, low: int = 0) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _seconds(v: Any) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0)
+
+
+def _records(v: Any, fields: dict) -> bool:
+    return isinstance(v, list) and all(isinstance(r, dict) and all(ok(r.get(k)) for k, ok in fields.items())
+                                       for r in v)
+
+
+_TYPES = {  # key: (rule, what is allowed), checked before anything is merged (issue 22: hostile shards)
+    "equal": (lambda v: isinstance(v, bool), "true or false"),
+    "readout_equal": (lambda v: isinstance(v, bool), "true or false"),
+    "samples": (lambda v: _count(v, 1), "an integer >= 1"),
+    "timesteps": (lambda v: _count(v, 1), "an integer >= 1"),
+    "mismatching_samples": (_count, "an integer >= 0"),
+    "first_mismatch": (lambda v: v is None or (isinstance(v, dict) and _count(v.get("sample"))),
+                       "null or a record with an integer 'sample'"),
+    "seconds": (lambda v: isinstance(v, dict) and all(_seconds(x) for x in v.values()),
+                "a record of finite seconds >= 0"),
+    "backend": (lambda v: isinstance(v, str), "a string"),
+    "layers": (lambda v: _records(v, {"node": lambda x: isinstance(x, str), "reference": _count, "lava": _count,
+                                      "equal": lambda x: isinstance(x, bool)}),
+               "a list of {node, reference, lava, equal} records with integer totals"),
+    "per_sample": (lambda v: v is None or _records(v, {"sample": _count, "equal": lambda x: isinstance(x, bool)}),
+                   "a list of {sample, equal} records"),
+}
+
+
+def _check_types(rep: dict, name: str) -> None:
+    """ShardError naming the first key whose value is not of the type `na-deploy verify --json` writes."""
+    for key, (ok, allowed) in _TYPES.items():
+        if not ok(rep.get(key)):
+            raise ShardError(f"{name}: key {key!r} is {json.dumps(rep.get(key))[:60]}; allowed: {allowed}")
 
 
 def _sample_ids(rep: dict, name: str, i: int, n: int) -> list[int]:
@@ -192,7 +232,7 @@ def _merge_seconds(reports: Sequence[dict], samples: int) -> dict:
     ref, hw = out["reference"] or 0.0, out["lava"] or 0.0
     out.update({"reference_per_sample": ref / samples, "lava_per_sample": hw / samples,
                 "lava_over_reference": hw / max(ref, 1e-12),
-                "shard_max": max(float(r["seconds"].get("reference", 0) + r["seconds"].get("lava", 0))
+                "shard_max": max(float((r["seconds"].get("reference") or 0) + (r["seconds"].get("lava") or 0))
                                  for r in reports)})
     return out
 
@@ -209,6 +249,8 @@ def merge_reports(reports: Sequence[dict], names: Optional[Sequence[str]] = None
         raise ShardError("no reports to merge; allowed: one or more verify JSON reports of shards i/n")
     names = list(names) if names is not None else [f"report {k + 1}" for k in range(len(reports))]
     shards = [_shard_of(r, nm) for r, nm in zip(reports, names)]
+    for r, nm in zip(reports, names):
+        _check_types(r, nm)
     for (i, n), name in zip(shards, names):
         if n != shards[0][1]:
             raise ShardError(f"{name}: shard {i}/{n} mixes shard counts with {names[0]}'s "
