@@ -290,9 +290,6 @@ def test_edited_npz_members_give_a_result_or_one_line(files, name, data):
     outcome(load_npz if name == "data.npz" else load_golden, bad)
 
 
-@pytest.mark.xfail(strict=True, reason="na_deploy/training/checkpoint.py (not f22's file) casts fields unchecked "
-                   "(input_shape None, epoch NaN, history 2.5 -> TypeError/ValueError tracebacks); the fix is sent "
-                   "in f22's report: apply it and drop this mark")
 @FUZZ
 @given(data=st.data())
 def test_edited_checkpoint_fields_give_a_result_or_one_line(files, data):

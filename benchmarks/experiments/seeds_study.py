@@ -4,7 +4,7 @@ Studies (each: one data set, one model, its own epochs):
   digits28   `tiny_resnet` on the digits upscaled to 28x28 (benchmarks/data/make_digits28_npz.py)
   cifar32    `resnet20` on the generated 32x32 coloured shapes (benchmarks/data/make_cifar_like_npz.py)
 Arms of a study, every one trained from the same seed's full-precision weights (same seed, same fp epochs):
-  compare    `pipeline --compare na,no-na,na+noise=0.5,na+noise=2,na+negative,na+offset,datta`
+  compare    `pipeline --compare na,no-na,na+noise=0.5,na+noise=2,na+negative,na+offset,datta,datta+l1`
   qat2x      `pipeline` (plain NA) with twice the QAT epochs
 Every (study, arm, seed) is one `na-deploy pipeline --seeds S` process; `--jobs` of them run at once, each with
 `--threads` torch threads; a finished seed folder is reused when the command is run again (pipeline's resume). Then
@@ -30,11 +30,11 @@ from pathlib import Path
 from na_deploy.evaluate.stats import accuracy_effect, arm_accuracies
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPARE = "na,no-na,na+noise=0.5,na+noise=2,na+negative,na+offset,datta"
-TIMESTEPS = "1,2,4,8"
+COMPARE = "na,no-na,na+noise=0.5,na+noise=2,na+negative,na+offset,datta,datta+l1"
+TIMESTEPS = "1,2,4,8,16,32"
 STUDIES = {
     "digits28": dict(model="tiny_resnet", data="digits28.npz", epochs_fp=10, epochs_qat=10),
-    "cifar32": dict(model="resnet20", data="cifar32.npz", epochs_fp=30, epochs_qat=20),
+    "cifar32": dict(model="resnet20", data="cifar32.npz", epochs_fp=15, epochs_qat=8),
 }
 
 
@@ -44,7 +44,7 @@ def make_data(out: Path, quick: bool) -> None:
     if not (out / "digits28.npz").exists():
         subprocess.run([py, str(ROOT / "benchmarks/data/make_digits28_npz.py"), str(out / "digits28.npz")], check=True)
     if not (out / "cifar32.npz").exists():
-        n = ["--train", "300", "--test", "100"] if quick else ["--train", "2000", "--test", "500"]
+        n = ["--train", "300", "--test", "100"] if quick else ["--train", "1000", "--test", "500"]
         subprocess.run([py, str(ROOT / "benchmarks/data/make_cifar_like_npz.py"), str(out / "cifar32.npz"), *n,
                         "--seed", "0"], check=True)
 

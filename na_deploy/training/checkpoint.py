@@ -167,6 +167,9 @@ _REQUIRED = ("kind", "model_name", "model_kwargs", "input_shape", "num_classes",
              "state_dict", "data_fingerprint", "seed")
 
 
+MAX_INPUT_ELEMENTS = 2 ** 26  # one sample's elements: a declared input_shape beyond it is refused, not allocated
+
+
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Load and validate. CheckpointError: missing file, not a checkpoint, version mismatch, bad fields."""
     path = str(path)
@@ -190,6 +193,23 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"{path}: field kind is {raw['kind']!r}; allowed: {', '.join(KINDS)}")
     if raw["kind"] == "qat" and not (isinstance(raw.get("p"), int) and raw["p"] >= 1):
         raise CheckpointError(f"{path}: field p is {raw.get('p')!r}; allowed: a positive integer for kind qat")
+    try:
+        ck = _checkpoint_of(raw, path)
+    except (TypeError, ValueError, OverflowError) as e:
+        msg = " ".join(str(e).split())
+        raise CheckpointError(f"{path}: a field has the wrong type or value ({type(e).__name__}: {msg}); allowed: "
+                              "a file written by `na-deploy train` / `quantize`") from None
+    n = 1
+    for d in ck.input_shape:
+        n *= max(d, 0)
+    if not ck.input_shape or min(ck.input_shape) < 1 or n > MAX_INPUT_ELEMENTS:
+        raise CheckpointError(f"{path}: field input_shape is {ck.input_shape}; allowed: dimensions >= 1 with at "
+                              f"most {MAX_INPUT_ELEMENTS} elements")
+    return ck
+
+
+def _checkpoint_of(raw: dict, path: str) -> Checkpoint:
+    """The Checkpoint of a raw dict whose format, version, required fields, kind and p are checked."""
     return Checkpoint(
         kind=raw["kind"], model_name=raw["model_name"], model_kwargs=dict(raw["model_kwargs"]),
         input_shape=tuple(int(d) for d in raw["input_shape"]), num_classes=int(raw["num_classes"]),

@@ -175,7 +175,8 @@ def run_gate(net: Union[IntNet, PathLike], inputs: Any, timesteps: int, target: 
     progress / timeout_s: for the backend's run (timeout_s None: the backend's default)."""
     from na_deploy.ir.offset_calibration import check_run
     from na_deploy.verify.bit_exact import verify
-    from na_deploy.verify.golden import net_digest, write_golden as store_golden
+    from na_deploy.verify.golden import load_golden, net_digest, write_golden as store_golden
+    from na_deploy.verify.samples import check_golden_inputs
 
     check_gate_request(jobs=jobs, shard=shard, golden=golden, write_golden=write_golden, fidelity=fidelity,
                        float_net=float_net, min_agreement=min_agreement, max_node_change=max_node_change)
@@ -191,6 +192,8 @@ def run_gate(net: Union[IntNet, PathLike], inputs: Any, timesteps: int, target: 
         bit_exact = _run_jobs(job_argv, min(jobs, len(inputs)))
     else:
         ids = list(range(len(inputs))) if sample_ids is None else [int(i) for i in sample_ids]
+        if golden:  # other data is a bad request (exit 2), checked before the run, never blamed on the net
+            check_golden_inputs(load_golden(golden), inputs, ids)
         report = verify(net, inputs, timesteps, target, backend, progress=progress, sample_ids=ids,
                         timeout_s=timeout_s)
         bit_exact = report.to_dict()
