@@ -105,3 +105,30 @@ def test_wheel_holds_every_package_templates_and_no_lava_requirement(tmp_path):
     for line in meta.splitlines():
         if line.startswith("Requires-Dist:") and any(d in line for d in LAVA_DISTRIBUTIONS):
             assert 'extra == "lava"' in line, line
+
+
+def _locked_versions() -> dict[str, str]:
+    """requirements/py311.lock: name -> the exact version CI installs (lines `name==version ...`)."""
+    locked = {}
+    for line in (ROOT / "requirements" / "py311.lock").read_text().splitlines():
+        if "==" in line and not line.startswith((" ", "#")):
+            name, _, rest = line.partition("==")
+            locked[name.strip().lower()] = rest.split()[0].rstrip("\\").split(";")[0].strip()
+    return locked
+
+
+def test_numba_is_a_core_dependency_locked_within_its_range_and_hypothesis_a_pinned_test_tool():
+    """The fused loops of the CPU reference (issue 23) need numba wherever the core installs; the lock CI installs
+    holds a numba inside pyproject's range, and the test extra's exact hypothesis (requirements-py311.txt too)."""
+    specifiers = pytest.importorskip("packaging.specifiers")
+    project = _pyproject()["project"]
+    core = {_requirement_name(d): d for d in project["dependencies"]}
+    assert "numba" in core, "numba is a dependency of the core (hw_targets/loihi2/reference/fused.py)"
+    locked = _locked_versions()
+    numba_range = specifiers.SpecifierSet(core["numba"].split("numba", 1)[1].strip())
+    assert locked.get("numba") in numba_range, f"lock's numba {locked.get('numba')} outside {core['numba']!r}"
+    assert "llvmlite" in locked
+    (hypothesis,) = [d for d in project["optional-dependencies"]["test"] if _requirement_name(d) == "hypothesis"]
+    version = hypothesis.split("==", 1)[1]
+    assert locked.get("hypothesis") == version, (hypothesis, locked.get("hypothesis"))
+    assert f"hypothesis=={version}" in (ROOT / "requirements-py311.txt").read_text().splitlines()

@@ -1,7 +1,8 @@
 """The fused integer loops of the CPU reference (`reference.fused`, issue 23) give exactly the integers of the numpy
 passes they replace (and of reference_slow), for every neuron model, topology, wrap, offset calibration, chunk of
-steps and thread split (C6). numba is an optional accelerator: without it the numpy passes run, and these tests
-that compare both are skipped."""
+steps and thread split (C6). numba is a dependency of the core (pyproject.toml): these tests compare both engines
+whatever NA_DEPLOY_FUSED says (it only picks the default engine), and fail where numba does not import. The loops'
+machine code is cached on disk where a place is writable, and compiled uncached where none is."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -9,6 +10,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+
+import os
+from pathlib import Path
 
 from na_deploy.hw_targets.loihi2.fixed_point import to_fixed_point
 from na_deploy.hw_targets.loihi2.reference import fused
@@ -22,7 +26,17 @@ from test_fixed_point import FLOAT_TOPOLOGIES, random_floatnet, random_pixels
 from test_neuron_modes_datta_qffs import pow2_net
 from test_reference import _wide_dense_net, assert_traces_equal
 
-needs_numba = pytest.mark.skipif(not fused.available(), reason="numba (the optional accelerator) is not installed")
+
+
+@pytest.fixture(autouse=True)
+def fused_loops_on(monkeypatch):
+    """The fused loops are the default engine here even under NA_DEPLOY_FUSED=0 (which CI-time comparisons set)."""
+    monkeypatch.setitem(fused._state, "on", True)
+
+
+def test_numba_the_dependency_imports_and_the_fused_loops_are_the_default():
+    assert fused.available(), "numba does not import: it is a dependency (pyproject.toml); reinstall the environment"
+    assert fused.accelerator().startswith("numba ")
 
 
 def assert_same_runs(fast: dict, passes: dict) -> None:
@@ -44,7 +58,6 @@ def fused_and_passes(net, x, Ts, **kw) -> tuple[dict, dict]:
     return fast, passes
 
 
-@needs_numba
 @pytest.mark.parametrize("name", sorted(NEURON_MODELS))
 @pytest.mark.parametrize("topology", TOPOLOGIES)
 def test_fused_equals_numpy_passes_for_every_model_and_topology_C6(name, topology):
@@ -57,7 +70,6 @@ def test_fused_equals_numpy_passes_for_every_model_and_topology_C6(name, topolog
     assert_traces_equal(slow_reference_simulate(net, x, 9), fast[9])
 
 
-@needs_numba
 @pytest.mark.parametrize("topology,seed", [("conv_pool_dense", 7), ("residual_identity", 0), ("dense_chain", 1),
                                            ("residual_conv", 4)])
 def test_fused_negative_spikes_and_messages_equal_C6(topology, seed):
@@ -69,7 +81,6 @@ def test_fused_negative_spikes_and_messages_equal_C6(topology, seed):
     assert any((fast[7].event_counts[k] != fast[7].spike_counts[k]).any() for k in fast[7].spike_counts)
 
 
-@needs_numba
 @pytest.mark.parametrize("weight,bias,th", [(220, 3, 1 << 22), (20000, 4095, 1 << 30)])
 def test_fused_wraps_at_24_bits_and_switches_to_float64_like_the_passes(weight, bias, th):
     net = _wide_dense_net(weight, bias, th)
@@ -80,7 +91,6 @@ def test_fused_wraps_at_24_bits_and_switches_to_float64_like_the_passes(weight, 
     assert_traces_equal(slow_reference_simulate(net, x, 40), fast[40])
 
 
-@needs_numba
 @pytest.mark.parametrize("topology,seed,rho", [("conv_pool_dense", 7, 2), ("residual_identity", 9, 3)])
 def test_fused_offset_calibration_equals_the_passes_C6(topology, seed, rho):
     net = with_offset_steps(pow2_net(seed, topology), rho)
@@ -89,7 +99,6 @@ def test_fused_offset_calibration_equals_the_passes_C6(topology, seed, rho):
     assert_same_runs(fast, passes)
 
 
-@needs_numba
 def test_fused_chunks_of_steps_threads_and_batches_do_not_change_results(monkeypatch):
     """One step per chunk, the batch split over 2 threads, chunks of 3 samples: the same integers."""
     rng = np.random.default_rng(11)
@@ -107,7 +116,6 @@ def test_fused_chunks_of_steps_threads_and_batches_do_not_change_results(monkeyp
     assert_same_runs(split, passes)
 
 
-@needs_numba
 @pytest.mark.parametrize("seed", range(len(FLOAT_TOPOLOGIES)))
 def test_fused_equals_passes_on_fixed_point_nets(seed):
     """IntNets from to_fixed_point: residual adds, relays, average pooling, dense exponents."""
@@ -118,7 +126,6 @@ def test_fused_equals_passes_on_fixed_point_nets(seed):
     assert_same_runs(fast, passes)
 
 
-@needs_numba
 def test_fused_loops_run_by_default_on_the_cpu_and_never_on_the_torch_engine(monkeypatch):
     """Per-step nets run fused on the CPU engine (one lockstep run per chunk of samples); the torch engine and
     windowed ("accumulate") nets keep their passes."""
@@ -144,3 +151,32 @@ def test_without_the_accelerator_the_engine_runs_its_numpy_passes():
         net = random_intnet(rng, "conv_pool_dense")
         x = random_inputs(rng, net, 3)
         assert_traces_equal(slow_reference_simulate(net, x, 5), reference_simulate(net, x, 5, device="cpu"))
+
+
+def test_loops_machine_code_is_cached_on_disk_where_writable_C6():
+    """After a fused run the compiled kernel has a cache folder holding its index (NUMBA_CACHE_DIR, or __pycache__
+    beside fused.py, or the user's cache): the next process loads the loops instead of compiling them."""
+    rng = np.random.default_rng(5)
+    net = random_intnet(rng, "dense_chain")
+    reference_simulate(net, random_inputs(rng, net, 2), 2, device="cpu")
+    folder = fused._state["kernel"]._cache.cache_path
+    assert folder is not None and os.access(folder, os.W_OK)
+    assert any(f.name.startswith("fused._steps") and f.suffix == ".nbi" for f in Path(folder).iterdir())
+
+
+def test_without_a_writable_cache_folder_the_loops_compile_uncached(monkeypatch, tmp_path):
+    """numba refuses cache=True where no locator has a writable folder (here: NUMBA_CACHE_DIR below a plain file,
+    the only locator allowed); `_jit` then compiles without the cache, silently, and the code runs."""
+    numba = pytest.importorskip("numba")
+    (tmp_path / "plain_file").write_text("")
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path / "plain_file" / "cache"))
+    monkeypatch.setattr(numba.config, "CACHE_LOCATOR_CLASSES", "UserProvidedCacheLocator")
+    with pytest.raises(RuntimeError, match="cannot cache"):
+        numba.njit(cache=True)(_add_one)
+    compiled = fused._jit(numba, _add_one)
+    assert compiled._cache.cache_path is None
+    assert compiled(np.int64(41)) == 42
+
+
+def _add_one(i):
+    return i + 1

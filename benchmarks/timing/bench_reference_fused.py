@@ -9,8 +9,12 @@ For tiny_resnet 28x28 (1 channel) and resnet20 32x32 (3 channels), at T = 8 and 
   - sj:     SpikingJelly's float IF SNN of the same weights (the torch model with every QuantReLU replaced by
             spikingjelly.activation_based.neuron.IFNode(v_threshold = th, soft reset), T single steps), only when
             spikingjelly is importable (it is no dependency);
-  - lava:   with --lava, seconds per sample of the Lava graph (Loihi2SimCfg fixed_pt) on 1 sample
-            (bench_reference_vs_ann.lava_per_sample; slow).
+  - passes: with --engines passes, the reference on its numpy passes (NA_DEPLOY_FUSED=0's engine: "before" the
+            fused loops), timed in the same rounds; its ratios /dense and /float are printed beside ref's;
+  - lava:   seconds per sample of the Lava graph (Loihi2SimCfg fixed_pt) on 1 sample, for the --lava NET:T pairs
+            (default tiny_resnet:8; --lava none: no Lava), bench_reference_vs_ann.lava_per_sample: measured
+            where the run finishes within --lava-budget seconds, else estimated from the steps done; a column of
+            the table beside ref (thread-independent: Lava runs one OS process per Lava process).
 Ratios ref/dense, ref/float, ref/sj (goals: ref <= 1.5x dense and <= 1.5x float) are measured in one run, the
 timers alternating round by round (best of --repeats each), so that every ratio sees the same machine load: best
 wall seconds and, as a second table, best CPU seconds of the process (time.process_time, all its threads; with 1
@@ -22,7 +26,8 @@ The integer engine the reference used is printed (`reference.fused.accelerator()
 "numba" or "numpy"; older code: "numpy"). Set NA_DEPLOY_FUSED=0 to time the numpy fallback.
 
     .venv/bin/python benchmarks/timing/bench_reference_fused.py [--threads 1 2] [--timesteps 8 32] [--repeats 3]
-        [--nets tiny_resnet resnet20] [--batch-tiny 256] [--batch-resnet20 64] [--lava] [--lava-budget 120]
+        [--nets tiny_resnet resnet20] [--batch-tiny 256] [--batch-resnet20 64] [--engines passes torch]
+        [--lava tiny_resnet:8 | --lava none] [--lava-budget 120]
 """
 from __future__ import annotations
 
@@ -62,9 +67,9 @@ def engine_label() -> str:
     return fused.accelerator()
 
 
-def engine_runs(inet, x: np.ndarray, T: int, batch: int) -> dict:
-    """The reference on its other CPU engines (the candidates for the integer steps): "passes", the numpy engine
-    without the fused loops (what ran before them), and "torch", the torch engine on the CPU."""
+def engine_runs(inet, x: np.ndarray, T: int, batch: int, engines: list) -> dict:
+    """The reference on the chosen other CPU engines (the candidates for the integer steps): "passes", the numpy
+    engine without the fused loops (what ran before them), and "torch", the torch engine on the CPU."""
     from na_deploy.hw_targets.loihi2 import TARGET
     from na_deploy.hw_targets.loihi2.reference import fused
 
@@ -72,8 +77,9 @@ def engine_runs(inet, x: np.ndarray, T: int, batch: int) -> dict:
         with fused.disabled():
             TARGET.reference_simulate(inet, x, T, device="cpu", batch_size=batch)
 
-    return {"passes": passes,
+    runs = {"passes": passes,
             "torch": lambda: TARGET.reference_simulate(inet, x, T, device="cpu", batch_size=batch, engine="torch")}
+    return {k: runs[k] for k in engines}
 
 
 def sj_model(model):
@@ -143,7 +149,7 @@ def measure(name: str, T: int, threads: int, batch: int, args, built: dict, rows
     inet = inets[T]
     torch.set_num_threads(threads)  # the fused loops split the batch over as many threads
     fns = {"ref": lambda: TARGET.reference_simulate(inet, x, T, device="cpu", batch_size=batch),
-           **(engine_runs(inet, x, T, batch) if args.engines else {}),
+           **engine_runs(inet, x, T, batch, args.engines),
            "dense": ann_passes(model, xf, T),
            "float": lambda: simulate_float(fnet, x, [T], device="cpu", batch_size=batch, progress=False)}
     if sj is not None:
@@ -165,52 +171,80 @@ def measure(name: str, T: int, threads: int, batch: int, args, built: dict, rows
                      + profile_top(fns["ref"], args.profile_top))
 
 
-def print_table(rows: list, what: str) -> None:
-    has_sj, has_eng = any("sj" in r for r in rows), any("passes" in r for r in rows)
-    print("\ninteger reference vs T float32 dense passes, our float SNN" + (", SpikingJelly IF" if has_sj else "")
-          + f" ({what} seconds per image; goals ref/dense <= 1.5x, ref/float <= 1.5x)"
-          + ("; passes / torch: the reference on its numpy passes / torch engine, as multiples of ref" if has_eng
-             else ""))
-    print(f"{'net':<12}{'T':>4}{'thr':>4}{'batch':>6}{'ref':>10}{'dense':>10}{'float':>10}"
-          + (f"{'sj':>10}" if has_sj else "") + f"{'ref/dense':>10}{'ref/float':>10}"
-          + (f"{'ref/sj':>8}" if has_sj else "") + (f"{'passes':>8}{'torch':>8}" if has_eng else "")
-          + f"{'goals':>7}  load 1/5/15")
+def print_table(rows: list, what: str, lava: dict) -> None:
+    """One line per net, T and thread count: seconds per image, then every ratio (before = the numpy passes)."""
+    has = {k: any(k in r for r in rows) for k in ("sj", "passes", "torch")}
+    has["lava"] = any(isinstance(v, dict) for v in lava.values())
+    print(f"\n{what} seconds per image; ref = the integer reference (engine above), dense = T float32 passes, float ="
+          " our float SNN; goals ref/dense <= 1.5x, ref/float <= 1.5x" + ("; before = passes, the numpy engine"
+                                                                        if has["passes"] else ""))
+    cols = ["ref", "dense", "float"] + [k for k in ("sj", "lava") if has[k]]
+    ratios = (["ref/dense", "ref/float"] + (["ref/sj"] if has["sj"] else [])
+              + (["before/dense", "before/float", "before/ref"] if has["passes"] else [])
+              + (["torch/ref"] if has["torch"] else []) + (["lava/ref"] if has["lava"] else []))
+    print(f"{'net':<12}{'T':>4}{'thr':>4}{'batch':>6}" + "".join(f"{c:>10}" for c in cols)
+          + "".join(f"{c:>13}" for c in ratios) + f"{'goals':>7}  load 1/5/15")
     for r in rows:
-        rd, rf = r["ref"] / r["dense"], r["ref"] / r["float"]
-        sj = f"{r['sj']:>10.5f}" if "sj" in r else (f"{'-':>10}" if has_sj else "")
-        rsj = f"{r['ref'] / r['sj']:>7.2f}x" if "sj" in r else (f"{'-':>8}" if has_sj else "")
-        eng = (f"{r['passes'] / r['ref']:>7.2f}x{r['torch'] / r['ref']:>7.2f}x" if "passes" in r
-               else (f"{'-':>8}{'-':>8}" if has_eng else ""))
-        ok = "met" if rd <= 1.5 and rf <= 1.5 else "no"
-        print(f"{r['net']:<12}{r['T']:>4}{r['threads']:>4}{r['batch']:>6}{r['ref']:>10.5f}{r['dense']:>10.5f}"
-              f"{r['float']:>10.5f}{sj}{rd:>9.2f}x{rf:>9.2f}x{rsj}{eng}{ok:>7}  {r['load']}")
+        lv = lava.get((r["net"], r["T"]))
+        vals = dict(r, lava=lv["seconds"]) if isinstance(lv, dict) else r
+        cells = "".join(f"{vals[c]:>10.5f}" if c in vals else f"{'-':>10}" for c in cols)
+        pairs = {"ref/dense": ("ref", "dense"), "ref/float": ("ref", "float"), "ref/sj": ("ref", "sj"),
+                 "before/dense": ("passes", "dense"), "before/float": ("passes", "float"),
+                 "before/ref": ("passes", "ref"), "torch/ref": ("torch", "ref"), "lava/ref": ("lava", "ref")}
+        cells += "".join(f"{vals[pairs[c][0]] / vals[pairs[c][1]]:>12.2f}x" if pairs[c][0] in vals else f"{'-':>13}"
+                         for c in ratios)
+        ok = "met" if r["ref"] <= 1.5 * r["dense"] and r["ref"] <= 1.5 * r["float"] else "no"
+        print(f"{r['net']:<12}{r['T']:>4}{r['threads']:>4}{r['batch']:>6}{cells}{ok:>7}  {r['load']}")
 
 
-def lava_table(built: dict, rows: list, budget: float) -> None:
+def lava_runs(built: dict, pairs: list, budget: float) -> dict:
+    """{(net, T): lava_per_sample's dict, or why there is none}: one sample of each pair through the Lava graph."""
+    import importlib.util
+
+    if not pairs:
+        return {}
+    if importlib.util.find_spec("lava") is None:
+        print("\nLava is not importable here (the core env without Lava): no Lava column")
+        return {p: "Lava not importable" for p in pairs}
     from na_deploy.hw_targets.loihi2 import TARGET
 
-    print(f"\nLava (Loihi2SimCfg fixed_pt) seconds per sample, 1 sample, budget {budget:.0f} s per net and T")
-    print(f"{'net':<12}{'T':>4}{'Lava s/sample':>15}{'ref s/img':>11}{'Lava/ref':>10}  detail")
-    done = set()
-    for r in rows:
-        if (r["net"], r["T"]) in done:
+    out = {}
+    for name, T in pairs:
+        if name not in built or T not in built[name][5]:
+            out[(name, T)] = f"{name} at T={T} was not benchmarked"
             continue
-        done.add((r["net"], r["T"]))
-        _model, _fnet, _sj, x, _xf, inets = built[r["net"]]
-        inet = inets[r["T"]]
-        trace = TARGET.reference_simulate(inet, x[:1], r["T"], device="cpu")
+        x, inet = built[name][3], built[name][5][T]
+        trace = TARGET.reference_simulate(inet, x[:1], T, device="cpu")
         try:
-            lv = lava_per_sample(inet, x[:1], r["T"], budget, trace)
+            lv = lava_per_sample(inet, x[:1], T, budget, trace)
         except Exception as e:  # noqa: BLE001 - a benchmark prints what went wrong and goes on
-            print(f"{r['net']:<12}{r['T']:>4}  failed: {type(e).__name__}: {str(e).splitlines()[0][:150]}")
-            continue
-        how = (f"measured, bit-exact vs reference: {lv['exact']}" if lv["finished"]
-               else f"estimate from {lv['steps_done']} of {lv['slot']} steps")
-        print(f"{r['net']:<12}{r['T']:>4}{lv['seconds']:>15.1f}{r['ref']:>11.5f}{lv['seconds'] / r['ref']:>9.0f}x"
-              f"  {how}", flush=True)
+            out[(name, T)] = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:150]}"
+        else:
+            out[(name, T)] = lv
+            how = (f"measured, bit-exact vs reference: {lv['exact']}" if lv["finished"]
+                   else f"estimate from {lv['steps_done']} of {lv['slot']} steps")
+            print(f"  Lava {name} T={T}: {lv['seconds']:.1f} s per sample (build {lv['build_s']:.1f} s, compile + "
+                  f"first step {lv['first_s']:.1f} s, {lv['per_step_s']:.3f} s per step; {how})", flush=True)
+    for k, v in out.items():
+        if isinstance(v, str):
+            print(f"  Lava {k[0]} T={k[1]}: {v}")
+    return out
 
 
-def main() -> None:
+def lava_pairs(specs: list) -> list:
+    """["tiny_resnet:8", ...] -> [("tiny_resnet", 8), ...]; ["none"] -> []."""
+    if specs == ["none"]:
+        return []
+    pairs = []
+    for spec in specs:
+        name, _, t = spec.partition(":")
+        if name not in NETS or not t.isdigit():
+            raise SystemExit(f"--lava {spec!r}: expected NET:T with NET in {sorted(NETS)}, or none")
+        pairs.append((name, int(t)))
+    return pairs
+
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--timesteps", type=int, nargs="+", default=[8, 32])
@@ -220,12 +254,17 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--p", type=int, default=2)
     ap.add_argument("--profile-top", type=int, default=12)
-    ap.add_argument("--engines", action="store_true",
-                    help="also the reference on its numpy passes and on the torch engine (CPU)")
-    ap.add_argument("--lava", action="store_true", help="also Lava seconds per sample (slow)")
+    ap.add_argument("--engines", nargs="*", default=[], choices=["passes", "torch"],
+                    help="also the reference on its numpy passes (before the fused loops) and/or the torch engine")
+    ap.add_argument("--lava", nargs="+", default=["tiny_resnet:8"],
+                    help="NET:T pairs timed on Lava, one sample each (slow), or none")
     ap.add_argument("--lava-budget", type=float, default=120.0)
-    args = ap.parse_args()
+    return ap.parse_args()
 
+
+def main() -> None:
+    args = parse_args()
+    pairs = lava_pairs(args.lava)
     from na_deploy.hw_targets.loihi2 import TARGET
 
     print(f"load at start (1/5/15 min): {load()}  cores {os.cpu_count()}  torch {torch.__version__}  numpy "
@@ -245,15 +284,14 @@ def main() -> None:
             for threads in args.threads:
                 measure(name, T, threads, batch, args, built, rows, cpu_rows, notes)
     if not any(b[2] is not None for b in built.values()):
-        print("(spikingjelly not importable: no SpikingJelly column)")
-    print_table(rows, "best wall")
-    print_table(cpu_rows, "best CPU (process_time: all threads of this process; less sensitive to other load)")
+        print("(spikingjelly not importable: it is optional, not installed here: no SpikingJelly column)")
+    lava = lava_runs(built, pairs, args.lava_budget)
+    print_table(rows, "best wall", lava)
+    print_table(cpu_rows, "best CPU (process_time: all threads of this process; less sensitive to other load)", {})
     if notes:
         print("\nwhere a goal is missed, what the reference spends its time on:")
         for n in notes:
             print("  " + n)
-    if args.lava:
-        lava_table(built, rows, args.lava_budget)
     print(f"\nload at end (1/5/15 min): {load()}; busiest other processes: {busiest_others()}")
 
 

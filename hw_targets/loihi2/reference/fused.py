@@ -21,10 +21,11 @@ so each chunk runs the whole net in topological order; a payload lives for one c
 state of every node (v, c, ev) for the window. Counts are read where a chunk ends at a requested T. Nets with a
 windowed model ("accumulate") and unknown models keep the numpy passes (`supports`).
 
-The loops are compiled by numba, an optional accelerator (`accelerator()` says which engine runs): without it,
-with NA_DEPLOY_FUSED=0 in the environment, or inside `disabled()`, the numpy passes run, with the same integers
-(tests/test_reference_fused.py). The loops release the GIL and run on slices of the batch in
-`torch.get_num_threads()` threads.
+The loops are compiled by numba, a dependency of the core (pyproject.toml; `accelerator()` says which engine
+runs): with NA_DEPLOY_FUSED=0 in the environment, inside `disabled()`, or where numba does not import, the numpy
+passes run, with the same integers (tests/test_reference_fused.py). The loops release the GIL and run on slices of
+the batch in `torch.get_num_threads()` threads. Their machine code is cached on disk (`_jit`): a process that
+finds it loads it instead of compiling the loops again (docs/results.md, "Fused integer steps", has the seconds).
 """
 from __future__ import annotations
 
@@ -90,14 +91,24 @@ def supports(plans: list) -> bool:
 
 
 def _kernel() -> Callable:
-    """`_steps` compiled by numba at its first use, with the row loops it calls (machine code cached on disk
-    beside this file, or in numba's user cache where that is read-only)."""
+    """`_steps` compiled by numba at its first use, with the row loops it calls (`_jit`)."""
     if _state["kernel"] is None:
-        jit = _numba().njit(cache=True, nogil=True)
+        numba = _numba()
         for name in ("_row_rest", "_row_step"):  # _steps finds its callees compiled, as module globals
-            globals()[name] = jit(globals()[name])
-        _state["kernel"] = jit(_steps)
+            fn = globals()[name]
+            globals()[name] = _jit(numba, getattr(fn, "py_func", fn))  # py_func: already compiled once
+        _state["kernel"] = _jit(numba, _steps)
     return _state["kernel"]
+
+
+def _jit(numba, fn: Callable) -> Callable:
+    """fn compiled by numba without the GIL, its machine code cached on disk where numba finds a writable place
+    (NUMBA_CACHE_DIR, else __pycache__ beside this file, else the user's cache folder), so that only the first
+    process compiles each signature; where none is writable, compiled in every process (same code, no error)."""
+    try:
+        return numba.njit(cache=True, nogil=True)(fn)
+    except RuntimeError:  # numba: "cannot cache function ...: no locator available for file ..."
+        return numba.njit(nogil=True)(fn)
 
 
 def _row_rest(cur, base_row, ys, nsyn, gains, lsh, rsh, t, b):
