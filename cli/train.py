@@ -24,7 +24,7 @@ def check_out(out: str, option: str = "--out") -> Path:
 
 def summary_line(kind: str, name: str, result, out: Path) -> str:
     h = [e for e in result.history if e["epoch"] > 0]
-    sec = sum(e["seconds"] for e in h) / max(len(h), 1)
+    sec = result.seconds_per_epoch
     return (f"{kind} {name}: test accuracy {result.test_accuracy:.4f} after {len(h)} epochs "
             f"({sec:.2f} s/epoch) -> {out}")
 

@@ -169,12 +169,16 @@ def test_injected_fault_fails(na_bit_exact):
 
 @pytest.mark.lava
 @pytest.mark.skipif(importlib.util.find_spec("lava") is None, reason="Lava is not installed")
-def test_na_bit_exact_fixture_passes_and_fails_in_a_users_suite(pytester):
+def test_na_bit_exact_fixture_passes_and_fails_in_a_users_suite(request):
     rng = np.random.default_rng(7)  # the inner tests' net and samples
     net = random_intnet(rng, "conv_pool_dense", size=4)
     x = random_inputs(rng, net, 2)
     node = net.nodes[0].name
     ref = int(TARGET.reference_simulate(net, x, 3).spike_counts[node][0, 0, 0, 0])
+    # pytester only now, after the simulation: its snapshot of sys.modules drops what is first imported while it
+    # lives, and the reference's first run imports parts of numba (its compiler loads them lazily); dropped, the
+    # next compile in this process meets a second copy of them and fails (CI's 84 failures of stop 25)
+    pytester = request.getfixturevalue("pytester")
 
     pytester.makepyfile(test_user_suite=INNER_TESTS)
     result = pytester.runpytest_subprocess("-p", "na_deploy.hw_targets.pytest_plugin", "-q", "-p", "no:cacheprovider",

@@ -87,6 +87,24 @@ def test_same_seed_same_weights_on_cpu(digits, tmp_path):
     assert load_checkpoint(path).history == qa.history
 
 
+def test_same_command_gives_the_same_checkpoint_and_net_bytes(tmp_path):
+    """Determinism (seeds are parameters): train -> quantize -> convert twice into the same paths gives the same file
+    bytes, so nothing run-dependent (wall times) is stored in a checkpoint or carried into the net's made_from."""
+    def once():
+        assert run("train", "--model", "digits_cnn", "--epochs", "1", "--seed", "5", *FAST,
+                   "--out", str(tmp_path / "fp.pt")).exit_code == 0
+        assert run("quantize", "--from", str(tmp_path / "fp.pt"), "--p", "2", "--epochs", "1", "--seed", "5", *FAST,
+                   "--out", str(tmp_path / "qat.pt")).exit_code == 0
+        assert run("convert", str(tmp_path / "qat.pt"), "--out", str(tmp_path / "net.nad.h5"),
+                   "--quiet").exit_code == 0
+        return {n: (tmp_path / n).read_bytes() for n in ("fp.pt", "qat.pt", "net.nad.h5", "net.float.nad.h5")}
+
+    first = once()
+    for n in first:
+        (tmp_path / n).unlink()
+    assert once() == first
+
+
 GAPPY = np.array([0, 1, 2, 99] * 8)[:30]  # a new user's labels: 96 of 100 classes would be empty
 
 

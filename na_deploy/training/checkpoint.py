@@ -16,6 +16,7 @@ Loading uses `torch.load(weights_only=True)`: only tensors and plain Python cont
 """
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ import torch
 from torch import nn
 
 from na_deploy import __version__
-from na_deploy.atomic import atomic_path
+from na_deploy.atomic import atomic_write_bytes
 from na_deploy.data.arrays import Normalization
 from na_deploy.errors import CheckpointError, ModelError, NaDeployError
 from na_deploy.models import ModelRegistryError, build_model, model_spec
@@ -153,13 +154,15 @@ def _tensors_to_cpu(obj: Any) -> Any:
 
 
 def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike) -> Path:
-    """torch.save the checkpoint dict atomically (temp file + rename); returns the path."""
+    """torch.save the checkpoint dict atomically (temp file + rename); returns the path. Saved into memory first:
+    torch names the archive inside the zip after the file it writes, and the temp file's name is random, so the
+    same checkpoint saved twice would differ in bytes (a buffer's archive is always named "archive")."""
     if ckpt.kind not in KINDS:
         raise CheckpointError(f"{path}: kind must be one of {KINDS}, got {ckpt.kind!r}")
     path = Path(path)
-    payload = _tensors_to_cpu(ckpt.to_dict())
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    buf = io.BytesIO()
+    torch.save(_tensors_to_cpu(ckpt.to_dict()), buf)
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 

@@ -30,7 +30,7 @@ def pretrained_fp(dataset: Dataset, spec: str, weights: str, *, reset_head: bool
     model, source = build_with_weights(spec, kwargs, weights, reset_head, log)
     model = model.to(dev)
     acc = dataset_accuracy(model, dataset, dataset.normalization, device=dev)
-    history = [{"epoch": 0, "lr": 0.0, "train_loss": None, "train_acc": None, "test_acc": acc, "seconds": 0.0}]
+    history = [{"epoch": 0, "lr": 0.0, "train_loss": None, "train_acc": None, "test_acc": acc}]
     ckpt = Checkpoint(
         kind="fp", model_name=spec, model_kwargs=kwargs, input_shape=dataset.input_shape,
         num_classes=dataset.num_classes, channel_scale=dataset.normalization.channel_scale,

@@ -267,7 +267,7 @@ def merge_reports(reports: Sequence[dict], names: Optional[Sequence[str]] = None
     layers = [{"node": la["node"], "reference": sum(int(r["layers"][j]["reference"]) for r in reports),
                "lava": sum(int(r["layers"][j]["lava"]) for r in reports),
                "equal": all(bool(r["layers"][j]["equal"]) for r in reports)} for j, la in enumerate(first["layers"])]
-    equal = all(p["equal"] is True for r in reports for p in r.get("per_sample", [])) and \
+    equal = all(p["equal"] is True for r in reports for p in (r.get("per_sample") or [])) and \
         all(r["equal"] is True for r in reports)  # the verdict follows from the records, checked above
     merged = {key: first[key] for key in ("net", "net_digest", "data") if key in first}
     merged.update({
@@ -281,7 +281,7 @@ def merge_reports(reports: Sequence[dict], names: Optional[Sequence[str]] = None
                    "per_shard": [{"shard": r.get("shard", "1/1"), "samples": r["samples"], "equal": r["equal"],
                                   "mismatching_samples": r["mismatching_samples"]} for r in reports]},
         "missing_shards": missing})
-    if all("per_sample" in r for r in reports):
+    if all(r.get("per_sample") is not None for r in reports):
         merged["per_sample"] = sorted((p for r in reports for p in r["per_sample"]), key=lambda p: p["sample"])
     _pass_through(reports, merged)
     return merged
