@@ -8,7 +8,8 @@ import click
 
 from na_deploy.errors import NaDeployError
 
-from na_deploy.cli.options import check_folder_output, device_option, parse_timesteps, target_option
+from na_deploy.cli.options import (check_folder_output, device_option, parse_timesteps, target_option,
+                                   weights_options)
 
 
 def _config_fields(options: dict) -> dict:
@@ -46,9 +47,12 @@ def _config_fields(options: dict) -> dict:
 @click.option("--model", default="digits_cnn", show_default=True,
               help="Network: a registry name, torchvision:NAME, package.module:builder or path/to/file.py:builder "
                    "(as `na-deploy train --model`).")
+@weights_options
 @click.option("--p", "p", type=int, default=2, show_default=True,
               help="Positive integer threshold of the quantized ReLU (levels 0..p); the SNN threshold is th = p*s.")
-@click.option("--epochs-fp", type=int, default=30, show_default=True, help="Full-precision training epochs.")
+@click.option("--epochs-fp", type=int, default=30, show_default=True,
+              help="Full-precision training epochs (from --weights when given; 0 with --weights: QAT starts from "
+                   "the weights as they are, the paper's workflow).")
 @click.option("--epochs-qat", type=int, default=20, show_default=True,
               help="Quantization-aware training epochs (from the full-precision weights).")
 @click.option("--noise-range", "noise_range", type=float, default=1.0, show_default=True, metavar="W",
@@ -117,7 +121,7 @@ def pipeline(target_name, out, force, compare, compare_l1, compare_offset_steps,
         raise NaDeployError(f"--data {data}: no such file or folder")
     if from_nir is not None and not Path(from_nir).is_file():
         raise NaDeployError(f"--from-nir {from_nir}: no such file")
-    check_folder_output(out, [data, from_nir])
+    check_folder_output(out, [data, from_nir, options["weights"]])
     variants = None
     if compare is not None:
         from na_deploy.pipeline.variants import parse_variants

@@ -27,13 +27,13 @@ from na_deploy.protocols import Target, require_fit
 
 
 def _train(cfg, data, run_dir: Path, variants: list[Variant], timer, log) -> dict[Training, Path]:
-    """fp.ckpt, then qat_<tag>.ckpt per distinct Training (same fp weights and seed)."""
-    from na_deploy.training.loop import train_full_precision, train_qat
+    """fp.ckpt (from --weights when given: every arm starts from them), then qat_<tag>.ckpt per distinct
+    Training (same fp weights and seed)."""
+    from na_deploy.pipeline.fp_start import fp_checkpoint
+    from na_deploy.training.loop import train_qat
 
     with timer("train_fp"):
-        train_full_precision(data, cfg.model, epochs=cfg.epochs_fp, lr=cfg.lr_fp, seed=cfg.seed, device=cfg.device,
-                             batch_size=cfg.batch_size, out=run_dir / "fp.ckpt", weight_decay=cfg.weight_decay,
-                             progress=False)
+        fp_checkpoint(cfg, data, run_dir / "fp.ckpt", progress=False, log=log)
     out: dict[Training, Path] = {}
     for tr in dict.fromkeys(v.training for v in variants):
         path = run_dir / f"qat_{tr.tag}.ckpt"
@@ -149,12 +149,19 @@ def run_compare(cfg, variants: list[Variant], target: Target, out: str | Path, f
     cfg.validate()
     timer = StageTimer()
     data = load_run_data(cfg, log)
+    from na_deploy.pipeline.fp_start import check_start
+
+    check_start(cfg, data)  # model, builder, weights, ops: refused before the run folder exists
     t0 = time.perf_counter()
     with run_folder(out, force, log, "compare") as (_, run_dir):
         comp = _run(cfg, variants, target, data, run_dir, timer, log)
         comp["command_config"] = {"model": cfg.model, "data": data.name, "p": cfg.p, "seed": cfg.seed,
                                   "epochs_fp": cfg.epochs_fp, "epochs_qat": cfg.epochs_qat,
                                   "eval_samples": cfg.eval_samples or int(data.num_test)}
+        if cfg.weights is not None:
+            from na_deploy.pipeline.fp_start import weights_config
+
+            comp["command_config"].update(weights_config({"weights": cfg.weights, "reset_head": cfg.reset_head}))
         report = {"compare": comp, "environment": run_environment(cfg.device),  # issue 20
                   "timings_s": {**timer.timings, "total": round(time.perf_counter() - t0, 3)}}
         plot_compare(comp, run_dir / "compare_accuracy.png", title=f"{cfg.model} on {data.name}, p={cfg.p}")

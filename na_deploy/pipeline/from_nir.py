@@ -15,7 +15,7 @@ from na_deploy.protocols import Target, require_fit
 from na_deploy.verify.provenance import save_net_pair
 
 TRAINING_KEYS = ("model", "p", "epochs_fp", "epochs_qat", "lr_fp", "lr_qat", "batch_size", "weight_decay",
-                 "compare_no_noise_adaptor", "neuron", "preset")
+                 "compare_no_noise_adaptor", "neuron", "preset", "weights", "reset_head")
 
 
 def nir_arm(cfg, data, target: Target, run_dir: Path, timer, log: Callable) -> tuple:

@@ -29,6 +29,7 @@ from na_deploy.protocols import Backend, Target, Trace, require_fit
 from na_deploy.verify.provenance import save_net_pair
 
 DEFAULT_TIMESTEPS = (1, 2, 4, 8, 16, 32)
+MAX_PIPELINE_T = 2 ** 23 - 1  # a 24-bit signed spike count (Loihi 2's state) bounds T
 
 
 @dataclass
@@ -58,6 +59,8 @@ class PipelineConfig:
     augment: Optional[str] = None  # training augmentation (na_deploy.data.transforms): None/none, cifar, imagenet
     workers: int = 0  # DataLoader worker processes for folder / augmented data (0: the main process)
     noise_range: float = 1.0  # W of the noise adaptor, eps ~ U(-W/2, W/2) (the paper's 1; in config when not 1)
+    weights: Optional[str] = None  # full-precision state_dict to start from (fp_start; config: + weights_sha256)
+    reset_head: bool = False  # with weights: re-initialise a final classifier of another class count
 
     def validate(self) -> None:
         """One-line NaDeployError naming the option for any value no stage can use (p and T: `checks`' rules)."""
@@ -68,12 +71,17 @@ class PipelineConfig:
         from na_deploy.training.quantizer import check_noise_range
 
         check_noise_range(self.noise_range)
-        if self.epochs_fp < 1 or self.epochs_qat < 1:
-            raise NaDeployError(f"--epochs-fp and --epochs-qat must be >= 1, got {self.epochs_fp}, {self.epochs_qat}")
+        if self.epochs_fp < (0 if self.weights is not None else 1) or self.epochs_qat < 1:
+            raise NaDeployError(f"--epochs-fp and --epochs-qat must be >= 1 (--epochs-fp 0 only with --weights), "
+                                f"got {self.epochs_fp}, {self.epochs_qat}")
         try:
             check_timesteps(self.timesteps)
         except NaDeployError:
             raise NaDeployError(f"--timesteps must be positive integers, got {list(self.timesteps)}") from None
+        for flag, ts in (("--timesteps", self.timesteps), ("--verify-timesteps", (self.verify_timesteps,))):
+            if max(ts) > MAX_PIPELINE_T:
+                raise NaDeployError(f"{flag}: T = {max(ts)} exceeds 2**23-1 = {MAX_PIPELINE_T} (a 24-bit signed "
+                                    "spike count); allowed: 1..8388607")
         for flag, v, lo in (("--verify-samples", self.verify_samples, 0),
                             ("--verify-timesteps", self.verify_timesteps, 1),
                             ("--eval-samples", 1 if self.eval_samples is None else self.eval_samples, 1)):
@@ -84,6 +92,10 @@ class PipelineConfig:
             raise NaDeployError(f"--neuron {self.neuron}: unknown neuron mode; allowed: {', '.join(m)}")
         if self.from_nir is not None and (self.data is None or self.neuron or self.compare_no_noise_adaptor):
             raise NaDeployError("--from-nir: needs --data (no training; no --neuron, --compare-no-noise-adaptor)")
+        if self.reset_head and self.weights is None:
+            raise NaDeployError("--reset-head: needs --weights FILE (it re-initialises that file's classifier)")
+        if self.from_nir is not None and self.weights is not None:
+            raise NaDeployError("--weights: cannot be combined with --from-nir (no training, no torch model)")
 
 
 @dataclass
@@ -196,14 +208,13 @@ def _run_stages(cfg: PipelineConfig, target: Target, backend: Optional[Backend],
                 timer: StageTimer, log: Callable) -> dict:
     """Train, convert, export, verify, resources, (the arm without noise adaptor), plots -> the report dict."""
     from na_deploy.pipeline.from_nir import nir_arm
-    from na_deploy.training.loop import train_full_precision
+    from na_deploy.pipeline.fp_start import fp_checkpoint
 
     if cfg.from_nir is not None:
         arm, modes = ArmResult(*nir_arm(cfg, data, target, run_dir, timer, log)), None
     else:
         with timer("train_fp"):
-            train_full_precision(data, cfg.model, epochs=cfg.epochs_fp, lr=cfg.lr_fp, seed=cfg.seed, device=cfg.device,
-                                 batch_size=cfg.batch_size, out=run_dir / "fp.ckpt", weight_decay=cfg.weight_decay)
+            fp_checkpoint(cfg, data, run_dir / "fp.ckpt", log=log)
         with timer("train_qat"):
             _train_qat(cfg, data, run_dir, True, "qat.ckpt")
         arm, modes = _main_arm(cfg, data, target, run_dir, timer, log)
@@ -240,10 +251,11 @@ def _run_stages(cfg: PipelineConfig, target: Target, backend: Optional[Backend],
 
 def config_record(cfg: PipelineConfig, target: Target) -> dict:
     """report.json's "config": every option as run (`nir_config`), noise_range only when it is not the paper's 1
-    (so a default run's report.json keeps its bytes)."""
+    (so a default run's report.json keeps its bytes); weights and weights_sha256 only with --weights."""
+    from na_deploy.pipeline.fp_start import weights_config
     from na_deploy.pipeline.from_nir import nir_config
 
-    config = nir_config(cfg, {**asdict(cfg), "timesteps": list(cfg.timesteps), "target": target.name})
+    config = weights_config(nir_config(cfg, {**asdict(cfg), "timesteps": list(cfg.timesteps), "target": target.name}))
     return {k: v for k, v in config.items() if k != "noise_range" or v != 1.0}
 
 
@@ -262,6 +274,9 @@ def run_pipeline(cfg: PipelineConfig, target: Target, out: str | Path, force: bo
     timer = StageTimer()
     with timer("load_data"):
         data = load_run_data(cfg, log)
+    from na_deploy.pipeline.fp_start import check_start
+
+    check_start(cfg, data)  # model, builder, weights, ops: refused before the run folder exists
     t_start = time.perf_counter()
     with run_folder(out, force, log, "pipeline") as (final, run_dir):
         log(f"[pipeline] data {data.name}: {data.num_train} train / {data.num_test} test, "

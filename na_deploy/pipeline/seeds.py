@@ -146,6 +146,11 @@ def run_seeds(cfg, seeds: list[int], target, out: str | Path, force: bool = Fals
     """Every seed's run (`run_pipeline`, or `run_compare` with variants) in OUT/seed-<s>/, then OUT/report.json,
     report.md, accuracy_vs_T.png and COMPLETE; return the combined report."""
     cfg.validate()
+    from na_deploy.pipeline.fp_start import check_start
+    from na_deploy.pipeline.run import load_run_data
+
+    if cfg.from_nir is None:
+        check_start(cfg, load_run_data(cfg, log))  # model, builder, weights, ops: refused before OUT is made
     out = prepare_seeds_out(out, force)
     t0 = time.perf_counter()
     reports = [_run_seed(cfg, s, target, out, log, variants, backend) for s in seeds]

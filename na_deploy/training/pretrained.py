@@ -14,6 +14,7 @@ from typing import Callable, Optional
 import torch
 
 from na_deploy.data.arrays import Dataset
+from na_deploy.errors import ModelError
 from na_deploy.training import distributed
 from na_deploy.training.checkpoint import Checkpoint, cpu_state_dict, save_checkpoint
 from na_deploy.training.loop import MOMENTUM, TrainResult, dataset_accuracy, model_kwargs_for
@@ -42,3 +43,21 @@ def pretrained_fp(dataset: Dataset, spec: str, weights: str, *, reset_head: bool
         save_checkpoint(ckpt, out)
         ckpt.path = str(out)
     return TrainResult(model, ckpt, history)
+
+
+def check_model_before_writing(spec: str, model_kwargs: dict, weights: Optional[str] = None,
+                               reset_head: bool = False, p: int = 2) -> None:
+    """Every refusal a run could meet in its model, before anything is written (issue 19 item 5): a spec whose
+    builder does not exist, a file that raises on import, a builder returning no module, a weights file with
+    missing / unexpected / mis-shaped keys, an op with no exact SNN form (GELU, SiLU, attention, ...). One-line
+    ModelError naming it; the global torch RNG is left as it was (the run then builds its model from its seed)."""
+    from na_deploy.training.checkpoint import check_model_name
+    from na_deploy.training.surgery import quantize_model
+
+    check_model_name(spec)
+    with torch.random.fork_rng(devices=[]):
+        model, _ = build_with_weights(spec, model_kwargs, weights, reset_head, None)
+        try:
+            quantize_model(model, p)
+        except ModelError as e:
+            raise ModelError(f"--model {spec}: {e}") from e

@@ -4,12 +4,14 @@
 * every ReLU -- `nn.ReLU` modules *and* functional calls (`F.relu`, `torch.relu`, `x.relu()`, in-place
   variants) -- becomes a `QuantReLU(p, s, noise_adaptor)` (q = s*round(clip(v/s + eps, 0, p)), C1);
 * every max-pool becomes the average pool with the same kernel/stride/padding (an IF SNN cannot max-pool, C2);
-* ReLU6 / Hardtanh(0, a) (module or F.relu6 / F.hardtanh(x, 0, a)) becomes a QuantReLU too (issue 19): its
+* ReLU6 / Hardtanh(0, a) (module or F.relu6 / F.hardtanh(x, 0, a)) and clamp(0, a) (torch.clamp / torch.clip /
+  x.clamp / x.clip, in-place variants; clamp(min=0) is a plain ReLU) become a QuantReLU too (issue 19): its
   upper clip a is absorbed by the QuantReLU's own clip at p*s -- the step size is initialised with p*s <= a
   (`calibrate_step_sizes` searches thresholds up to a on activations clipped at a), so the clip at a never
   binds below p*s; QAT then learns s freely (the converted SNN is exact w.r.t. the QAT model either way);
 * any other activation (GELU, Sigmoid, Tanh, SiLU, Hardswish, ELU, LeakyReLU, PReLU, ..., module or
-  functional) and attention / LayerNorm modules are refused with a `ModelError` naming the module path.
+  functional), a clamp with other bounds and attention / LayerNorm modules are refused with a `ModelError`
+  naming the module path.
 
 Functional calls are found with torch.fx: the model (with every replaced module a leaf) is traced
 symbolically; each functional ReLU node becomes a `call_module` of a new QuantReLU registered under the
@@ -47,6 +49,8 @@ _FUNCTIONAL_OTHER_ACT = {
     torch.rrelu, torch.threshold, F.elu_, F.leaky_relu_, F.hardtanh_,
 }
 _METHOD_OTHER_ACT = {"sigmoid", "sigmoid_", "tanh", "tanh_"}
+_CLAMP_FUNCS = {torch.clamp, torch.clip, torch.clamp_, torch.clip_}
+_CLAMP_METHODS = {"clamp", "clip", "clamp_", "clip_"}
 _MAXPOOL_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
                     nn.AdaptiveMaxPool3d)
 _ACTIVATION_MODULE = "torch.nn.modules.activation"
@@ -160,11 +164,37 @@ def trace(model: nn.Module) -> fx.GraphModule:
 
 def _is_relu_node(n: fx.Node) -> bool:
     return (n.op == "call_function" and n.target in _FUNCTIONAL_RELU) or (
-        n.op == "call_method" and n.target in _METHOD_RELU) or _functional_bound(n) is not None
+        n.op == "call_method" and n.target in _METHOD_RELU) or _functional_bound(n) is not None or (
+        _clamp_bounds(n) is not None and _clamp_relu_upper(n) is not False)
+
+
+def _clamp_bounds(n: fx.Node) -> tuple | None:
+    """(min, max) of a clamp / clip node (torch.clamp(x, lo, hi), x.clamp(lo, hi), clip, in place); None for
+    any other node."""
+    if not ((n.op == "call_function" and n.target in _CLAMP_FUNCS) or (
+            n.op == "call_method" and n.target in _CLAMP_METHODS)):
+        return None
+    a = dict(zip(["input", "min", "max"], n.args), **n.kwargs)
+    return a.get("min"), a.get("max")
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _clamp_relu_upper(n: fx.Node) -> float | None | bool:
+    """a of clamp(0, a) (a > 0), None for clamp(min=0) (a plain ReLU), False for any other bounds."""
+    lo, hi = _clamp_bounds(n) or (None, None)
+    if not (_number(lo) and lo == 0):
+        return False
+    return None if hi is None else float(hi) if _number(hi) and hi > 0 else False
 
 
 def _functional_bound(n: fx.Node) -> float | None:
-    """a of F.relu6(x) (6) / F.hardtanh(x, 0, a); None for any other node."""
+    """a of F.relu6(x) (6) / F.hardtanh(x, 0, a) / clamp(x, 0, a); None for any other node."""
+    if _clamp_bounds(n) is not None:
+        upper = _clamp_relu_upper(n)
+        return None if upper is False else upper
     if n.op == "call_function" and n.target is F.relu6:
         return 6.0
     if n.op == "call_function" and n.target in (F.hardtanh, F.hardtanh_):
@@ -227,13 +257,17 @@ def replace_functional(model: nn.Module, p: int, noise_adaptor: bool, step_size:
         if _is_other_act_node(n) and not _is_relu_node(n):
             name = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", str(n.target))
             raise ModelError(f"{_node_owner(n)}: activation {name} is not supported; only ReLU is allowed")
+        if _clamp_bounds(n) is not None and not _is_relu_node(n):
+            lo, hi = _clamp_bounds(n)
+            raise ModelError(f"{_node_owner(n)}: clamp(min={lo}, max={hi}) is not supported; allowed: clamp(0, a) "
+                             "with a > 0 or clamp(min=0) (a quantized ReLU)")
         if _is_relu_node(n):
             while hasattr(gm, f"quant_relu_{k}"):
                 k += 1
             name = f"quant_relu_{k}"
             gm.add_submodule(name, _quant_relu(p, step_size, noise_adaptor, device, _functional_bound(n)))
             with gm.graph.inserting_after(n):
-                new = gm.graph.call_module(name, (n.args[0],))
+                new = gm.graph.call_module(name, (n.args[0] if n.args else n.kwargs["input"],))
             n.replace_all_uses_with(new)
             gm.graph.erase_node(n)
             changed = True
