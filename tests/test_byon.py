@@ -125,3 +125,153 @@ def test_unsupported_op_refused_at_quantize_time():
     from na_deploy.training.surgery import quantize_model
     with pytest.raises(ModelError, match=r"^1: activation GELU is not supported"):
         quantize_model(nn.Sequential(nn.Conv2d(3, 4, 3), nn.GELU()), 2)
+
+
+# ------------------------------------------------------------------------------- pipeline --weights (issue 19)
+GELU_BUILDER = '''
+import torch.nn as nn
+def build(num_classes, in_channels=3):
+    return nn.Sequential(nn.Conv2d(in_channels, 4, 3, padding=1), nn.GELU(), nn.AvgPool2d(2), nn.Flatten(),
+                         nn.Linear(4 * 4 * 4, num_classes))
+'''
+PIPE = ("--data", "rgb.npz", "--epochs-qat", "1", "--timesteps", "1,2", "--verify-samples", "0")
+
+
+def test_pipeline_starts_from_the_weights_and_records_them(work):
+    import hashlib
+    import json
+
+    _weights("w.pt")
+    r = _run("pipeline", "--model", "mynet.py:build", "--weights", "w.pt", "--epochs-fp", "0", *PIPE, "--out", "run")
+    assert r.exit_code == 0, r.output
+    config = json.loads((work / "run" / "report.json").read_text())["config"]
+    assert config["weights"] == "w.pt" and config["epochs_fp"] == 0
+    assert config["weights_sha256"] == hashlib.sha256((work / "w.pt").read_bytes()).hexdigest()
+    fp = load_checkpoint(work / "run" / "fp.ckpt")
+    w = torch.load("w.pt", weights_only=True)
+    assert fp.epochs == 0 and all(torch.equal(fp.state_dict[k], w[k]) for k in w)
+
+
+def test_pipeline_without_weights_records_no_weights_keys(work):
+    import json
+
+    r = _run("pipeline", "--model", "mynet.py:build", "--epochs-fp", "1", *PIPE, "--out", "run")
+    assert r.exit_code == 0, r.output
+    config = json.loads((work / "run" / "report.json").read_text())["config"]
+    assert not {"weights", "weights_sha256", "reset_head"} & set(config)
+
+
+def test_every_compare_arm_starts_from_the_weights(work):
+    import json
+
+    _weights("w.pt", num_classes=9)
+    r = _run("pipeline", "--compare", "na,no-na", "--model", "mynet.py:build", "--weights", "w.pt", "--reset-head",
+             "--epochs-fp", "0", *PIPE, "--out", "cmp")
+    assert r.exit_code == 0, r.output
+    assert "--reset-head: final classifier '4' re-initialised (9 -> 4 classes)" in r.output
+    fp = load_checkpoint(work / "cmp" / "fp.ckpt")
+    w = torch.load("w.pt", weights_only=True)
+    assert torch.equal(fp.state_dict["0.weight"], w["0.weight"])
+    assert {ck.hparams.get("pretrained") for ck in [fp]} == {True}
+    cc = json.loads((work / "cmp" / "compare.json").read_text())["command_config"]
+    assert cc["weights"] == "w.pt" and cc["reset_head"] is True and len(cc["weights_sha256"]) == 64
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model", "mynet.py:nope"], "--model mynet.py:nope: mynet.py has no callable 'nope'"),
+    (["--model", "broken.py:build"], "importing broken.py failed (RuntimeError: boom at import)"),
+    (["--model", "mynet.py:not_a_module"], "returned int, not an nn.Module"),
+    (["--model", "gelu.py:build"], "--model gelu.py:build: 1: activation GELU is not supported"),
+    (["--model", "mynet.py:build", "--weights", "missing.pt"], "missing 1 key(s): 0.bias"),
+    (["--model", "mynet.py:build", "--weights", "unexpected.pt"], "unexpected 1: head.w"),
+    (["--model", "mynet.py:build", "--weights", "shape.pt"], "mis-shaped 2: 4.weight (9, 64) vs model (4, 64)"),
+    (["--model", "mynet.py:build", "--weights", "nofile.pt"], "--weights nofile.pt: file not found"),
+    (["--timesteps", "1,8388608"], "T = 8388608 exceeds 2**23-1"),
+])
+@pytest.mark.parametrize("mode", [[], ["--compare", "na,no-na"], ["--seeds", "0,1"]])
+def test_pipeline_bad_input_is_one_line_exit_2_nothing_written(work, args, message, mode):
+    (work / "gelu.py").write_text(GELU_BUILDER)
+    _weights("missing.pt", drop="0.bias")
+    _weights("unexpected.pt", extra="head.w")
+    _weights("shape.pt", num_classes=9)
+    r = _run("pipeline", *PIPE, *args, *mode, "--out", "out/run")
+    assert r.exit_code == 2 and message in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    assert r.output.startswith("error: ")
+    assert not (work / "out").exists()
+
+
+def test_imagenet_preset_takes_a_torchvision_model_and_weights(work):
+    pytest.importorskip("torchvision")
+    from dataclasses import fields
+
+    from na_deploy.pipeline.presets import resolve_config
+    from na_deploy.pipeline.run import PipelineConfig
+
+    defaults = {f.name: f.default for f in fields(PipelineConfig)}
+    c = resolve_config(defaults, "imagenet-resnet50", {"model": "torchvision:resnet50", "weights": "w.pth"})
+    assert (c["model"], c["weights"], c["p"], c["preset"]) == ("torchvision:resnet50", "w.pth", 3,
+                                                              "imagenet-resnet50")
+    PipelineConfig(**c).validate()
+    torch.save({"fc.weight": torch.zeros(1000, 2048), "foo": torch.zeros(1)}, "w.pth")
+    r = _run("pipeline", "--preset", "imagenet-resnet50", "--model", "torchvision:resnet50", "--weights", "w.pth",
+             "--augment", "none", "--data", "rgb.npz", "--out", "out/run")
+    assert r.exit_code == 2 and "--weights w.pth: does not match model 'torchvision:resnet50' (missing" in r.output
+    assert "unexpected 1: foo" in r.output and not (work / "out").exists()
+
+
+def test_pipeline_refuses_t_above_24_bits():
+    from na_deploy.errors import NaDeployError
+    from na_deploy.pipeline.run import PipelineConfig
+
+    PipelineConfig(timesteps=(1, 2 ** 23 - 1)).validate()
+    with pytest.raises(NaDeployError, match=r"^--timesteps: T = 8388608 exceeds 2\*\*23-1"):
+        PipelineConfig(timesteps=(1, 2 ** 23)).validate()
+    with pytest.raises(NaDeployError, match=r"^--verify-timesteps: T = 8388608"):
+        PipelineConfig(verify_timesteps=2 ** 23).validate()
+    with pytest.raises(NaDeployError, match="--epochs-fp 0 only with --weights"):
+        PipelineConfig(epochs_fp=0).validate()
+
+
+class _Clamped(nn.Module):
+    def __init__(self, form):
+        super().__init__()
+        self.conv, self.form = nn.Conv2d(1, 2, 3), form
+
+    def forward(self, x):
+        v = self.conv(x)
+        return {"torch.clamp": lambda: torch.clamp(v, 0, 3.0), "torch.clip": lambda: torch.clip(v, min=0, max=4),
+                "Tensor.clamp": lambda: v.clamp(0, 5), "Tensor.clip_": lambda: v.clip_(0, 2.5),
+                "clamp(min=0)": lambda: v.clamp(min=0), "bad": lambda: v.clamp(-1, 1)}[self.form]()
+
+
+@pytest.mark.parametrize("form,upper", [("torch.clamp", 3.0), ("torch.clip", 4.0), ("Tensor.clamp", 5.0),
+                                        ("Tensor.clip_", 2.5), ("clamp(min=0)", None)])
+def test_clamp_forms_become_the_quantized_relu(form, upper):
+    from na_deploy.training.quantizer import QuantReLU
+    from na_deploy.training.surgery import calibrate_step_sizes, quant_layers, quantize_model
+
+    q = quantize_model(_Clamped(form), 2)
+    (name, layer), = quant_layers(q)
+    assert isinstance(layer, QuantReLU) and layer.upper == upper
+    torch.manual_seed(0)
+    calibrate_step_sizes(q, torch.randn(8, 1, 6, 6) * 4)
+    if upper is not None:  # p*s <= a: the clip at a never binds below the QuantReLU's own clip at p*s
+        assert layer.threshold <= upper + 1e-6
+    graph_ops = {n.target for n in q.graph.nodes if n.op in ("call_function", "call_method")}
+    assert not graph_ops & {torch.clamp, torch.clip, "clamp", "clip", "clip_"}
+
+
+@pytest.mark.parametrize("module,upper", [(nn.Hardtanh(0, 2.5), 2.5), (nn.ReLU6(), 6.0)])
+def test_clipped_relu_modules_become_the_quantized_relu(module, upper):
+    from na_deploy.training.quantizer import QuantReLU
+    from na_deploy.training.surgery import quant_layers, quantize_model
+
+    (_, layer), = quant_layers(quantize_model(nn.Sequential(nn.Conv2d(1, 2, 3), module), 2))
+    assert isinstance(layer, QuantReLU) and layer.upper == upper
+
+
+def test_clamp_with_other_bounds_is_refused():
+    from na_deploy.training.surgery import quantize_model
+
+    with pytest.raises(ModelError, match=r"clamp\(min=-1, max=1\) is not supported; allowed: clamp\(0, a\)"):
+        quantize_model(_Clamped("bad"), 2)
