@@ -31,7 +31,7 @@ FIT_T = 8
 
 def _reason(stage: str, e: Exception) -> str:
     msg = (str(e).splitlines() or [type(e).__name__])[0]
-    return f"{stage}: {type(e).__name__}: {msg}"[:300]
+    return f"{stage}: {type(e).__name__}: {msg}"
 
 
 def _fits(net, target_names: list[str], out: dict) -> tuple:
