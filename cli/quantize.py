@@ -153,6 +153,10 @@ def quantize(from_ckpt: Optional[str], model_name: Optional[str], p: int, noise_
         dataset = load_dataset(data, seed, num_classes, warn)
         fp_path = out_path.with_name(out_path.stem + "-fp" + (out_path.suffix or ".pt"))
         check_out(str(fp_path), "fp checkpoint")
+        from na_deploy.training.loop import model_kwargs_for
+        from na_deploy.training.pretrained import check_model_before_writing
+
+        check_model_before_writing(model_name, model_kwargs_for(dataset, None), weights, reset_head, p)
         fine_tune = weights is None or "fp_epochs" in given_options("fp_epochs")
         fp_res = _full_precision(dataset, model_name, fp_path, fp_epochs if fine_tune else 0, fp_lr, seed, device,
                                  batch_size, quiet, weights, reset_head)

@@ -275,3 +275,11 @@ def test_clamp_with_other_bounds_is_refused():
 
     with pytest.raises(ModelError, match=r"clamp\(min=-1, max=1\) is not supported; allowed: clamp\(0, a\)"):
         quantize_model(_Clamped("bad"), 2)
+
+
+def test_quantize_refuses_an_unsupported_op_before_the_fp_checkpoint(work):
+    (work / "gelu.py").write_text(GELU_BUILDER)
+    r = _run("quantize", "--model", "gelu.py:build", "--data", "rgb.npz", "--epochs", "1", "--fp-epochs", "1",
+             "--out", "q.pt", "--quiet")
+    assert r.exit_code == 2 and "--model gelu.py:build: 1: activation GELU is not supported" in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1 and not (work / "q-fp.pt").exists()
