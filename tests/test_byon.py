@@ -142,10 +142,12 @@ def test_pipeline_starts_from_the_weights_and_records_them(work):
     import json
 
     _weights("w.pt")
-    r = _run("pipeline", "--model", "mynet.py:build", "--weights", "w.pt", "--epochs-fp", "0", *PIPE, "--out", "run")
+    r = _run("pipeline", "--model", "mynet.py:build", "--weights", "w.pt", "--epochs-fp", "0",
+             "--compare-no-noise-adaptor", *PIPE, "--out", "run")
     assert r.exit_code == 0, r.output
-    config = json.loads((work / "run" / "report.json").read_text())["config"]
-    assert config["weights"] == "w.pt" and config["epochs_fp"] == 0
+    report = json.loads((work / "run" / "report.json").read_text())
+    config = report["config"]
+    assert config["weights"] == "w.pt" and config["epochs_fp"] == 0 and "no_noise_adaptor" in report
     assert config["weights_sha256"] == hashlib.sha256((work / "w.pt").read_bytes()).hexdigest()
     fp = load_checkpoint(work / "run" / "fp.ckpt")
     w = torch.load("w.pt", weights_only=True)
