@@ -285,3 +285,31 @@ def test_quantize_refuses_an_unsupported_op_before_the_fp_checkpoint(work):
              "--out", "q.pt", "--quiet")
     assert r.exit_code == 2 and "--model gelu.py:build: 1: activation GELU is not supported" in r.output, r.output
     assert len(r.output.strip().splitlines()) == 1 and not (work / "q-fp.pt").exists()
+
+
+MUL_BUILDER = '''
+import torch.nn as nn
+
+
+class Net(nn.Module):
+    def __init__(self, num_classes, in_channels=3):
+        super().__init__()
+        self.conv, self.relu = nn.Conv2d(in_channels, 4, 3, padding=1), nn.ReLU()
+        self.pool, self.fc = nn.AvgPool2d(2), nn.Linear(4 * 4 * 4, num_classes)
+
+    def forward(self, x):
+        a = self.relu(self.conv(x))
+        return self.fc(self.pool(a * a).flatten(1))  # a product of two activations: no synapse computes it
+
+
+def build(num_classes, in_channels=3):
+    return Net(num_classes, in_channels)
+'''
+
+
+def test_pipeline_refuses_a_net_that_does_not_convert_before_training(work):
+    (work / "mul.py").write_text(MUL_BUILDER)
+    r = _run("pipeline", *PIPE, "--model", "mul.py:build", "--out", "out/run")
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert r.output.startswith("error: --model mul.py:build: does not convert to an SNN (fx node 'mul': mul is not")
+    assert not (work / "out").exists()

@@ -46,11 +46,12 @@ def pretrained_fp(dataset: Dataset, spec: str, weights: str, *, reset_head: bool
 
 
 def check_model_before_writing(spec: str, model_kwargs: dict, weights: Optional[str] = None,
-                               reset_head: bool = False, p: int = 2) -> None:
+                               reset_head: bool = False, p: int = 2) -> torch.nn.Module:
     """Every refusal a run could meet in its model, before anything is written (issue 19 item 5): a spec whose
     builder does not exist, a file that raises on import, a builder returning no module, a weights file with
     missing / unexpected / mis-shaped keys, an op with no exact SNN form (GELU, SiLU, attention, ...). One-line
-    ModelError naming it; the global torch RNG is left as it was (the run then builds its model from its seed)."""
+    ModelError naming it; the global torch RNG is left as it was (the run then builds its model from its seed).
+    Returns the quantized model (untrained step sizes), for a structural conversion check by the caller."""
     from na_deploy.training.checkpoint import check_model_name
     from na_deploy.training.surgery import quantize_model
 
@@ -58,6 +59,6 @@ def check_model_before_writing(spec: str, model_kwargs: dict, weights: Optional[
     with torch.random.fork_rng(devices=[]):
         model, _ = build_with_weights(spec, model_kwargs, weights, reset_head, None)
         try:
-            quantize_model(model, p)
+            return quantize_model(model, p)
         except ModelError as e:
             raise ModelError(f"--model {spec}: {e}") from e
