@@ -313,3 +313,25 @@ def test_pipeline_refuses_a_net_that_does_not_convert_before_training(work):
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
     assert r.output.startswith("error: --model mul.py:build: does not convert to an SNN (fx node 'mul': mul is not")
     assert not (work / "out").exists()
+
+
+def test_compat_table_page_names_the_command_that_regenerates_it(tmp_path):
+    pytest.importorskip("torchvision")
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "experiments" / "torchvision_compat.py"
+    spec = importlib.util.spec_from_file_location("torchvision_compat", script)
+    compat = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compat)
+    out = tmp_path / "compat.md"
+    compat.main([str(script), "--size", "32", "--only", "squeezenet1_1", "--lava", "--lava-max-synapses", "10",
+                 "--out", str(out)])
+    page = out.read_text()
+    command = ("nice -n 10 .venv/bin/python benchmarks/experiments/torchvision_compat.py --size 32 --only "
+               f"squeezenet1_1 --lava --lava-max-synapses 10 --out {out}")
+    assert f"```\n{command}\n```" in page
+    row = next(line for line in page.splitlines() if line.startswith("| squeezenet1_1 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # the one-line reason, or no fit, or Lava skipped (above 10 synapses), said in its cell
+    assert cells[-1] or cells[3].startswith("no (") or cells[6].startswith("skipped: "), row
