@@ -4,9 +4,11 @@ Li & Rajendran (arXiv 2312.05290, §5.1): QAT from pre-trained full-precision Re
 cosine learning rate from 0.1, weight decay 5e-4 (CIFAR-10) / 2.5e-5 (ImageNet), 160 epochs, p = 2 (CIFAR-10) /
 p = 3 (ImageNet). The paper does not state the batch size nor how its full-precision weights were trained; no
 weights can be downloaded here, so the pipeline trains them first: those values are ours and marked so
-(`ours`). Every field is overridable flag by flag; report.json's "config" holds the values that ran and the
-preset's name. `augment` (na_deploy.data.transforms) is the standard augmentation of each data set, marked ours since
-§5.1 does not spell it out: cifar = zero-pad 4 + random crop + horizontal flip; imagenet = RandomResizedCrop 224
+(`ours`); `--weights FILE --epochs-fp 0` starts QAT from a user's weights instead (e.g. `--preset
+imagenet-resnet50 --model torchvision:resnet50 --weights resnet50.pth --epochs-fp 0`, issue 19). Every field is
+overridable flag by flag; report.json's "config" holds the values that ran and the preset's name. `augment`
+(na_deploy.data.transforms) is the standard augmentation of each data set, marked ours since §5.1 does not spell
+it out: cifar = zero-pad 4 + random crop + horizontal flip; imagenet = RandomResizedCrop 224
 + flip for training, resize 256 + centre crop 224 for evaluation.
 """
 from __future__ import annotations
