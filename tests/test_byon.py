@@ -335,3 +335,17 @@ def test_compat_table_page_names_the_command_that_regenerates_it(tmp_path):
     cells = [c.strip() for c in row.strip("|").split("|")]
     # the one-line reason, or no fit, or Lava skipped (above 10 synapses), said in its cell
     assert cells[-1] or cells[3].startswith("no (") or cells[6].startswith("skipped: "), row
+
+
+def test_seeds_reuse_a_finished_seed_only_with_the_same_weights(work):
+    torch.manual_seed(4)
+    _weights("w.pt")
+    args = ("pipeline", "--model", "mynet.py:build", "--weights", "w.pt", "--epochs-fp", "0", "--seeds", "0", *PIPE,
+            "--out", "sd")
+    assert _run(*args).exit_code == 0
+    r = _run(*args)
+    assert r.exit_code == 0 and "seed 0: reusing the finished run" in r.output, r.output
+    torch.manual_seed(5)
+    _weights("w.pt")  # other weights, same file name
+    r = _run(*args)
+    assert r.exit_code == 2 and "a finished seed run with another config (weights_sha256:" in r.output, r.output
