@@ -90,6 +90,9 @@ class LazyGroup(click.Group):
         """click's main, with every failure on one line and the exit codes of the module docstring."""
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        from na_deploy.runlock import forget_left
+
+        forget_left()  # what this command leaves, not what an earlier command of this process left
         with sigterm_raises():
             try:
                 rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)

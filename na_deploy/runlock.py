@@ -24,6 +24,11 @@ def note_left(path) -> None:
     _LEFT.append(str(path))
 
 
+def forget_left() -> None:
+    """Start a new command's record (the CLI's main calls it: a long-lived process runs many commands)."""
+    _LEFT.clear()
+
+
 def left_behind() -> list[str]:
     """What unfinished runs of this process left behind, in the order noted."""
     return list(_LEFT)
