@@ -43,7 +43,8 @@ from na_deploy.cli.options import (backend_option, check_outputs, is_stdout, one
               help="Verify only shard i of n (sample k is in shard k mod n + 1).")
 @click.option("--jobs", default=1, show_default=True, type=int, help="Run J shards as parallel processes.")
 @click.option("--timeout", default=None, type=float,
-              help="Seconds before a Lava run counts as hung [default: 120 + 5 per Lava step].")
+              help="Seconds before a Lava run call counts as hung [default: 120 + 5 per Lava step for the first call, "
+                   "then max(60, 20 x the first call's seconds per step x steps)].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @target_option
 @backend_option
@@ -60,7 +61,7 @@ def verify(**o) -> None:
 
     check_gate_request(jobs=o["jobs"], shard=o["shard"], golden=o["golden"], write_golden=o["write_golden"],
                        fidelity=not o["skip_fidelity"], float_net=o["float_net"], min_agreement=o["min_agreement"],
-                       max_node_change=o["max_node_change"])
+                       max_node_change=o["max_node_change"], timeout_s=o["timeout"])
     check_outputs({"--json": o["json_out"], "--junit": o["junit"], "--write-golden": o["write_golden"]},
                   inputs=_inputs(o), stdout_ok=("--json",))
     net = load_intnet(o["net_path"])

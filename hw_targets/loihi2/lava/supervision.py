@@ -1,0 +1,440 @@
+"""Supervising a running Lava runtime (issue 22): dead workers, hangs, signals, shared memory.
+
+Graph building (`graph.py`) stays pure; this module watches the OS side of a run while `runtime.py` drives it:
+
+* `Supervisor.call(proc, fn, ...)`: a Lava call (`run`, `get`) in a daemon thread; the calling (main) thread
+  polls every `POLL_S` seconds whether one of the runtime's workers (the OS processes of its Lava processes and
+  runtime services, and the shared-memory manager) has died -> `WorkerDied` (a `BackendFailure`, CLI exit 3)
+  naming the worker (pid, Lava process, exit code or signal), or whether the call ran past its budget ->
+  `TimeoutError`. SIGINT / SIGTERM reach the main thread at once (the poll is a short `join`).
+* `timeout_budget(steps, first_seconds_per_step)`: the default budget of one call: 120 s + 5 s per step for
+  the first call (it compiles and starts the runtime), then max(60 s, 20 x the first call's seconds per step x
+  steps). An explicit timeout (`--timeout`) replaces it.
+* Workers ignore Ctrl-C: the thread that makes the Lava calls blocks SIGINT, and the workers it forks inherit
+  that mask, so a SIGINT to the whole process group reaches only the parent, which tears them down.
+* `ShmLedger`: the shared-memory segments a run creates are recorded (one file per process,
+  `$TMPDIR/na-deploy-shm-<uid>/<pid>.txt`) as Lava creates them; teardown unlinks whatever is left of ours,
+  and `sweep_dead_ledgers()` (run at the start of every supervised run) unlinks the segments of runs whose
+  process is gone (a kill -9), then drops their ledger.
+* `kill_workers(proc)`: terminate (then kill) every worker still alive and shut the shared-memory manager
+  down; `deferred_signals()`: SIGINT / SIGTERM wait while teardown runs (they are delivered after it).
+
+This module imports Lava only inside the functions that touch a runtime.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import multiprocessing as mp
+import os
+import signal
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+from na_deploy.errors import BackendFailure, SimulationError
+
+POLL_S = 0.25  # how often the children are checked while a Lava call runs
+FIRST_CALL_S, FIRST_CALL_PER_STEP_S = 120.0, 5.0  # the first call's budget: compile + start + steps
+LATER_MIN_S, LATER_FACTOR = 60.0, 20.0  # later calls: max(60 s, 20 x measured seconds per step x steps)
+SHM_DIR = Path("/dev/shm")
+
+
+class WorkerDied(BackendFailure):
+    """A Lava worker process died during a run call (pid, name and how in the message)."""
+
+    def __init__(self, message: str, pid: int = 0, name: str = "", how: str = ""):
+        super().__init__(message)
+        self.pid, self.name, self.how = pid, name, how
+
+
+# ----------------------------------------------------------------------------------------------- timeouts
+def check_timeout(timeout_s: Optional[float], what: str = "timeout_s") -> Optional[float]:
+    """None (the default budget) or a finite number of seconds > 0; SimulationError (one line) otherwise."""
+    if timeout_s is None:
+        return None
+    try:
+        t = float(timeout_s)
+    except (TypeError, ValueError):
+        t = math.nan
+    if not (math.isfinite(t) and t > 0):
+        raise SimulationError(f"{what} {timeout_s}: allowed: a finite number of seconds > 0 (or None: the default "
+                              "scales with the first Lava run call)")
+    return t
+
+
+def timeout_budget(steps: int, first_seconds_per_step: Optional[float] = None) -> float:
+    """Seconds one Lava call of `steps` steps may take before it counts as hung: 120 + 5 x steps for the first
+    call (nothing measured yet; it compiles and starts the runtime), later max(60, 20 x the first call's
+    seconds per step x steps)."""
+    steps = max(1, int(steps))
+    if first_seconds_per_step is None or not math.isfinite(first_seconds_per_step):
+        return FIRST_CALL_S + FIRST_CALL_PER_STEP_S * steps
+    return max(LATER_MIN_S, LATER_FACTOR * max(0.0, first_seconds_per_step) * steps)
+
+
+# ------------------------------------------------------------------------------------------ shared memory
+def ledger_dir() -> Path:
+    """The folder of the shared-memory ledgers of this user: $TMPDIR/na-deploy-shm-<uid>."""
+    return Path(tempfile.gettempdir()) / f"na-deploy-shm-{os.getuid()}"
+
+
+def _start_time(pid: int) -> Optional[str]:
+    """The start time of process `pid` (field 22 of /proc/PID/stat), None when it is gone or unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
+def _alive(pid: int, start: Optional[str]) -> bool:
+    """Whether the process that wrote a ledger still runs (same pid and, where known, same start time)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    now = _start_time(pid)
+    return start in (None, "", "?") or now is None or now == start
+
+
+def _valid_name(name: str) -> bool:
+    return bool(name) and "/" not in name and not name.startswith(".") and len(name) < 250
+
+
+def unlink_segment(name: str, registered: bool = False) -> bool:
+    """Unlink POSIX shared-memory segment `name` if it exists -> whether it did. registered: it was created by
+    this process (so its resource tracker knows it: tell the tracker, or it warns at exit)."""
+    from multiprocessing import resource_tracker
+    import _posixshmem
+
+    if not _valid_name(name):
+        return False
+    try:
+        _posixshmem.shm_unlink("/" + name)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return False
+    if registered:
+        with contextlib.suppress(Exception):
+            resource_tracker.unregister("/" + name, "shared_memory")
+    return True
+
+
+class ShmLedger:
+    """The shared-memory segments this process created for Lava, one name per line in `<dir>/<pid>.txt`
+    (first line: `pid <pid> start <start time>`)."""
+
+    def __init__(self, directory: Optional[Path] = None, pid: Optional[int] = None):
+        self.dir = Path(directory) if directory is not None else ledger_dir()
+        self.pid = os.getpid() if pid is None else int(pid)
+        self.path = self.dir / f"{self.pid}.txt"
+        self._lock = threading.Lock()
+
+    def add(self, name: str) -> None:
+        """Record segment `name` (before anything else can kill this process, as far as possible)."""
+        with self._lock:
+            self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            new = not self.path.exists()
+            with open(self.path, "a") as f:
+                if new:
+                    f.write(f"pid {self.pid} start {_start_time(self.pid) or '?'}\n")
+                f.write(name + "\n")
+
+    def names(self) -> list[str]:
+        return read_ledger(self.path)[1]
+
+    def release(self) -> list[str]:
+        """Unlink the recorded segments that still exist (Lava's manager unlinks them on a clean stop) and
+        drop the ledger -> the names unlinked here."""
+        with self._lock:
+            gone = [n for n in self.names() if unlink_segment(n, registered=True)]
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            return gone
+
+
+def read_ledger(path: Path) -> tuple[tuple[int, Optional[str]], list[str]]:
+    """((pid, start time), segment names) of a ledger file ((0, None), [] when unreadable)."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return (0, None), []
+    head = lines[0].split() if lines else []
+    try:
+        pid = int(head[1])
+        start = head[3] if len(head) > 3 else None
+    except (IndexError, ValueError):
+        pid, start = 0, None
+    return (pid, start), [ln.strip() for ln in lines[1:] if _valid_name(ln.strip())]
+
+
+def sweep_dead_ledgers(directory: Optional[Path] = None) -> list[str]:
+    """Unlink the segments recorded by processes that are gone (e.g. killed with SIGKILL, so their teardown
+    never ran) and drop their ledgers -> the names unlinked. Ledgers of live processes are left alone."""
+    d = Path(directory) if directory is not None else ledger_dir()
+    swept: list[str] = []
+    try:
+        files = sorted(d.glob("*.txt"))
+    except OSError:
+        return swept
+    for f in files:
+        (pid, start), names = read_ledger(f)
+        if pid == os.getpid() or (pid > 0 and _alive(pid, start)):
+            continue
+        if pid <= 0 and f.stem.isdigit() and _alive(int(f.stem), None):  # a ledger being written
+            continue
+        swept += [n for n in names if unlink_segment(n)]
+        with contextlib.suppress(OSError):
+            f.unlink()
+    return swept
+
+
+_LEDGER: Optional[ShmLedger] = None
+
+
+def ledger() -> ShmLedger:
+    """This process's ledger (made on first use; a forked child gets its own)."""
+    global _LEDGER
+    if _LEDGER is None or _LEDGER.pid != os.getpid():
+        _LEDGER = ShmLedger()
+    return _LEDGER
+
+
+def install_shm_ledger() -> None:
+    """Record every segment Lava's SharedMemoryManager creates in this process's ledger (idempotent)."""
+    from lava.magma.runtime.message_infrastructure import shared_memory_manager as smm_mod
+
+    cls = smm_mod.SharedMemoryManager
+    if getattr(cls.create_shared_memory, "_na_deploy_ledger", False):
+        return
+    original = cls.create_shared_memory
+
+    def create_shared_memory(self, size: int):
+        handle = original(self, size)
+        with contextlib.suppress(OSError):
+            ledger().add(handle.name)
+        return handle
+
+    create_shared_memory._na_deploy_ledger = True
+    cls.create_shared_memory = create_shared_memory
+
+
+# ----------------------------------------------------------------------------------------------- workers
+def infrastructure(proc) -> tuple[Any, Any]:
+    """(runtime, its message infrastructure) of a process that was run, or (None, None)."""
+    runtime = getattr(proc, "runtime", None) or getattr(proc, "_runtime", None)
+    return runtime, getattr(runtime, "_messaging_infrastructure", None)
+
+
+def _manager_process(infra) -> Optional[mp.Process]:
+    return getattr(getattr(getattr(infra, "smm", None), "_manager", None), "_process", None)
+
+
+def _worker_names(runtime) -> dict[int, str]:
+    """id(builder) -> "Lava process NAME (Type)" / "Lava runtime service"."""
+    names: dict[int, str] = {}
+    exe = getattr(runtime, "_executable", None)
+    for p, b in (getattr(exe, "proc_builders", None) or {}).items():
+        names[id(b)] = f"Lava process {getattr(p, 'name', '?')!r} ({type(p).__name__})"
+    for b in (getattr(exe, "runtime_service_builders", None) or {}).values():
+        names[id(b)] = "the Lava runtime service"
+    return names
+
+
+def workers(proc) -> list[tuple[mp.Process, str]]:
+    """(OS process, what it is) of every worker of `proc`'s runtime started so far: one per Lava process, the
+    runtime services, the shared-memory manager."""
+    runtime, infra = infrastructure(proc)
+    out: list[tuple[mp.Process, str]] = []
+    if infra is None:
+        return out
+    names = _worker_names(runtime)
+    for actor in list(getattr(infra, "actors", None) or []):
+        builder = (getattr(actor, "_kwargs", None) or {}).get("builder")
+        out.append((actor, names.get(id(builder), "a Lava worker")))
+    manager = _manager_process(infra)
+    if manager is not None:
+        out.append((manager, "the Lava shared-memory manager"))
+    return out
+
+
+def _exitcode(p: mp.Process) -> Optional[int]:
+    """Its exit code when it has ended (reaped without blocking), else None (running, not started, closed)."""
+    popen = getattr(p, "_popen", None)
+    if popen is None:
+        return None
+    try:
+        return popen.poll()
+    except (OSError, ValueError):
+        return None
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by signal {-code} ({signal.Signals(-code).name})"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def dead_worker(proc) -> Optional[WorkerDied]:
+    """The first worker of `proc`'s runtime that has ended, as a WorkerDied error (None: all alive)."""
+    for p, name in workers(proc):
+        code = _exitcode(p)
+        if code is None:
+            continue
+        how = describe_exit(code)
+        return WorkerDied(f"{name} (pid {p.pid}) {how} during the Lava run; the run was stopped and every Lava "
+                          "process and shared-memory segment removed; rerun (if it recurs, check memory: "
+                          "`dmesg | grep -i kill`)", pid=p.pid or 0, name=name, how=how)
+    return None
+
+
+def kill_workers(proc, grace_s: float = 3.0) -> list[int]:
+    """Terminate every worker of `proc`'s runtime still alive (SIGTERM to all, then SIGKILL after `grace_s`),
+    reap them, shut the shared-memory manager down and mark the runtime stopped (so Lava's `__del__` does
+    not call `stop()`, which hangs) -> pids that could not be ended."""
+    runtime, infra = infrastructure(proc)
+    procs = [p for p, _ in workers(proc)]
+    for p in procs:
+        if _exitcode(p) is None and getattr(p, "_popen", None) is not None:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                p._popen.terminate()
+    deadline = time.monotonic() + grace_s
+    for p in procs:
+        while _exitcode(p) is None and getattr(p, "_popen", None) is not None and time.monotonic() < deadline:
+            time.sleep(0.02)
+    left = []
+    for p in procs:
+        if _exitcode(p) is None and getattr(p, "_popen", None) is not None:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                p._popen.kill()
+            t_end = time.monotonic() + 2.0
+            while _exitcode(p) is None and time.monotonic() < t_end:
+                time.sleep(0.02)
+            if _exitcode(p) is None:
+                left.append(p.pid)
+    smm = getattr(infra, "smm", None)
+    for stop in (lambda: smm.shutdown(), lambda: runtime._watchdog_manager.stop()):
+        with contextlib.suppress(Exception):
+            stop()
+    if runtime is not None:
+        with contextlib.suppress(Exception):
+            runtime._is_started = runtime._is_running = False
+    return left
+
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM wait (blocked in this thread) while the block runs, and are delivered after it: a
+    second Ctrl-C does not cut a teardown short."""
+    sigs = {signal.SIGINT, signal.SIGTERM}
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    except (OSError, ValueError, AttributeError):  # pragma: no cover - no pthread_sigmask
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+# ------------------------------------------------------------------------------------------------ calls
+class Supervisor:
+    """Watches the Lava calls of one run: `call` polls for dead workers and the timeout; the first `run`
+    call's seconds per step set the budget of later ones (unless `timeout_s` is given)."""
+
+    def __init__(self, timeout_s: Optional[float] = None, poll_s: float = POLL_S):
+        self.timeout_s = check_timeout(timeout_s)
+        self.poll_s = poll_s
+        self.first_seconds_per_step: Optional[float] = None
+
+    def budget(self, steps: int) -> float:
+        """Seconds the next call of `steps` steps may take."""
+        return self.timeout_s if self.timeout_s is not None else timeout_budget(steps, self.first_seconds_per_step)
+
+    def call(self, proc, fn: Callable[[], Any], what: str, budget_s: float) -> Any:
+        """fn() (a Lava call on `proc`'s runtime) in a daemon thread that blocks SIGINT (so the workers it
+        forks ignore Ctrl-C), polled every poll_s: WorkerDied when a worker has died, TimeoutError after
+        budget_s; fn's own exception is re-raised here."""
+        box: dict = {}
+
+        def target():
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            try:
+                box["value"] = fn()
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+                box["error"] = e
+
+        t = threading.Thread(target=target, name="lava-call", daemon=True)
+        deadline = time.monotonic() + budget_s
+        t.start()
+        while True:
+            t.join(min(self.poll_s, max(0.0, deadline - time.monotonic())))
+            if not t.is_alive():
+                break
+            died = dead_worker(proc)
+            if died is not None:
+                t.join(self.poll_s)  # let a model error that killed it reach `run` first
+                if not t.is_alive() and "error" in box:
+                    break
+                raise died
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{what} did not finish within {budget_s:.0f} s")
+        if "error" in box:
+            raise box["error"]
+        return box.get("value")
+
+    def run(self, proc, steps: int, cfg) -> None:
+        """proc.run(RunSteps(steps)) supervised; the first call's seconds per step are remembered."""
+        from lava.magma.core.run_conditions import RunSteps
+
+        t0 = time.perf_counter()
+        self.call(proc, lambda: proc.run(condition=RunSteps(num_steps=int(steps)), run_cfg=cfg),
+                  f"Lava run of {steps} steps", self.budget(steps))
+        if self.first_seconds_per_step is None:
+            self.first_seconds_per_step = (time.perf_counter() - t0) / max(1, int(steps))
+
+
+_ACTIVE: Optional[Supervisor] = None
+
+
+def active() -> Supervisor:
+    """The supervisor of the run in progress (a fresh one with the default budget outside a run)."""
+    return _ACTIVE if _ACTIVE is not None else Supervisor()
+
+
+@contextlib.contextmanager
+def supervising(timeout_s: Optional[float] = None) -> Iterator[Supervisor]:
+    """`with supervising(timeout_s) as sup:` the Lava calls of one run (`active()` is `sup` inside); first
+    sweeps the segments of dead runs and installs the shared-memory ledger."""
+    global _ACTIVE
+    sup = Supervisor(timeout_s)
+    with contextlib.suppress(Exception):
+        sweep_dead_ledgers()
+    install_shm_ledger()
+    prev, _ACTIVE = _ACTIVE, sup
+    try:
+        yield sup
+    finally:
+        _ACTIVE = prev
+
+
+def release_shared_memory() -> list[str]:
+    """Unlink the segments this process recorded that still exist, drop its ledger -> names unlinked."""
+    return ledger().release()
+
+
+__all__ = ["POLL_S", "WorkerDied", "check_timeout", "timeout_budget", "ledger_dir", "ShmLedger", "read_ledger",
+           "sweep_dead_ledgers", "ledger", "install_shm_ledger", "unlink_segment", "infrastructure", "workers",
+           "dead_worker", "describe_exit", "kill_workers", "deferred_signals", "Supervisor", "active",
+           "supervising", "release_shared_memory"]
