@@ -10,8 +10,10 @@ Graph building (`graph.py`) stays pure; this module watches the OS side of a run
 * `timeout_budget(steps, first_seconds_per_step)`: the default budget of one call: 120 s + 5 s per step for
   the first call (it compiles and starts the runtime), then max(60 s, 20 x the first call's seconds per step x
   steps). An explicit timeout (`--timeout`) replaces it.
-* Workers ignore Ctrl-C: the thread that makes the Lava calls blocks SIGINT, and the workers it forks inherit
-  that mask, so a SIGINT to the whole process group reaches only the parent, which tears them down.
+* Workers ignore Ctrl-C and die quietly on SIGTERM: a process forked during a supervised call (Lava forks its
+  workers in the first `run`) ignores SIGINT and gets SIGTERM's default action back (it inherited the CLI's
+  handler, which raises), so a SIGINT to the whole process group reaches only the parent, which tears them
+  down, and a terminated worker prints no traceback.
 * `ShmLedger`: the shared-memory segments a run creates are recorded (one file per process,
   `$TMPDIR/na-deploy-shm-<uid>/<pid>.txt`) as Lava creates them; teardown unlinks whatever is left of ours,
   and `sweep_dead_ledgers()` (run at the start of every supervised run) unlinks the segments of runs whose
@@ -236,15 +238,13 @@ def _manager_process(infra) -> Optional[mp.Process]:
     return getattr(getattr(getattr(infra, "smm", None), "_manager", None), "_process", None)
 
 
-def _worker_names(runtime) -> dict[int, str]:
-    """id(builder) -> "Lava process NAME (Type)" / "Lava runtime service"."""
-    names: dict[int, str] = {}
+def _worker_names(runtime) -> list[str]:
+    """What each actor is, in the order Lava starts them (`Runtime._build_processes`, then
+    `_build_runtime_services`): "Lava process NAME (Type)" per process, then the runtime services."""
     exe = getattr(runtime, "_executable", None)
-    for p, b in (getattr(exe, "proc_builders", None) or {}).items():
-        names[id(b)] = f"Lava process {getattr(p, 'name', '?')!r} ({type(p).__name__})"
-    for b in (getattr(exe, "runtime_service_builders", None) or {}).values():
-        names[id(b)] = "the Lava runtime service"
-    return names
+    names = [f"Lava process {getattr(p, 'name', '?')!r} ({type(p).__name__})"
+             for p in (getattr(exe, "proc_builders", None) or {})]
+    return names + ["the Lava runtime service"] * len(getattr(exe, "runtime_service_builders", None) or {})
 
 
 def workers(proc) -> list[tuple[mp.Process, str]]:
@@ -255,9 +255,8 @@ def workers(proc) -> list[tuple[mp.Process, str]]:
     if infra is None:
         return out
     names = _worker_names(runtime)
-    for actor in list(getattr(infra, "actors", None) or []):
-        builder = (getattr(actor, "_kwargs", None) or {}).get("builder")
-        out.append((actor, names.get(id(builder), "a Lava worker")))
+    for i, actor in enumerate(list(getattr(infra, "actors", None) or [])):
+        out.append((actor, names[i] if i < len(names) else "a Lava worker"))
     manager = _manager_process(infra)
     if manager is not None:
         out.append((manager, "the Lava shared-memory manager"))
@@ -348,6 +347,23 @@ def deferred_signals() -> Iterator[None]:
 
 
 # ------------------------------------------------------------------------------------------------ calls
+_FORKING = False  # True while a supervised call runs: a process forked then is a Lava worker
+
+
+def _worker_signals_after_fork() -> None:
+    """In a process forked during a supervised call: ignore SIGINT, default SIGTERM (kill quietly)."""
+    global _FORKING
+    if not _FORKING:
+        return
+    _FORKING = False
+    with contextlib.suppress(Exception):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+os.register_at_fork(after_in_child=_worker_signals_after_fork)
+
+
 class Supervisor:
     """Watches the Lava calls of one run: `call` polls for dead workers and the timeout; the first `run`
     call's seconds per step set the budget of later ones (unless `timeout_s` is given)."""
@@ -375,9 +391,17 @@ class Supervisor:
             except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
                 box["error"] = e
 
+        global _FORKING
         t = threading.Thread(target=target, name="lava-call", daemon=True)
         deadline = time.monotonic() + budget_s
-        t.start()
+        _FORKING = True
+        try:
+            t.start()
+            return self._wait(proc, t, box, what, budget_s, deadline)
+        finally:
+            _FORKING = False
+
+    def _wait(self, proc, t: threading.Thread, box: dict, what: str, budget_s: float, deadline: float) -> Any:
         while True:
             t.join(min(self.poll_s, max(0.0, deadline - time.monotonic())))
             if not t.is_alive():
