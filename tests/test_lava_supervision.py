@@ -143,7 +143,7 @@ def _group_alive(pgid: int) -> list[int]:
 class Run:
     """`na-deploy verify` on the digits net as a process-group leader, with its ledger in tmp_path."""
 
-    def __init__(self, tmp_path: Path, samples: int = 300):
+    def __init__(self, tmp_path: Path, samples: int = 60):
         self.ledger_dir = tmp_path / f"na-deploy-shm-{os.getuid()}"
         env = {**os.environ, "TMPDIR": str(tmp_path)}
         self.p = subprocess.Popen([sys.executable, "-m", "na_deploy.cli.main", "verify",
@@ -187,14 +187,13 @@ def _assert_clean(run: Run, names: list[str]) -> None:
 
 @pytest.mark.lava
 @pytest.mark.parametrize("how, code, start", [("SIGTERM", 143, "terminated (SIGTERM): "),
-                                              ("SIGINT", 130, "interrupted: "),
                                               ("SIGINT to the group", 130, "interrupted: ")])
 def test_a_signal_during_the_lava_check_stops_lava_cleanly(tmp_path, how, code, start):
     run = Run(tmp_path)
     names = run.wait_for_lava()
     if how == "SIGINT to the group":  # Ctrl-C in a terminal: the workers get it too and must not die of it
         os.killpg(run.p.pid, signal.SIGINT)
-    else:
+    else:  # what a CI cancel or `docker stop` sends (to the main process only)
         run.p.send_signal(getattr(signal, how))
     rc, err, seconds = run.finish()
     assert rc == code, err[-3000:]
