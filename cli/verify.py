@@ -5,7 +5,8 @@ Thin: it parses options, picks the samples (`na_deploy.verify.samples.select_sam
 to the FloatNet; --jobs J as J shard processes, na_deploy.verify.jobs), prints the report's text, writes
 JSON / JUnit / golden files atomically and turns the verdict into the exit code:
   0  every check passed;  1  a check failed (backend != reference, broken provenance link, fidelity below
-  --min-agreement, golden difference);  2  a bad request (unreadable file, bad option, a net failing the fit).
+  --min-agreement, golden difference);  2  a bad request (unreadable file, bad option, a net failing the fit);
+  3  the backend failed while running (a dead Lava worker, a hung Lava run, a crashed --jobs shard).
 """
 from __future__ import annotations
 
@@ -53,7 +54,8 @@ def verify(**o) -> None:
     """Reference simulator vs the backend (Lava) on the same N samples (step 5, contract C6): per-layer spike
     totals, readout potentials, the first mismatch with its sample, node, neuron and step; plus, where asked
     or possible, the provenance chain (--against), fidelity to the FloatNet, and golden traces. Exit code 0
-    when every check passed, 1 when one failed, 2 on a bad request (including a net failing the fit check)."""
+    when every check passed, 1 when one failed, 2 on a bad request (including a net failing the fit check), 3
+    when the backend failed while running (a dead Lava worker, a hung run, a crashed shard)."""
     from na_deploy.io import load_intnet
     from na_deploy.ir.offset_calibration import check_run
     from na_deploy.verify.gate import check_gate_request, run_gate
