@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 sv = pytest.importorskip("na_deploy.hw_targets.loihi2.lava.supervision")
+shm = pytest.importorskip("na_deploy.hw_targets.loihi2.lava.shm_ledger")
 
 from na_deploy.errors import BackendFailure, SimulationError  # noqa: E402
 
@@ -78,26 +79,26 @@ def test_sweep_unlinks_segments_of_dead_runs_and_keeps_live_ones(tmp_path):
         dead_names = [_segment(f"{tag}_d{i}") for i in range(3)]
         live_names = [_segment(f"{tag}_l{i}")for i in range(2)]
         for pid, names in ((dead, dead_names), (live.pid, live_names)):
-            led = sv.ShmLedger(d, pid=pid)
+            led = shm.ShmLedger(d, pid=pid)
             for n in names:
                 led.add(n)
         (d / "junk.txt").write_text("not a ledger\n../../etc/passwd\n")
-        assert sorted(sv.sweep_dead_ledgers(d)) == sorted(dead_names)
+        assert sorted(shm.sweep_dead_ledgers(d)) == sorted(dead_names)
         assert not any((SHM / n).exists() for n in dead_names)
         assert all((SHM / n).exists() for n in live_names)
         assert sorted(p.name for p in d.iterdir()) == [f"{live.pid}.txt"]
-        assert sv.sweep_dead_ledgers(d) == []
+        assert shm.sweep_dead_ledgers(d) == []
     finally:
         live.kill()
         live.wait()
         for n in live_names:
-            sv.unlink_segment(n)
+            shm.unlink_segment(n)
 
 
 @pytest.mark.skipif(not SHM.is_dir(), reason="needs /dev/shm")
 def test_ledger_release_unlinks_what_is_left_and_drops_the_file(tmp_path):
     tag = f"nadtest{os.getpid()}_{time.monotonic_ns() % 10 ** 9}"
-    led = sv.ShmLedger(tmp_path)
+    led = shm.ShmLedger(tmp_path)
     names = [_segment(f"{tag}_{i}") for i in range(2)]
     for n in names:
         led.add(n)
@@ -163,7 +164,7 @@ class Run:
             assert self.p.poll() is None, self.p.communicate()
             if self.ledger.exists() and len(self.children()) >= workers:
                 time.sleep(0.5)
-                return sv.read_ledger(self.ledger)[1]
+                return shm.read_ledger(self.ledger)[1]
             time.sleep(0.1)
         raise AssertionError("Lava did not start")
 
@@ -227,5 +228,5 @@ def test_segments_left_by_a_killed_group_are_swept_later(tmp_path):
     assert run.ledger.exists()  # nobody could clean up: the ledger remembers
     left = [n for n in names if (SHM / n).exists()]
     assert left  # SIGKILL leaves the segments (Lava's manager never ran its cleanup)
-    assert sorted(sv.sweep_dead_ledgers(run.ledger_dir)) == sorted(left)
+    assert sorted(shm.sweep_dead_ledgers(run.ledger_dir)) == sorted(left)
     assert [n for n in names if (SHM / n).exists()] == [] and not run.ledger.exists()
