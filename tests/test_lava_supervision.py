@@ -98,8 +98,13 @@ def test_sweep_unlinks_segments_of_dead_runs_and_keeps_live_ones(tmp_path):
 @pytest.mark.skipif(not SHM.is_dir(), reason="needs /dev/shm")
 def test_ledger_release_unlinks_what_is_left_and_drops_the_file(tmp_path):
     tag = f"nadtest{os.getpid()}_{time.monotonic_ns() % 10 ** 9}"
+    from multiprocessing.shared_memory import SharedMemory
+
     led = shm.ShmLedger(tmp_path)
-    names = [_segment(f"{tag}_{i}") for i in range(2)]
+    made = [SharedMemory(f"{tag}_{i}", create=True, size=64) for i in range(2)]  # as Lava makes them
+    for m in made:
+        m.close()
+    names = [m.name for m in made]
     for n in names:
         led.add(n)
     led.add(f"{tag}_gone")  # already unlinked by Lava's manager: skipped
