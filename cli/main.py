@@ -11,8 +11,8 @@ Exit codes (every command; docs/cli.md "Exit codes"):
   2    a usage or input error, or an output that cannot be written (one line `error: ...`, nothing written);
   3    the backend failed while running: a Lava worker died, a Lava run hung past its timeout, a `--jobs` shard
        crashed (one line `error: ...` naming the worker / shard; Lava torn down, nothing written);
-  130  interrupted (Ctrl-C), 143 terminated (SIGTERM): one line `interrupted: ...` saying what was left;
-       `finally` blocks (Lava's stop, temporary files) run first.
+  130  interrupted (Ctrl-C), 143 terminated (SIGTERM): one line `interrupted: ...` saying what was stopped
+       (the Lava processes) and what was left; `finally` blocks (Lava's stop, temporary files) run first.
 """
 from __future__ import annotations
 
@@ -92,6 +92,9 @@ class LazyGroup(click.Group):
         """click's main, with every failure on one line and the exit codes of the module docstring."""
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        from na_deploy.runlock import forget_stopped
+
+        forget_stopped()
         with sigterm_raises():
             try:
                 rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
@@ -127,12 +130,12 @@ def one_line(e: click.ClickException) -> str:
 
 def interrupted(what: str, code: int) -> int:
     """Print `<what>: <what was left>` on stderr; return the exit code."""
-    from na_deploy.runlock import left_behind
+    from na_deploy.runlock import left_behind, stopped_cleanly
 
     left = left_behind()
     said = f"left {', '.join(left)} (not marked complete)" if left else \
         "nothing half-written left (outputs are written atomically)"
-    click.echo(f"{what}: {said}", err=True)
+    click.echo(f"{what}: {''.join(s + '; ' for s in stopped_cleanly())}{said}", err=True)
     return code
 
 

@@ -204,6 +204,7 @@ def test_a_signal_during_the_lava_check_stops_lava_cleanly(tmp_path, how, code, 
     rc, err, seconds = run.finish()
     assert rc == code, err[-3000:]
     assert err.startswith(start) and "\n" not in err, err[-3000:]
+    assert "Lava stopped (" in err and "shared-memory segments removed)" in err
     assert seconds < 20
     _assert_clean(run, names)
 
@@ -212,13 +213,14 @@ def test_a_signal_during_the_lava_check_stops_lava_cleanly(tmp_path, how, code, 
 def test_a_killed_lava_worker_is_named_and_everything_torn_down_exit_3(tmp_path):
     run = Run(tmp_path)
     names = run.wait_for_lava()
-    victim = run.children()[-1]  # the last one Lava started (a worker, not the resource tracker)
+    victim = run.children()[-2]  # the last Lava process Lava started (after it: the runtime service)
     t0 = time.monotonic()
     os.kill(victim, signal.SIGKILL)
     rc, err, _ = run.finish()
     assert rc == 3, err[-3000:]
     assert err.startswith("error: ") and "\n" not in err, err[-3000:]
     assert f"(pid {victim}) killed by signal 9 (SIGKILL) during the Lava run" in err
+    assert err.startswith("error: Lava process '")  # named by its Lava process
     assert time.monotonic() - t0 < 20
     _assert_clean(run, names)
 

@@ -91,7 +91,7 @@ def run_case(case: str, net: Path, samples: int, tmp: Path) -> dict:
     elif case == "SIGINT to group":
         os.killpg(p.pid, signal.SIGINT)
     elif case == "kill -9 one worker":
-        os.kill(kids[-1], signal.SIGKILL)
+        os.kill(kids[-2], signal.SIGKILL)  # the last Lava process (the runtime service comes after it)
     else:
         os.killpg(p.pid, signal.SIGKILL)
     _, err = p.communicate(timeout=300)
@@ -107,7 +107,7 @@ def run_case(case: str, net: Path, samples: int, tmp: Path) -> dict:
     lines = [ln for ln in err.splitlines() if ln.strip()]
     return {"case": case, "exit": p.returncode, "seconds": seconds, "procs_left": len(left), "shm": len(names),
             "shm_left": len(shm_left), "swept": swept, "stderr_lines": len(lines),
-            "message": (lines[-1] if lines else "")[:90]}
+            "message": (lines[-1] if lines else "")[:160]}
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import math
 import multiprocessing as mp
+import os
 import sys
 import time
 from typing import Any, Callable, Optional
@@ -181,8 +182,12 @@ def teardown(graph, healthy: bool) -> None:
     external pipes' listener threads and unlink any shared-memory segment of ours still there. SIGINT /
     SIGTERM arriving meanwhile wait until it is done. What could not be ended is recorded for the CLI's
     `interrupted: ...` line (`na_deploy.runlock.note_left`)."""
+    from na_deploy.runlock import note_left, note_stopped
+
     proc = graph.readout
     left: list[int] = []
+    n_workers = len(supervision.workers(proc))
+    segments = supervision.ledger().names()
     with supervision.deferred_signals():
         try:
             if healthy:
@@ -196,10 +201,14 @@ def teardown(graph, healthy: bool) -> None:
             graph.close_pipes()
             with contextlib.suppress(Exception):
                 supervision.release_shared_memory()
+    shm_left = [n for n in segments if os.path.exists(f"/dev/shm/{n}")]
+    if not healthy:  # what an interrupt's one line says was stopped (cli/main.py `interrupted`)
+        note_stopped("lava", f"Lava stopped ({n_workers - len(left)} of its {n_workers} processes ended, "
+                             f"{len(segments) - len(shm_left)} shared-memory segments removed)")
     if left:
-        from na_deploy.runlock import note_left
-
         note_left(f"Lava worker processes {', '.join(map(str, left))} (could not be ended)")
+    if shm_left:
+        note_left(f"{len(shm_left)} shared-memory segments /dev/shm/{shm_left[0]}... (the next run sweeps them)")
 
 
 def _run_supervised(graph, units: list[tuple[int, int]], run_unit: Callable[[int, object], None], desc: str,
