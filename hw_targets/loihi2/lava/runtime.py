@@ -192,7 +192,7 @@ def teardown(graph, healthy: bool) -> None:
         try:
             if healthy:
                 try:
-                    supervision.active().call(proc, proc.stop, "Lava stop", STOP_TIMEOUT_S)
+                    supervision.active().call(proc, proc.stop, "Lava stop", STOP_TIMEOUT_S, stopping=True)
                 except (Exception, supervision.WorkerDied):  # noqa: BLE001 - torn down the hard way instead
                     left = abandon_runtime(proc)
             elif getattr(proc, "runtime", None) is not None:

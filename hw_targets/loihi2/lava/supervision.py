@@ -131,11 +131,12 @@ def describe_exit(code: int) -> str:
     return f"exited with code {code}"
 
 
-def dead_worker(proc) -> Optional[WorkerDied]:
-    """The first worker of `proc`'s runtime that has ended, as a WorkerDied error (None: all alive)."""
+def dead_worker(proc, stopping: bool = False) -> Optional[WorkerDied]:
+    """The first worker of `proc`'s runtime that has ended, as a WorkerDied error (None: all alive).
+    stopping: the runtime is being stopped, so workers end with exit code 0: only other ends count."""
     for p, name in workers(proc):
         code = _exitcode(p)
-        if code is None:
+        if code is None or (stopping and code == 0):
             continue
         how = describe_exit(code)
         return WorkerDied(f"{name} (pid {p.pid}) {how} during the Lava run; the run was stopped and every Lava "
@@ -225,10 +226,11 @@ class Supervisor:
         """Seconds the next call of `steps` steps may take."""
         return self.timeout_s if self.timeout_s is not None else timeout_budget(steps, self.first_seconds_per_step)
 
-    def call(self, proc, fn: Callable[[], Any], what: str, budget_s: float) -> Any:
+    def call(self, proc, fn: Callable[[], Any], what: str, budget_s: float, stopping: bool = False) -> Any:
         """fn() (a Lava call on `proc`'s runtime) in a daemon thread that blocks SIGINT (so the workers it
-        forks ignore Ctrl-C), polled every poll_s: WorkerDied when a worker has died, TimeoutError after
-        budget_s; fn's own exception is re-raised here."""
+        forks ignore Ctrl-C), polled every poll_s: WorkerDied when a worker has died (stopping: `stop()`, where
+        workers end with code 0, so only another end counts), TimeoutError after budget_s; fn's own exception
+        is re-raised here."""
         box: dict = {}
 
         def target():
@@ -245,16 +247,17 @@ class Supervisor:
         _FORKING = True
         try:
             t.start()
-            return self._wait(proc, t, box, what, budget_s, deadline)
+            return self._wait(proc, t, box, what, budget_s, deadline, stopping)
         finally:
             _FORKING = False
 
-    def _wait(self, proc, t: threading.Thread, box: dict, what: str, budget_s: float, deadline: float) -> Any:
+    def _wait(self, proc, t: threading.Thread, box: dict, what: str, budget_s: float, deadline: float,
+              stopping: bool) -> Any:
         while True:
             t.join(min(self.poll_s, max(0.0, deadline - time.monotonic())))
             if not t.is_alive():
                 break
-            died = dead_worker(proc)
+            died = dead_worker(proc, stopping)
             if died is not None:
                 t.join(self.poll_s)  # let a model error that killed it reach `run` first
                 if not t.is_alive() and "error" in box:
