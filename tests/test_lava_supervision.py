@@ -54,6 +54,16 @@ def test_worker_died_is_a_backend_failure():
     assert sv.describe_exit(-9) == "killed by signal 9 (SIGKILL)" and sv.describe_exit(3) == "exited with code 3"
 
 
+def test_a_signal_during_teardown_waits_until_it_is_done():
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with sv.deferred_signals():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
+            done.append("teardown")
+    assert done == ["teardown"] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 # ----------------------------------------------------------------------------------------------- ledger
 def _segment(name: str) -> str:
     """A POSIX shared-memory segment made as another process would (not registered with our tracker)."""

@@ -181,18 +181,26 @@ def kill_workers(proc, grace_s: float = 3.0) -> list[int]:
 
 @contextlib.contextmanager
 def deferred_signals() -> Iterator[None]:
-    """SIGINT and SIGTERM wait (blocked in this thread) while the block runs, and are delivered after it: a
-    second Ctrl-C does not cut a teardown short."""
-    sigs = {signal.SIGINT, signal.SIGTERM}
+    """SIGINT and SIGTERM wait while the block runs (their handlers only record them) and are raised again after
+    it, with the old handlers back: a second Ctrl-C does not cut a teardown short. Main thread only (elsewhere
+    the block runs as is)."""
+    got: list[int] = []
+    old: dict[int, Any] = {}
     try:
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
-    except (OSError, ValueError, AttributeError):  # pragma: no cover - no pthread_sigmask
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.signal(sig, lambda signum, frame: got.append(signum))
+    except ValueError:  # not the main thread
+        for sig, handler in old.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
         yield
         return
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for sig, handler in old.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        for sig in dict.fromkeys(got):
+            signal.raise_signal(sig)
 
 
 # ------------------------------------------------------------------------------------------------ calls
