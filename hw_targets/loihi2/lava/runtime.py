@@ -91,7 +91,12 @@ def abandon_runtime(proc) -> list[int]:
     """Tear down a runtime that cannot be stopped (after a model error, a dead worker, a timeout or a signal;
     `stop()` would hang): terminate (then kill) our Lava workers that are still alive, shut the shared-memory
     manager down, unlink the shared-memory segments left (`supervision`) -> pids that could not be ended."""
+    supervision.stop_forking()
     left = supervision.kill_workers(proc)
+    call = supervision.active().thread
+    if call is not None and call.is_alive():  # interrupted while Lava was still starting workers: once more
+        call.join(0.5)
+    left = supervision.kill_workers(proc)  # a worker forked just before the first pass, not yet listed
     with contextlib.suppress(Exception):
         supervision.release_shared_memory()
     return left
@@ -195,7 +200,7 @@ def teardown(graph, healthy: bool) -> None:
                     supervision.active().call(proc, proc.stop, "Lava stop", STOP_TIMEOUT_S, stopping=True)
                 except (Exception, supervision.WorkerDied):  # noqa: BLE001 - torn down the hard way instead
                     left = abandon_runtime(proc)
-            elif getattr(proc, "runtime", None) is not None:
+            else:  # also when the runtime is not made yet: a call thread may still be starting it
                 left = abandon_runtime(proc)
         finally:
             graph.close_pipes()

@@ -10,10 +10,11 @@ Graph building (`graph.py`) stays pure; this module watches the OS side of a run
 * `timeout_budget(steps, first_seconds_per_step)`: the default budget of one call: 120 s + 5 s per step for
   the first call (it compiles and starts the runtime), then max(60 s, 20 x the first call's seconds per step x
   steps). An explicit timeout (`--timeout`) replaces it.
-* Workers ignore Ctrl-C and die quietly on SIGTERM: a process forked during a supervised call (Lava forks its
-  workers in the first `run`) ignores SIGINT and gets SIGTERM's default action back (it inherited the CLI's
-  handler, which raises), so a SIGINT to the whole process group reaches only the parent, which tears them
-  down, and a terminated worker prints no traceback.
+* Workers ignore Ctrl-C and die quietly on SIGTERM: a process forked by a call thread (Lava forks its workers
+  in the first `run`) ignores SIGINT and gets SIGTERM's default action back (it inherited the CLI's handler,
+  which raises), so a SIGINT to the whole process group reaches only the parent, which tears them down, and
+  a terminated worker prints no traceback. Once a teardown has begun (`stop_forking`), a worker that Lava
+  is still starting exits at once (an interrupt during start-up leaves nothing running).
 * Shared memory (`shm_ledger.py`): the segments a run creates are recorded as Lava creates them; teardown
   unlinks whatever is left of ours (`release_shared_memory`), and every supervised run starts by sweeping the
   segments of runs whose process is gone (a kill -9).
@@ -146,11 +147,13 @@ def dead_worker(proc, stopping: bool = False) -> Optional[WorkerDied]:
 
 
 def kill_workers(proc, grace_s: float = 3.0) -> list[int]:
-    """Terminate every worker of `proc`'s runtime still alive (SIGTERM to all, then SIGKILL after `grace_s`),
+    """Terminate every worker of `proc`'s runtime still alive, and any other Lava worker (SystemProcess) of this
+    process (one Lava was starting when the runtime was read), SIGTERM to all, then SIGKILL after `grace_s`;
     reap them, shut the shared-memory manager down and mark the runtime stopped (so Lava's `__del__` does
     not call `stop()`, which hangs) -> pids that could not be ended."""
     runtime, infra = infrastructure(proc)
     procs = [p for p, _ in workers(proc)]
+    procs += [c for c in mp.active_children() if type(c).__name__ == "SystemProcess" and c not in procs]
     for p in procs:
         if _exitcode(p) is None and getattr(p, "_popen", None) is not None:
             with contextlib.suppress(OSError, ValueError, AttributeError):
@@ -204,21 +207,58 @@ def deferred_signals() -> Iterator[None]:
 
 
 # ------------------------------------------------------------------------------------------------ calls
-_FORKING = False  # True while a supervised call runs: a process forked then is a Lava worker
+CALL_THREAD = "na-deploy-lava-call"  # the name of the threads that make Lava calls (and fork its workers)
+_STOPPING = False  # set by `stop_forking()` when a teardown starts: a worker forked after it exits at once
 
 
-def _worker_signals_after_fork() -> None:
-    """In a process forked during a supervised call: ignore SIGINT, default SIGTERM (kill quietly)."""
-    global _FORKING
-    if not _FORKING:
+_GATE = threading.Lock()  # held by Lava's build_actor (fork + listing the worker) and by stop_forking
+
+
+class TearingDown(RuntimeError):
+    """Raised in a call thread that tries to start a Lava worker after a teardown has begun."""
+
+
+def stop_forking() -> None:
+    """From now until the next run, Lava starts no worker: `build_actor` raises TearingDown, and a process a
+    call thread forks anyway exits at once. Waits for a worker being started to be listed in the runtime,
+    so the teardown that follows sees every worker."""
+    global _STOPPING
+    with _GATE:
+        _STOPPING = True
+
+
+def install_fork_gate() -> None:
+    """Lava's `MultiProcessing.build_actor` (fork one worker and list it) under `_GATE`, refused once a teardown
+    has begun (idempotent)."""
+    from lava.magma.runtime.message_infrastructure.multiprocessing import MultiProcessing
+
+    if getattr(MultiProcessing.build_actor, "_na_deploy_gate", False):
         return
-    _FORKING = False
+    original = MultiProcessing.build_actor
+
+    def build_actor(self, *args, **kwargs):
+        with _GATE:
+            if _STOPPING:
+                raise TearingDown("the Lava run is being torn down; no new worker")
+            return original(self, *args, **kwargs)
+
+    build_actor._na_deploy_gate = True
+    MultiProcessing.build_actor = build_actor
+
+
+def _worker_after_fork() -> None:
+    """In a process forked by a Lava call thread (a Lava worker): ignore SIGINT, default SIGTERM (die quietly:
+    it inherited the CLI's handler, which raises); exit at once when a teardown has begun."""
+    if threading.current_thread().name != CALL_THREAD:
+        return
+    if _STOPPING:
+        os._exit(0)
     with contextlib.suppress(Exception):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-os.register_at_fork(after_in_child=_worker_signals_after_fork)
+os.register_at_fork(after_in_child=_worker_after_fork)
 
 
 class Supervisor:
@@ -229,6 +269,7 @@ class Supervisor:
         self.timeout_s = check_timeout(timeout_s)
         self.poll_s = poll_s
         self.first_seconds_per_step: Optional[float] = None
+        self.thread: Optional[threading.Thread] = None  # the latest call's thread (may still run after a raise)
 
     def budget(self, steps: int) -> float:
         """Seconds the next call of `steps` steps may take."""
@@ -249,15 +290,10 @@ class Supervisor:
             except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
                 box["error"] = e
 
-        global _FORKING
-        t = threading.Thread(target=target, name="lava-call", daemon=True)
+        t = self.thread = threading.Thread(target=target, name=CALL_THREAD, daemon=True)
         deadline = time.monotonic() + budget_s
-        _FORKING = True
-        try:
-            t.start()
-            return self._wait(proc, t, box, what, budget_s, deadline, stopping)
-        finally:
-            _FORKING = False
+        t.start()
+        return self._wait(proc, t, box, what, budget_s, deadline, stopping)
 
     def _wait(self, proc, t: threading.Thread, box: dict, what: str, budget_s: float, deadline: float,
               stopping: bool) -> Any:
@@ -300,11 +336,13 @@ def active() -> Supervisor:
 def supervising(timeout_s: Optional[float] = None) -> Iterator[Supervisor]:
     """`with supervising(timeout_s) as sup:` the Lava calls of one run (`active()` is `sup` inside); first
     sweeps the segments of dead runs and installs the shared-memory ledger."""
-    global _ACTIVE
+    global _ACTIVE, _STOPPING
     sup = Supervisor(timeout_s)
+    _STOPPING = False
     with contextlib.suppress(Exception):
         sweep_dead_ledgers()
     install_shm_ledger()
+    install_fork_gate()
     prev, _ACTIVE = _ACTIVE, sup
     try:
         yield sup
@@ -318,5 +356,6 @@ def release_shared_memory() -> list[str]:
 
 
 __all__ = ["POLL_S", "WorkerDied", "check_timeout", "timeout_budget", "infrastructure", "workers", "dead_worker",
-           "describe_exit", "kill_workers", "deferred_signals", "Supervisor", "active", "supervising",
+           "describe_exit", "kill_workers", "deferred_signals", "stop_forking", "CALL_THREAD", "Supervisor", "active",
+           "supervising",
            "release_shared_memory"]
