@@ -172,15 +172,15 @@ class Run:
     def children(self) -> list[int]:
         return sorted(pid for pid, (ppid, _, _) in _procs().items() if ppid == self.p.pid)
 
-    def wait_for_lava(self, workers: int = 10, timeout_s: float = 120) -> list[str]:
+    def wait_for_lava(self, workers: int = 10, timeout_s: float = 120, settle_s: float = 0.5) -> list[str]:
         """Wait until Lava runs (the ledger lists its segments, `workers` children exist) -> segment names."""
         t_end = time.monotonic() + timeout_s
         while time.monotonic() < t_end:
             assert self.p.poll() is None, self.p.communicate()
             if self.ledger.exists() and len(self.children()) >= workers:
-                time.sleep(0.5)
+                time.sleep(settle_s)
                 return shm.read_ledger(self.ledger)[1]
-            time.sleep(0.1)
+            time.sleep(0.01)
         raise AssertionError("Lava did not start")
 
     def finish(self, timeout_s: float = 60) -> tuple[int, str, float]:
@@ -217,6 +217,20 @@ def test_a_signal_during_the_lava_check_stops_lava_cleanly(tmp_path, how, code, 
     assert "Lava stopped (" in err and "shared-memory segments removed)" in err
     assert seconds < 20
     _assert_clean(run, names)
+
+
+@pytest.mark.lava
+def test_sigterm_while_lava_starts_its_workers_leaves_nothing(tmp_path):
+    """The signal lands while Lava is still forking workers (its first segments exist): the ones already
+    started are killed and no new one starts (a worker started after the teardown once kept the exit
+    waiting forever)."""
+    run = Run(tmp_path)
+    run.wait_for_lava(workers=0, settle_s=0.05)
+    run.p.send_signal(signal.SIGTERM)
+    rc, err, seconds = run.finish()
+    assert rc == 143 and err.startswith("terminated (SIGTERM): ") and "\n" not in err, err[-3000:]
+    assert run.group_left() == [] and not run.ledger.exists()
+    assert seconds < 20
 
 
 @pytest.mark.lava
