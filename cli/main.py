@@ -3,14 +3,16 @@
 Each command lives in the module named after it beside this one (`import` in import_nir.py, `verify-merge` in
 verify_merge.py) and loads lazily (so `--help` is instant and a command's heavy imports, torch or Lava, happen
 only when it runs); what several commands share (options, checks, the one-line error rule) is in options.py.
-Any `NaDeployError` becomes a one-line `error: ...` on stderr and exit code 2.
+Any `NaDeployError` becomes a one-line `error: ...` on stderr and exit code 2 (a `BackendFailure`: exit code 3).
 
 Exit codes (every command; docs/cli.md "Exit codes"):
   0    passed / done;
   1    a check failed (verify, verify-merge, pipeline: backend != reference, provenance, fidelity, golden);
   2    a usage or input error, or an output that cannot be written (one line `error: ...`, nothing written);
-  130  interrupted (Ctrl-C), 143 terminated (SIGTERM): one line `interrupted: ...` saying what was left;
-       `finally` blocks (Lava's stop, temporary files) run first.
+  3    the backend failed while running: a Lava worker died, a Lava run hung past its timeout, a `--jobs` shard
+       crashed (one line `error: ...` naming the worker / shard; Lava torn down, nothing written);
+  130  interrupted (Ctrl-C), 143 terminated (SIGTERM): one line `interrupted: ...` saying what was stopped
+       (the Lava processes) and what was left; `finally` blocks (Lava's stop, temporary files) run first.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import click
 from na_deploy.errors import NaDeployError
 
 from na_deploy.cli.options import UserError, one_line_errors, parse_timesteps  # noqa: F401  (their home is options)
-from na_deploy.cli.options import refuse_flag_values
+from na_deploy.cli.options import as_click_error, refuse_flag_values
 
 COMMANDS = {
     "train": "na_deploy.cli.train:train",
@@ -84,15 +86,16 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except NaDeployError as e:
-            raise UserError(str(e)) from e
+            raise as_click_error(e) from e
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         """click's main, with every failure on one line and the exit codes of the module docstring."""
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        from na_deploy.runlock import forget_left
+        from na_deploy.runlock import forget_left, forget_stopped
 
-        forget_left()  # what this command leaves, not what an earlier command of this process left
+        forget_left()  # what this command leaves and stops, not what an earlier command of this process did
+        forget_stopped()
         with sigterm_raises():
             try:
                 rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
@@ -128,12 +131,12 @@ def one_line(e: click.ClickException) -> str:
 
 def interrupted(what: str, code: int) -> int:
     """Print `<what>: <what was left>` on stderr; return the exit code."""
-    from na_deploy.runlock import left_behind
+    from na_deploy.runlock import left_behind, stopped_cleanly
 
     left = left_behind()
     said = f"left {', '.join(left)} (not marked complete)" if left else \
         "nothing half-written left (outputs are written atomically)"
-    click.echo(f"{what}: {said}", err=True)
+    click.echo(f"{what}: {''.join(s + '; ' for s in stopped_cleanly())}{said}", err=True)
     return code
 
 

@@ -15,7 +15,7 @@ from typing import Iterable, Optional
 
 import click
 
-from na_deploy.errors import NaDeployError
+from na_deploy.errors import BackendFailure, NaDeployError
 
 
 # ------------------------------------------------------------------------------------------- errors
@@ -28,14 +28,27 @@ class UserError(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True)
 
 
+class BackendFailed(UserError):
+    """The backend failed while running (a dead Lava worker, a hung run, a crashed shard): one line
+    `error: <message>`, exit code 3."""
+
+    exit_code = 3
+
+
+def as_click_error(e: NaDeployError) -> UserError:
+    """A NaDeployError as the click error the CLI prints: BackendFailure -> exit 3, any other -> exit 2."""
+    return BackendFailed(str(e)) if isinstance(e, BackendFailure) else UserError(str(e))
+
+
 def one_line_errors(fn):
-    """NaDeployError -> `error: <message>` and exit code 2 (also when the command is invoked directly)."""
+    """NaDeployError -> `error: <message>` and exit code 2, a BackendFailure exit code 3 (also when the command
+    is invoked directly)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except NaDeployError as e:
-            raise UserError(str(e)) from e
+            raise as_click_error(e) from e
     return wrapper
 
 

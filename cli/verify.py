@@ -5,7 +5,8 @@ Thin: it parses options, picks the samples (`na_deploy.verify.samples.select_sam
 to the FloatNet; --jobs J as J shard processes, na_deploy.verify.jobs), prints the report's text, writes
 JSON / JUnit / golden files atomically and turns the verdict into the exit code:
   0  every check passed;  1  a check failed (backend != reference, broken provenance link, fidelity below
-  --min-agreement, golden difference);  2  a bad request (unreadable file, bad option, a net failing the fit).
+  --min-agreement, golden difference);  2  a bad request (unreadable file, bad option, a net failing the fit);
+  3  the backend failed while running (a dead Lava worker, a hung Lava run, a crashed --jobs shard).
 """
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ from na_deploy.cli.options import (backend_option, check_outputs, is_stdout, one
               help="Verify only shard i of n (sample k is in shard k mod n + 1).")
 @click.option("--jobs", default=1, show_default=True, type=int, help="Run J shards as parallel processes.")
 @click.option("--timeout", default=None, type=float,
-              help="Seconds before a Lava run counts as hung [default: 120 + 5 per Lava step].")
+              help="Seconds before a Lava run call counts as hung [default: 120 + 5 per Lava step for the first call, "
+                   "then max(60, 20 x the first call's seconds per step x steps)].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @target_option
 @backend_option
@@ -52,7 +54,8 @@ def verify(**o) -> None:
     """Reference simulator vs the backend (Lava) on the same N samples (step 5, contract C6): per-layer spike
     totals, readout potentials, the first mismatch with its sample, node, neuron and step; plus, where asked
     or possible, the provenance chain (--against), fidelity to the FloatNet, and golden traces. Exit code 0
-    when every check passed, 1 when one failed, 2 on a bad request (including a net failing the fit check)."""
+    when every check passed, 1 when one failed, 2 on a bad request (including a net failing the fit check), 3
+    when the backend failed while running (a dead Lava worker, a hung run, a crashed shard)."""
     from na_deploy.io import load_intnet
     from na_deploy.ir.offset_calibration import check_run
     from na_deploy.verify.gate import check_gate_request, run_gate
@@ -60,7 +63,7 @@ def verify(**o) -> None:
 
     check_gate_request(jobs=o["jobs"], shard=o["shard"], golden=o["golden"], write_golden=o["write_golden"],
                        fidelity=not o["skip_fidelity"], float_net=o["float_net"], min_agreement=o["min_agreement"],
-                       max_node_change=o["max_node_change"])
+                       max_node_change=o["max_node_change"], timeout_s=o["timeout"])
     check_outputs({"--json": o["json_out"], "--junit": o["junit"], "--write-golden": o["write_golden"]},
                   inputs=_inputs(o), stdout_ok=("--json",))
     net = load_intnet(o["net_path"])

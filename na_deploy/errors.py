@@ -44,3 +44,9 @@ class OffsetStepsError(IRError, ConversionError):
     """A bad offset_steps rho (not an integer >= 0, or rho > 0 with a node not in mode "subtract"), raised by the
     one check, na_deploy/ir/timing.py. An IRError, as the IR field meta["offset_steps"] is what it checks; also a
     ConversionError, the type the conversion API (`with_offset_steps`) raised for it before (tests assert both)."""
+
+
+class BackendFailure(SimulationError):
+    """The backend itself failed while running (a dead Lava worker, a hung run, a crashed --jobs shard), not the
+    request: the CLI prints the one line and exits 3 (cli/main.py "Exit codes"). A SimulationError, so callers
+    that catch backend errors keep catching it."""

@@ -4,7 +4,8 @@
 OUT.partial, which `--force` may remove, nor inside OUT, which the final rename replaces); the file holds the
 holder's pid. A second run on the same OUT is refused in one line naming that pid; the kernel drops the lock
 when the holder exits, however it exits, so a stale lock file never blocks. `note_left(path)` records a folder
-an unfinished run leaves (e.g. OUT.partial) so the CLI's "interrupted: ..." line can name it.
+an unfinished run leaves (e.g. OUT.partial) so the CLI's "interrupted: ..." line can name it; `note_stopped`
+what a teardown ended cleanly (the Lava processes), which that line names too.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Optional
 from na_deploy.errors import NaDeployError
 
 _LEFT: list[str] = []
+_STOPPED: dict[str, str] = {}  # what an interrupted run stopped cleanly, by who stopped it (latest run only)
 _HELD: set[str] = set()  # the lock files this process holds
 
 
@@ -27,6 +29,21 @@ def note_left(path) -> None:
 def forget_left() -> None:
     """Start a new command's record (the CLI's main calls it: a long-lived process runs many commands)."""
     _LEFT.clear()
+
+
+def note_stopped(key: str, what: str) -> None:
+    """Record what the latest teardown of `key` (e.g. "lava") stopped cleanly, for the CLI's interrupted line."""
+    _STOPPED[key] = what
+
+
+def forget_stopped() -> None:
+    """Drop the `note_stopped` records (a new command starts)."""
+    _STOPPED.clear()
+
+
+def stopped_cleanly() -> list[str]:
+    """What the latest teardowns stopped cleanly (one entry per key)."""
+    return list(_STOPPED.values())
 
 
 def left_behind() -> list[str]:

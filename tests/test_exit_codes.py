@@ -174,3 +174,55 @@ def test_hdf5_writes_under_a_file_size_limit_are_one_line_and_leave_nothing(tmp_
     assert r.returncode == 0 and r.stderr == "", r.stderr[-2000:]
     assert r.stdout.strip() == f"WriteError: {tmp_path / 'out.h5'}: cannot write (File too large)"
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "-inf"])
+def test_verify_timeout_must_be_finite_and_positive_before_lava_starts(net_file, value, monkeypatch):
+    """Issue 22 (10): `verify --timeout -1|nan|inf|0` started Lava or traced back; now one line, exit 2, before
+    anything runs."""
+    import na_deploy.io
+
+    monkeypatch.setattr(na_deploy.io, "load_intnet", lambda *a, **k: pytest.fail("verify went on"))
+    err = one_line(invoke("verify", net_file, "--timeout", value), 2)
+    assert f"--timeout {float(value)}: allowed: a finite number of seconds > 0" in err
+
+
+def test_a_backend_failure_is_one_line_exit_3(net_file, monkeypatch):
+    """Issue 22: a dead Lava worker (or a hung run) is a BackendFailure: exit 3, never 1 (a failed check) or 2."""
+    import na_deploy.io
+    from na_deploy.errors import BackendFailure
+
+    def dies(*a, **k):
+        raise BackendFailure("Lava process 'fc' (SubtractiveIF) (pid 123) killed by signal 9 (SIGKILL) during the "
+                             "Lava run; rerun")
+
+    monkeypatch.setattr(na_deploy.io, "load_intnet", dies)
+    err = one_line(invoke("verify", net_file), 3)
+    assert "(pid 123) killed by signal 9" in err
+
+
+def test_a_crashed_jobs_shard_is_shard_crashed_exit_3(net_file, monkeypatch):
+    """Issue 22: a --jobs child killed by a signal is ShardCrashed (a BackendFailure: exit 3) naming the shard;
+    a child's bad request stays a ShardError (exit 2)."""
+    import numpy as np
+
+    from na_deploy.errors import BackendFailure
+    from na_deploy.verify import gate
+    from na_deploy.verify.jobs import ShardCrashed, run_verify_jobs
+
+    with pytest.raises(ShardCrashed, match=r"^verify --shard [12]/2 \(pid \d+\) crashed: killed by signal 9") as e:
+        run_verify_jobs([str(net_file)], 2, command=[sys.executable, "-c", "import os; os.kill(os.getpid(), 9)"])
+    assert isinstance(e.value, BackendFailure) and "\n" not in str(e.value)
+    with pytest.raises(ShardCrashed, match=r"exited with code 3: Lava process died; the other shards were stopped"):
+        run_verify_jobs([str(net_file)], 2, command=[
+            sys.executable, "-c", "import sys; sys.stderr.write('error: Lava process died\\n'); sys.exit(3)"])
+
+    def crashed(*a, **k):
+        raise ShardCrashed("verify --shard 1/2 (pid 7) crashed: killed by signal 9: no message on stderr")
+
+    from na_deploy.verify import samples
+
+    monkeypatch.setattr(samples, "select_samples", lambda *a, **k: (np.zeros((4, 8), np.uint8), list(range(4))))
+    monkeypatch.setattr(gate, "_run_jobs", crashed)
+    err = one_line(invoke("verify", net_file, "--jobs", 2, "--skip-fidelity"), 3)
+    assert "--shard 1/2 (pid 7) crashed" in err

@@ -303,9 +303,10 @@ def test_model_exception_mid_graph_surfaces(monkeypatch):
     assert time.perf_counter() - t0 < 60
 
 
-def test_hung_lava_process_times_out(monkeypatch):
-    """A Lava built-in failing before it sends leaves its downstream blocked (Lava hangs): the timeout guard
-    ends the run with SimulationError and terminates the Lava processes."""
+def test_lava_process_dying_before_it_sends_is_reported_at_once(monkeypatch):
+    """A Lava built-in failing before it sends leaves its downstream blocked (Lava hangs); its OS process ends,
+    and the supervision (supervision.py, polling the workers) reports the model's own error within seconds,
+    not after the hang timeout, and terminates the Lava processes."""
     from lava.proc.dense import models as dense_models
 
     def boom(self):
@@ -315,7 +316,28 @@ def test_hung_lava_process_times_out(monkeypatch):
     net = random_intnet(np.random.default_rng(8), "dense_chain", size=3)
     before = _children()
     t0 = time.perf_counter()
-    with pytest.raises(SimulationError, match="did not finish within 5 s"):
+    with pytest.raises(SimulationError, match="Lava process model failed: OSError: dense fault before send"):
+        BACKEND.run(net, random_inputs(np.random.default_rng(0), net, 1), 2, timeout_s=120)
+    assert time.perf_counter() - t0 < 30
+    time.sleep(0.5)
+    assert _children() <= before
+
+
+def test_hung_lava_process_times_out(monkeypatch):
+    """A Lava process that blocks (alive, never answering) ends the run after the timeout with a BackendFailure
+    (CLI exit 3) and the Lava processes terminated."""
+    from lava.proc.dense import models as dense_models
+
+    from na_deploy.errors import BackendFailure
+
+    def blocks(self):
+        time.sleep(3600)
+
+    monkeypatch.setattr(dense_models.PyDenseModelBitAcc, "run_spk", blocks)
+    net = random_intnet(np.random.default_rng(8), "dense_chain", size=3)
+    before = _children()
+    t0 = time.perf_counter()
+    with pytest.raises(BackendFailure, match="did not finish within 5 s"):
         BACKEND.run(net, random_inputs(np.random.default_rng(0), net, 1), 2, timeout_s=5)
     assert time.perf_counter() - t0 < 40
     time.sleep(0.5)
@@ -330,11 +352,17 @@ def test_runs_leak_no_threads():
     rng = np.random.default_rng(11)
     net = random_intnet(rng, "dense_chain", size=3)
     x = random_inputs(rng, net, 1)
+    def settled_count():  # threads still ending (supervision, teardown) get 10 s; a leaked listener never ends
+        deadline = time.monotonic() + 10
+        while threading.active_count() > before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return threading.active_count()
+
     BACKEND.run(net, x, 2)
     before = threading.active_count()
     for _ in range(3):
         BACKEND.run(net, x, 2)
-    assert threading.active_count() <= before
+    assert settled_count() <= before
 
 
 def test_many_run_calls_with_a_one_sample_pipe_never_block_C6():

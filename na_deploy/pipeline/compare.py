@@ -20,7 +20,7 @@ from na_deploy.atomic import atomic_write_text
 from na_deploy.checks import check_timesteps
 from na_deploy.pipeline.environment import run_environment
 from na_deploy.pipeline.variants import Inference, Training, Variant
-from na_deploy.errors import NaDeployError
+from na_deploy.errors import BackendFailure, NaDeployError
 from na_deploy.data.loaders import first_test_images
 from na_deploy.ir.offset_calibration import steps_per_inference
 from na_deploy.protocols import Target, require_fit
@@ -106,6 +106,8 @@ def _verify_variant(v: Variant, ckpt: Path, cfg, data, target: Target, timer) ->
         backend = target.backend(net=inet)
         with timer(f"verify_{v.name}"):
             r = verify(inet, first_test_images(data, n)[0], T, target, backend).to_dict()
+    except BackendFailure:  # the backend broke (a dead Lava worker, a hang): exit 3, not a "reason"
+        raise
     except NaDeployError as e:  # a mode the backend cannot run: the reason, not a crash
         return {**section, "reason": str(e)}
     return {**section, "bit_exact": bool(r["equal"]), "mismatches": int(r["mismatching_samples"]),

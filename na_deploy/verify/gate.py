@@ -179,7 +179,8 @@ def run_gate(net: Union[IntNet, PathLike], inputs: Any, timesteps: int, target: 
     from na_deploy.verify.samples import check_golden_inputs
 
     check_gate_request(jobs=jobs, shard=shard, golden=golden, write_golden=write_golden, fidelity=fidelity,
-                       float_net=float_net, min_agreement=min_agreement, max_node_change=max_node_change)
+                       float_net=float_net, min_agreement=min_agreement, max_node_change=max_node_change,
+                       timeout_s=timeout_s)
     net, net_path = _intnet(net, net_path)
     check_run(net, timesteps)  # T shorter than the offset calibration: refused
     if against and net_path is None:

@@ -9,6 +9,8 @@ the core's messages as they are).
 """
 from __future__ import annotations
 
+import math
+
 import os
 import sys
 from dataclasses import dataclass, field
@@ -38,8 +40,12 @@ class CheckResult:
 
 def check_gate_request(*, jobs: int = 1, shard: Optional[str] = None, golden: Optional[PathLike] = None,
                        write_golden: Optional[PathLike] = None, fidelity: bool = True, float_net: Any = None,
-                       min_agreement: Optional[float] = None, max_node_change: Optional[float] = None) -> None:
+                       min_agreement: Optional[float] = None, max_node_change: Optional[float] = None,
+                       timeout_s: Optional[float] = None) -> None:
     """Argument combinations that cannot work, refused (one line) before anything runs."""
+    if timeout_s is not None and not (math.isfinite(timeout_s) and timeout_s > 0):
+        raise NaDeployError(f"--timeout {timeout_s}: allowed: a finite number of seconds > 0 (or leave it out: "
+                            "the default scales with the first Lava run call)")
     if jobs < 1:
         raise NaDeployError(f"--jobs {jobs}: allowed: an integer >= 1")
     if jobs > 1 and shard:

@@ -6,9 +6,11 @@ TMP_k --quiet` at once (the command-line program run as child processes: the cor
 waits for all of them, and merges their JSON reports with `na_deploy.verify.shards.merge_reports`. Each
 process is a whole verify run (its own Lava runtime, and Lava runs each of its processes as an OS process),
 so J jobs use J runtimes side by side; each child's BLAS / OpenMP threads are capped at cores // J unless
-the caller's environment sets them. A child that exits with 2 (a bad request) or dies is reported as a
-one-line error carrying the child's last stderr line; the other children are then stopped. Exit 1 of a
-child (a failed check) is a normal result: the merged report says what failed.
+the caller's environment sets them. A child that exits with 2 (a bad request) is reported as a one-line
+ShardError carrying the child's last stderr line; one that crashes (killed by a signal, exit 3: its backend
+failed, or any other code, or no report) as a ShardCrashed (a BackendFailure too: CLI exit 3); the other
+children are then stopped. Exit 1 of a child (a failed check) is a normal result: the merged report says what
+failed.
 """
 from __future__ import annotations
 
@@ -23,11 +25,16 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from na_deploy.errors import BackendFailure
 from na_deploy.verify.shards import ShardError, load_report, merge_reports
 
 # options that name one output (or one golden file) of a whole run: a child of --jobs must not get them
 PER_RUN_OPTIONS = ("--shard", "--jobs", "--json", "--junit", "--write-golden", "--golden")
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+class ShardCrashed(ShardError, BackendFailure):
+    """A --jobs child that crashed (killed by a signal, its backend failed, no report): CLI exit 3."""
 
 
 def verify_command() -> list[str]:
@@ -72,12 +79,14 @@ class _Child:
         return line[len("error: "):] if line.startswith("error: ") else line
 
     def failure(self, rc: int) -> ShardError:
-        """The one-line error for a child that did not produce a report (rc 2: a bad request; else it died)."""
+        """The one-line error for a child that did not produce a report (rc 2: a bad request, ShardError; else
+        it crashed: ShardCrashed)."""
         line = self.last_error_line()
         if rc == 2 and line:
             return ShardError(f"verify --shard {self.shard}: {line}")
         how = f"killed by signal {-rc}" if rc < 0 else f"exited with code {rc}"
-        return ShardError(f"verify --shard {self.shard}: {how}: {line or 'no message on stderr'}")
+        return ShardCrashed(f"verify --shard {self.shard} (pid {self.proc.pid}) crashed: {how}: "
+                            f"{line or 'no message on stderr'}; the other shards were stopped; rerun")
 
     def stop(self) -> None:
         """Stop a child still running, with the Lava processes it started (its process group): SIGTERM, then
@@ -151,4 +160,4 @@ def run_verify_jobs(argv: Sequence[str], jobs: int, out_json: Optional[str] = No
     return merged
 
 
-__all__ = ["run_verify_jobs", "verify_command", "PER_RUN_OPTIONS", "THREAD_VARS"]
+__all__ = ["run_verify_jobs", "verify_command", "ShardCrashed", "PER_RUN_OPTIONS", "THREAD_VARS"]

@@ -7,6 +7,8 @@
     graph.py        IntNet -> Lava process graph: LavaGraph, build_lava_graph, connect_synapse
     layout.py       IR <-> Lava layouts, weight mapping, what Lava's Dense keeps
     runtime.py      running a graph without ever hanging: run_graph, run_sample_by_sample, teardown
+    supervision.py  watching a running runtime: dead workers (WorkerDied), timeouts, signals
+    shm_ledger.py   the shared-memory segments of Lava runs: recorded, unlinked at teardown, swept after a kill
     export.py       the bundle of `na-deploy export --format lava` (templates/: its script and README)
     processes/      our Lava processes and their fixed_pt models (Lava executes every module there)
 

@@ -9,7 +9,8 @@ imports Lava (which sets the multiprocessing start method to fork); the target i
 The modules behind it (hw_targets/loihi2/lava/):
     layout.py     IR <-> Lava layouts, dense / conv / pool weight mapping, what Lava's Dense keeps
     graph.py      LavaGraph, connect_synapse, build_lava_graph (the process graph, not compiled)
-    runtime.py    running a graph: run calls in a thread with a timeout, model errors, teardown
+    runtime.py    running a graph: run calls in chunks, model errors, teardown
+    supervision.py  the run calls watched: dead workers, a timeout scaled by the first call, signals, shm
     frame.py      LavaBackendFrame, the `run` every Lava backend shares
     export.py     the bundle `na-deploy export` writes (templates/ hold its script and README)
     processes/    the Lava processes and their fixed_pt models (SubtractiveIF, Accumulator, GradedSource, ConvFast)

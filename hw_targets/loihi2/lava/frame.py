@@ -35,6 +35,7 @@ from na_deploy.ir import IntNet
 from na_deploy.protocols import Trace, require_fit
 
 from na_deploy.hw_targets.loihi2.lava.runtime import default_samples_per_run
+from na_deploy.hw_targets.loihi2.lava.supervision import check_timeout
 
 
 class LavaBackendFrame:
@@ -95,8 +96,11 @@ class LavaBackendFrame:
         fit check (check_fit=False skips that) before Lava starts. samples_per_run: samples per run call / held
         in the result pipes between drains. `on_build(graph)` may inspect or modify the graph before it runs
         (tests inject faults so). options: the backend's own build options (netx: netx_file). A model's own
-        exception surfaces as SimulationError; a run never hangs (timeout_s per run call)."""
+        exception surfaces as SimulationError; a dead Lava worker or a hang as a BackendFailure (supervision.py);
+        a run never hangs (timeout_s per run call: a finite number > 0, checked first; None: the default that
+        scales with the first run call)."""
         T = check_timestep(timesteps)
+        timeout_s = check_timeout(timeout_s)
         if not isinstance(net, IntNet):
             raise SimulationError(f"{self.who} runs an IntNet (after fixed point), got {type(net).__name__}")
         self.refuse(net, T)
