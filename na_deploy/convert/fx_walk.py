@@ -4,8 +4,8 @@
 activations (`affine._Lin`), a parameter (`_Const`) or a non-tensor (`_Aux`). Dispatch goes by node kind
 (call_module / call_function / call_method) to one small handler per op; the math lives in `affine`.
 A QuantReLU turns the map into a `NeuronNode` (th = p*s, pre-charge th/2, bias = folded bias, C2); the
-model output into the `ReadoutNode` (C7). Anything else is refused with a ConversionError naming the fx
-node / module path and what is allowed.
+model output into the `ReadoutNode` (C7); a map an op refuses becomes a graded node first (`fx_nodes`, C2). Anything
+else is refused with a ConversionError naming the fx node / module path and what is allowed.
 """
 from __future__ import annotations
 
@@ -22,9 +22,10 @@ from torch import nn
 from na_deploy.errors import ConversionError
 from na_deploy.ir import INPUT_NAME, NeuronNode, ReadoutNode, Synapse
 from na_deploy.training.quantizer import QuantReLU
-from na_deploy.convert.affine import (Refusal, Shape, _bias_vector, _fold_input_scale, _Lin, _pair, apply_add,
+from na_deploy.convert.affine import (Shape, _bias_vector, _fold_input_scale, _Lin, _pair, apply_add,
                                       apply_batchnorm, apply_flatten, apply_linear)
 from na_deploy.convert.compose import adaptive_chanmap, batchnorm_any, concat, conv_any, linear_any, pool_any
+from na_deploy.convert.fx_nodes import Materializer
 
 _ALLOWED = ("Conv2d, BatchNorm1d/2d, Linear, QuantReLU, AvgPool2d/AdaptiveAvgPool2d, torch.cat on channels, "
             "Flatten/view/reshape, Dropout, Identity, residual add")
@@ -145,6 +146,7 @@ class _Converter:
             torch.mean: self.mean, F.conv2d: self._fn_conv2d, torch.conv2d: self._fn_conv2d,
             F.linear: self._fn_linear, torch.cat: self._fn_cat, torch.concat: self._fn_cat,
         }
+        self.graded = Materializer(self)
 
     # -- value access
     def lin(self, a: Any, n: fx.Node) -> _Lin:
@@ -168,11 +170,10 @@ class _Converter:
         raise ConversionError(f"{_where(n)}: {_op_name(n, self.gm)} {why}")
 
     def algebra(self, n: fx.Node, fn: Callable[..., _Lin], *args: Any, **kwargs: Any) -> _Lin:
-        """fn(*args, **kwargs) from `affine`; its Refusal becomes a ConversionError naming fx node `n`."""
-        try:
-            return fn(*args, **kwargs)
-        except Refusal as r:
-            why = r.why
+        """fn(*args, **kwargs) from `affine`, retried on graded nodes (`fx_nodes`); else a ConversionError."""
+        out, why = self.graded.apply(fn, args, kwargs, n)
+        if why is None:
+            return out
         self.refuse(n, why)
 
     def path(self, n: fx.Node) -> str:
