@@ -153,18 +153,15 @@ class _Converter:
         """The affine map held by argument `a` of fx node `n`; ConversionError when it is not a tensor."""
         v = self.env.get(a) if isinstance(a, fx.Node) else None
         if not isinstance(v, _Lin):
-            raise ConversionError(f"{_where(n)}: {_op_name(n, self.gm)} expects a tensor argument, got {a!r}; "
-                                  f"allowed: {_ALLOWED}")
+            self.refuse(n, f"expects a tensor argument, got {a!r}; allowed: {_ALLOWED}")
         return v
 
     def const(self, a: Any, n: fx.Node) -> Optional[torch.Tensor]:
         """The parameter held by argument `a` (None stays None); refused when computed at run time."""
-        if a is None:
-            return None
         v = self.env.get(a) if isinstance(a, fx.Node) else None
-        if not isinstance(v, _Const):
+        if a is not None and not isinstance(v, _Const):
             self.refuse(n, "with a weight computed at run time; allowed: parameters (get_attr)")
-        return v.value
+        return None if a is None else v.value
 
     def refuse(self, n: fx.Node, why: str) -> None:
         raise ConversionError(f"{_where(n)}: {_op_name(n, self.gm)} {why}")
@@ -186,11 +183,10 @@ class _Converter:
                             dilation, groups, padding_mode)
 
     def linear(self, n: fx.Node, lin: _Lin, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> _Lin:
-        return self.algebra(n, linear_any, lin, self.path(n), weight, bias) or self.algebra(
-            n, apply_linear, lin, self.path(n), weight, bias)
+        return self.algebra(n, lambda *a: linear_any(*a) or apply_linear(*a), lin, self.path(n), weight, bias)
 
     def batchnorm(self, n: fx.Node, lin: _Lin, bn: nn.Module) -> _Lin:
-        return self.algebra(n, batchnorm_any, lin, bn) or self.algebra(n, apply_batchnorm, lin, bn)
+        return self.algebra(n, lambda *a: batchnorm_any(*a) or apply_batchnorm(*a), lin, bn)
 
     def pool(self, n: fx.Node, lin: _Lin, kernel: Any, stride: Any, padding: Any = 0, with_pad: bool = True) -> _Lin:
         """Average pool (zero padding counted when `with_pad`, i.e. count_include_pad) of any map (`compose`)."""
@@ -265,6 +261,8 @@ class _Converter:
         lin = self.env.get(arg) if isinstance(arg, fx.Node) else None
         if not isinstance(lin, _Lin):
             raise ConversionError(f"model output {arg!r} is not a single tensor; allowed: logits of a Linear")
+        if len(lin.shape) == 1 and any(t.op == "pool" for t in lin.terms.values()):  # pooled logits (SqueezeNet)
+            lin = self.linear(n, lin, torch.eye(lin.shape[0], dtype=torch.float64), None)  # exact: the pool's matrix
         if len(lin.shape) != 1 or any(t.op != "dense" for t in lin.terms.values()):
             raise ConversionError(f"model output (fx node '{arg.name}') does not come from a Linear layer "
                                   f"(shape {lin.shape}); the last layer must be a Linear (it becomes the readout)")
