@@ -272,3 +272,32 @@ def test_reference_equals_lava_with_graded_nodes_C6(which, stem, mobile):
     x = _x(net.input.shape, n=2).astype("uint8")
     report = verify(fixed, x, T, TARGET, TARGET.backend("lava", fixed))
     assert report.equal
+
+
+def _floored_relay(fixed):
+    """The stem net with its graded relay's gain 5 * 2**-2 (a negative exponent floors y >> 2, C5)."""
+    import copy
+
+    from na_deploy.ir import Identity, Synapse
+
+    r = copy.deepcopy(fixed.node("conv2.graded.relay1"))
+    r.inputs = [Synapse(r.inputs[0].source, Identity(5), -2)]
+    return replace_nodes(fixed, [r if n.name == r.name else n for n in fixed.nodes])
+
+
+def test_negative_exponent_from_a_graded_source_floors_in_both_references_C5(stem):
+    net = _floored_relay(stem[2])
+    assert not check_fit(net, limits=TARGET.limits, timesteps=T)
+    x = _x(net.input.shape)
+    slow, fast = slow_reference_simulate(net, x, T), TARGET.reference_simulate(net, x, T)
+    _assert_same(slow, fast)
+    g = slow.spike_counts["conv2.graded"]
+    assert (slow.spike_counts["conv2.graded.relay1"] <= (5 * g) // 4).all()  # per-step floors sum below
+
+
+@pytest.mark.lava
+def test_negative_exponent_from_a_graded_source_is_bit_exact_on_lava_C6(stem):
+    from na_deploy.verify.bit_exact import verify
+
+    net = _floored_relay(stem[2])
+    assert verify(net, _x(net.input.shape, n=2).astype("uint8"), T, TARGET, TARGET.backend("lava", net)).equal

@@ -173,21 +173,29 @@ def _mantissas(real: np.ndarray, unit: float, dense: bool) -> np.ndarray:
     return (2 * round_half_away(x / 2) if dense else round_half_away(x)).astype(np.int64)
 
 
-def synapse_exponent(syn: Synapse, real: np.ndarray, sigma: float, limits: Loihi2Limits) -> int:
-    """0 for conv-like ops; for Dense / Identity the smallest e >= 0 whose mantissas fit the op's range."""
+def synapse_exponent(syn: Synapse, real: np.ndarray, sigma: float, limits: Loihi2Limits, graded: bool = False) -> int:
+    """0 for conv-like ops; for Dense / Identity the smallest e >= 0 whose mantissas fit the op's range. From a
+    graded source (`graded`), whose payload is a sum of many units, an e = 0 that is inexact goes negative while
+    the mantissas fit (Loihi's weight_exp floors y >> -e): finer gains, an error below one unit per step."""
     if not _shiftable(syn):
         return 0
     top, dense = mantissa_max(syn, limits), _is_dense(syn)
     e = 0
     while e < limits.dense_exponent_max and int(np.abs(_mantissas(real, sigma * 2.0 ** e, dense)).max()) > top:
         e += 1
+    if graded and e == 0 and not np.allclose(_mantissas(real, sigma, dense) * sigma, real, rtol=1e-9, atol=0.0):
+        while (e > limits.dense_exponent_min
+               and int(np.abs(_mantissas(real, sigma * 2.0 ** (e - 1), dense)).max()) <= top):
+            e -= 1
     return e
 
 
-def quantize_synapse(syn: Synapse, v: float, sigma: float, limits: Loihi2Limits) -> tuple[Synapse, SynapseQuant]:
-    """Integer synapse at node scale sigma (+ its report row). Dense mantissas even; conv-like exponent 0."""
+def quantize_synapse(syn: Synapse, v: float, sigma: float, limits: Loihi2Limits,
+                     graded: bool = False) -> tuple[Synapse, SynapseQuant]:
+    """Integer synapse at node scale sigma (+ its report row). Dense mantissas even; conv-like exponent 0;
+    `graded`: the source is a graded node (negative exponents allowed, `synapse_exponent`)."""
     real = _real_weights(syn, v)
-    e = synapse_exponent(syn, real, sigma, limits)
+    e = synapse_exponent(syn, real, sigma, limits, graded)
     unit = sigma * 2.0 ** e
     q = _mantissas(real, unit, _is_dense(syn))
     op = syn.op
@@ -250,7 +258,8 @@ def _build(node, net: FloatNet, sigma: float, T: int, limits: Loihi2Limits, scal
     """Integer node at scale sigma, its report pieces, and the ratio by which sigma must grow (<= 1: ok)."""
     syns, reps = [], []
     for s in node.inputs:
-        q, r = quantize_synapse(s, source_value(net, s.source, scales), sigma, limits)
+        src_graded = s.source != INPUT_NAME and net.node(s.source).neuron.graded
+        q, r = quantize_synapse(s, source_value(net, s.source, scales), sigma, limits, src_graded)
         syns.append(q)
         reps.append(r)
     b_scaled = node.bias / sigma
@@ -336,9 +345,8 @@ def quantize_node(node, net: FloatNet, T: int, limits: Loihi2Limits = LOIHI2, sc
     inode, bound = built
     b_err = float(np.abs(inode.bias - node.bias / sigma).max(initial=0.0))
     kind = "readout" if isinstance(node, ReadoutNode) else ("relay" if node.role == "relay" else "neuron")
-    if _is_graded(node):
-        kind = "graded"
-        th_int = None  # no threshold (the IntNeuronNode's 1 is a placeholder the compare never reads)
+    if _is_graded(node):  # no threshold (the IntNeuronNode's 1 is a placeholder the compare never reads)
+        kind, th_int = "graded", None
     th_err = None if th_int is None else abs(th_int * sigma - node.threshold) / node.threshold
     rep = NodeQuant(node.name, kind, float(sigma), limited_by, th_int, th_err,
                     None if th_int is None else inode.precharge, inode.bias_exp, b_err, reps,

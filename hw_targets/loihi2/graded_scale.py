@@ -12,7 +12,8 @@ input weights stay exact where they can:
    the documented 8-bit quantization), then made coarser, if needed, so that an Identity input from another
    graded node (a residual chain of graded nodes: MobileNetV2's bottleneck sums) has an integer gain
    sigma_src / sigma_g = m * 2**e (m <= 127, e >= 0): exact, where the rounded gain would lose up to 1 / (2m).
-   A graded source finer than sigma_w gets gain 1 (sigma_g = sigma_src; coarser conv mantissas, reported).
+   A graded source finer than sigma_w keeps sigma_w: its gain < 1 is a mantissa with a negative exponent
+   (Loihi's weight_exp floors: an error below one unit per step, `fixed_point.synapse_exponent`).
 The fit loop may still coarsen sigma_g (24-bit bound, bias range), as for every node.
 """
 from __future__ import annotations
@@ -44,13 +45,14 @@ def exact_unit(reals: Sequence[np.ndarray], tops: Sequence[int]) -> Optional[flo
 
 def integer_gain_scale(sigma_w: float, graded_identity_scales: Sequence[float], limits: Loihi2Limits) -> float:
     """Rule 2's coarsening: the smallest sigma >= sigma_w at which sigma_src / sigma = m * 2**e (m <= gain_max,
-    e in [0, dense_exponent_max]) for the coarsest graded identity source; gain 1 when that source is finer."""
+    e in [0, dense_exponent_max]) for the coarsest graded identity source; sigma_w when that source is finer
+    (its gain < 1 then takes a negative exponent: `fixed_point.synapse_exponent`)."""
     if not graded_identity_scales:
         return sigma_w
     src = max(graded_identity_scales)
     r = src / sigma_w
-    if r <= 1.0:
-        return src
+    if r < 1.0:
+        return sigma_w
     e = 0
     while r / 2.0 ** e > limits.gain_max and e < limits.dense_exponent_max:
         e += 1
