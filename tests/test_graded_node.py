@@ -301,3 +301,12 @@ def test_negative_exponent_from_a_graded_source_is_bit_exact_on_lava_C6(stem):
 
     net = _floored_relay(stem[2])
     assert verify(net, _x(net.input.shape, n=2).astype("uint8"), T, TARGET, TARGET.backend("lava", net)).equal
+
+
+def test_resources_count_one_graded_message_per_neuron_and_step(stem):
+    from na_deploy.hw_targets.loihi2.resources import resource_report
+
+    fixed = stem[2]
+    x = _x(fixed.input.shape, n=2)
+    rows = {r["node"]: r for r in resource_report(fixed, TARGET.reference_simulate(fixed, x, T), inputs=x)["nodes"]}
+    assert rows["conv2.graded"]["spikes_per_inference"] == rows["conv2.graded"]["neurons"] * T

@@ -77,7 +77,8 @@ class Loihi2Limits:
     # [C2; LAVA]: "subtract" on our own process (backend "lava": Lava has no subtractive reset), "zero" on
     # Lava's stock bit-accurate LIF (backend "lava-lif"; du = 4095, dv = 0: a non-leaky IF, reset to 0);
     # "negative" (signed spikes: the bound takes |w| sums) and "accumulate" (the bound covers T steps without
-    # resets) on our process (fit.py's bound covers them; the Lava process lists what it runs itself).
+    # resets) on our process (fit.py's bound covers them; the Lava process lists what it runs itself); "graded"
+    # (a non-spiking graded node, contract C2: its payload is its current) on our process too.
     neuron_models: tuple[str, ...] = ("subtract", "zero", "negative", "accumulate", "graded")
     # Stock LIF registers of a "zero" node [LAVA PyLifModelBitAcc]: vth 17-bit unsigned (spike when
     # v > vth << 6); a_in (the per-step synaptic sum) 16-bit signed; v = 64 x ours (a_in << 6, vth << 6),
