@@ -171,8 +171,10 @@ def test_slow_fast_and_fused_references_agree_C6(which, stem, mobile):
     fast = TARGET.reference_simulate(fixed, x, T)
     with fused.disabled():
         passes = TARGET.reference_simulate(fixed, x, T)
+    torch_engine = TARGET.reference_simulate(fixed, x, T, device="cpu", engine="torch")  # the CUDA engine's code
     _assert_same(slow, fast)
     _assert_same(slow, passes)
+    _assert_same(slow, torch_engine)
     g = [n.name for n in fixed.nodes if n.neuron.graded][0]
     assert np.abs(slow.spike_counts[g]).sum() > 0  # the graded node forwarded sums
 
