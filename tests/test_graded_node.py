@@ -312,3 +312,12 @@ def test_resources_count_one_graded_message_per_neuron_and_step(stem):
     x = _x(fixed.input.shape, n=2)
     rows = {r["node"]: r for r in resource_report(fixed, TARGET.reference_simulate(fixed, x, T), inputs=x)["nodes"]}
     assert rows["conv2.graded"]["spikes_per_inference"] == rows["conv2.graded"]["neurons"] * T
+
+
+def test_balance_ratio_shares_the_24_bit_budget_with_the_consumers_C5():
+    from na_deploy.hw_targets.loihi2.graded_scale import balance_ratio
+    from na_deploy.hw_targets.loihi2.limits import LOIHI2
+
+    assert balance_ratio(9, [127 * 9], 8, LOIHI2) == 1.0  # a pool node's payload: nothing to share
+    r = balance_ratio(1000, [127 * 100, 5], 8, LOIHI2)  # 8 * 12700 * 1000 = 12.1 x the state range
+    assert r == pytest.approx((8 * 12700 * 1000 / (2 ** 23 - 1)) ** 0.5)

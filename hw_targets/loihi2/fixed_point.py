@@ -47,7 +47,8 @@ from na_deploy.ir import (INPUT_NAME, AvgPool2d, Conv2d, Dense, FloatNet, Identi
                           IntReadoutNode, NeuronNode, ReadoutNode, Synapse)
 
 from na_deploy.hw_targets.loihi2.fit import NodeBound, bound_options, check_fit, lif_ratios, node_bound
-from na_deploy.hw_targets.loihi2.graded_scale import exact_unit, integer_gain_scale
+from na_deploy.hw_targets.loihi2.graded_scale import (balance_ratio, check_graded_modes, consumer_load, exact_unit,
+                                                     integer_gain_scale, spiking_consumers)
 from na_deploy.hw_targets.loihi2.limits import LOIHI2, Loihi2Limits
 
 ROUNDING = {
@@ -316,6 +317,10 @@ def quantize_node(node, net: FloatNet, T: int, limits: Loihi2Limits = LOIHI2, sc
     scales = {} if scales is None else scales
     if _is_graded(node):
         sigma = graded_sigma(node, net, scales, limits)
+        built = _build(node, net, sigma, T, limits, scales, graded)[0] if sigma else None
+        if built is not None:  # rule 3 of graded_scale.py: share the consumers' 24-bit budget
+            loads = [consumer_load(s, mantissa_max(s, limits)) for _, s in spiking_consumers(net, node.name)]
+            sigma *= balance_ratio(max(map(abs, built[1].membrane)), loads, T, limits)
     else:
         peaks = [np.abs(_real_weights(s, source_value(net, s.source, scales))).max(initial=0.0)
                  / mantissa_max(s, limits) for s in node.inputs]
@@ -355,15 +360,6 @@ def quantize_node(node, net: FloatNet, T: int, limits: Loihi2Limits = LOIHI2, sc
 
 
 # --------------------------------------------------------------------------------------- convert
-def _check_graded_modes(net: FloatNet) -> None:
-    """Graded nodes run next to subtract nodes only (C2): refuse other neuron models in one line."""
-    graded = [n.name for n in net.nodes if n.neuron.graded]
-    others = sorted({n.neuron.name for n in net.nodes if not n.neuron.graded} - {"subtract"})
-    if graded and others:
-        raise FitError(f"node {graded[0]}: a graded node in a net of neuron model {others[0]}; allowed: graded "
-                       "nodes in nets of mode subtract")
-
-
 def to_fixed_point_with_report(net: FloatNet, limits: Loihi2Limits = LOIHI2,
                                max_timesteps: Optional[int] = None) -> tuple[IntNet, QuantReport]:
     """FloatNet -> (IntNet, QuantReport). Pure. Unbalanced nets get relays first (C3).
@@ -376,7 +372,7 @@ def to_fixed_point_with_report(net: FloatNet, limits: Loihi2Limits = LOIHI2,
         raise FitError(f"max_timesteps = {T} exceeds limit >= 1")
     if not net.is_balanced():
         net = balance_delays(net)
-    _check_graded_modes(net)
+    check_graded_modes(net)
     report = QuantReport(max_timesteps=T)
     nodes, scales, graded = [], {}, {}
     opts = bound_options(net)

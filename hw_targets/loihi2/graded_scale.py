@@ -14,6 +14,9 @@ input weights stay exact where they can:
    sigma_src / sigma_g = m * 2**e (m <= 127, e >= 0): exact, where the rounded gain would lose up to 1 / (2m).
    A graded source finer than sigma_w keeps sigma_w: its gain < 1 is a mantissa with a negative exponent
    (Loihi's weight_exp floors: an error below one unit per step, `fixed_point.synapse_exponent`).
+3. **balance with the consumers**: the payload bound at that sigma times a spiking consumer's summed mantissas
+   and T would exceed the 24-bit state range by R: sigma_g grows by sqrt(R) (`balance_ratio`), so the node
+   and its consumer each lose sqrt(R) of resolution instead of the consumer losing all of R.
 The fit loop may still coarsen sigma_g (24-bit bound, bias range), as for every node.
 """
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from na_deploy.errors import FitError
 from na_deploy.hw_targets.loihi2.limits import Loihi2Limits
 
 _REL = 1e-9  # relative tolerance of "an integer multiple" (float64 products of exact quantities)
@@ -60,4 +64,53 @@ def integer_gain_scale(sigma_w: float, graded_identity_scales: Sequence[float], 
     return src / (m * 2.0 ** e)
 
 
-__all__ = ["exact_unit", "integer_gain_scale"]
+def check_graded_modes(net) -> None:
+    """Graded nodes run next to subtract nodes only (C2): refuse other neuron models in one line."""
+    graded = [n.name for n in net.nodes if n.neuron.graded]
+    others = sorted({n.neuron.name for n in net.nodes if not n.neuron.graded} - {"subtract"})
+    if graded and others:
+        raise FitError(f"node {graded[0]}: a graded node in a net of neuron model {others[0]}; allowed: graded "
+                       "nodes in nets of mode subtract")
+
+
+def spiking_consumers(net, name: str) -> list:
+    """(consumer node, synapse) pairs that read graded node `name`'s payload and are no graded node themselves,
+    through graded relays (which forward it unchanged)."""
+    out = []
+    for m in net.all_nodes():
+        for s in m.inputs:
+            if s.source != name:
+                continue
+            if getattr(m, "neuron", None) is not None and m.neuron.graded:
+                if m.role == "relay":
+                    out += spiking_consumers(net, m.name)
+            else:
+                out.append((m, s))
+    return out
+
+
+def consumer_load(syn, top: int) -> float:
+    """How many payloads one consumer neuron sums at full mantissa range: max over output channels of
+    sum |W| / max |W| times the op's mantissa range `top` (the consumer's current is about load * payload)."""
+    w = np.abs(np.asarray(syn.op.weight, dtype=np.float64))
+    peak = float(w.max(initial=0.0))
+    if peak == 0.0:
+        return 0.0
+    if w.ndim <= 1:  # identity / pool gain: one payload (a k x k pool: k^2 of them)
+        k = syn.op.kernel[0] * syn.op.kernel[1] if hasattr(syn.op, "kernel") else 1
+        return float(top * k)
+    return float(top * (w.reshape(w.shape[0], -1).sum(axis=1) / peak).max())
+
+
+def balance_ratio(payload_peak: float, loads: Sequence[float], timesteps: int, limits: Loihi2Limits) -> float:
+    """Rule 3: a consumer's membrane grows to about T * load * payload, which the 24-bit bound would make its
+    scale absorb alone (its weights rounding to a few levels, or to 0). When that exceeds the state range by R,
+    the graded node takes sqrt(R) of it (a coarser sigma_g, a smaller payload) and the consumer the other sqrt(R):
+    both keep about 127 / sqrt(R) mantissa levels. Returns the factor for sigma_g (>= 1)."""
+    need = max((timesteps * ld * payload_peak for ld in loads), default=0.0)
+    r = need / limits.state_max
+    return math.sqrt(r) if r > 1.0 else 1.0
+
+
+__all__ = ["check_graded_modes", "exact_unit", "integer_gain_scale", "spiking_consumers", "consumer_load",
+           "balance_ratio"]
