@@ -320,7 +320,8 @@ def quantize_node(node, net: FloatNet, T: int, limits: Loihi2Limits = LOIHI2, sc
         built = _build(node, net, sigma, T, limits, scales, graded)[0] if sigma else None
         if built is not None:  # rule 3 of graded_scale.py: share the consumers' 24-bit budget
             loads = [consumer_load(s, mantissa_max(s, limits)) for _, s in spiking_consumers(net, node.name)]
-            sigma *= balance_ratio(max(map(abs, built[1].membrane)), loads, T, limits)
+            top = max(float(np.abs(np.asarray(s.op.weight)).max(initial=0)) for s in built[0].inputs)
+            sigma *= min(balance_ratio(max(map(abs, built[1].membrane)), loads, T, limits), max(top, 1.0))
     else:
         peaks = [np.abs(_real_weights(s, source_value(net, s.source, scales))).max(initial=0.0)
                  / mantissa_max(s, limits) for s in node.inputs]

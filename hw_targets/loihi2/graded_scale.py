@@ -16,7 +16,8 @@ input weights stay exact where they can:
    (Loihi's weight_exp floors: an error below one unit per step, `fixed_point.synapse_exponent`).
 3. **balance with the consumers**: the payload bound at that sigma times a spiking consumer's summed mantissas
    and T would exceed the 24-bit state range by R: sigma_g grows by sqrt(R) (`balance_ratio`), so the node
-   and its consumer each lose sqrt(R) of resolution instead of the consumer losing all of R.
+   and its consumer each lose sqrt(R) of resolution instead of the consumer losing all of R; at most by the
+   node's largest input mantissa (an exact unit, mantissas 1, is never coarsened: its consumer takes all of R).
 The fit loop may still coarsen sigma_g (24-bit bound, bias range), as for every node.
 """
 from __future__ import annotations
