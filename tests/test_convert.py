@@ -213,10 +213,12 @@ def test_global_pool_dense_weights_are_repeated_mean():
     assert np.allclose(w.reshape(5, 6, 4), fc[:, :, None] / 4, rtol=1e-15, atol=0)
 
 
-def test_pool_not_dividing_the_map_is_refused():
+def test_pool_not_dividing_the_map_goes_through_a_graded_node_C2():
+    """15x15 pooled to 7x7 (14 != 15): no exact fold into conv1, so the pool's map is a graded node (self-check)."""
     model = randomize(PoolNet(1, "mean"), 0)
-    with pytest.raises(ConversionError, match=r"module 'conv1'.*divide"):
-        to_floatnet(model, (2, 15, 15), [1.0, 1.0], self_check=False)  # 15x15 pooled to 7x7: 14 != 15
+    net = to_floatnet(model, (2, 15, 15), [1.0, 1.0])
+    g = net.node("conv1.graded")
+    assert g.neuron.graded and g.shape == (4, 7, 7) and net.node("q1").inputs[0].source == "conv1.graded"
 
 
 # ------------------------------------------------------------------------------------------- refusals
@@ -282,12 +284,9 @@ class Bad(nn.Module):
 
 
 @pytest.mark.parametrize("kind,pattern", [
-    ("bn_on_sum", r"module 'bn'.*residual sum"),
-    ("sum_into_conv", r"module 'c3'.*residual sum"),
     ("upsample", r"module 'up'.*nn\.Upsample.*not supported"),
     ("mul", r"fx node 'mul'.*mul.*not supported"),
     ("sigmoid", r"fx node 'sigmoid'.*not a QuantReLU"),
-    ("conv_conv", r"module 'c2'.*no activation in between"),
     ("no_linear", r"does not come from a Linear"),
 ])
 def test_unsupported_graphs_are_refused_by_name(kind, pattern):
@@ -295,18 +294,44 @@ def test_unsupported_graphs_are_refused_by_name(kind, pattern):
         to_floatnet(Bad(kind).eval(), (1, 8, 8), [1.0], self_check=False)
 
 
+@pytest.mark.parametrize("kind,graded", [("bn_on_sum", "bn.graded"), ("sum_into_conv", "c3.graded"),
+                                         ("conv_conv", "c2.graded")])
+def test_linear_ops_between_activations_go_through_graded_nodes_C2(kind, graded):
+    """BN or a conv on a residual sum, two padded convs without an activation: no exact single synapse, so the
+    map becomes a graded node (docs/contract.md C2 "Graded nodes"); the float64 self-check passes."""
+    net = to_floatnet(randomize(Bad(kind), 3), (1, 8, 8), [1.0])
+    assert [n.name for n in net.nodes if n.neuron.graded and n.role == "layer"] == [graded]
+
+
+class RawShortcut(nn.Module):
+    """A conv shortcut from the raw input: its map becomes a graded node (the pixels themselves cannot be relayed)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2, self.q = nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(1, 2, 1), QuantReLU(2)
+        self.q0, self.fc = QuantReLU(2), nn.Linear(128, 2)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.q(self.q0(self.c1(x)) + self.c2(x)), 1))
+
+
 def test_shortcut_from_raw_input_is_refused():
     class M(nn.Module):
         def __init__(self):
             super().__init__()
-            self.c1, self.c2, self.q = nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(1, 2, 1), QuantReLU(2)
-            self.q0, self.fc = QuantReLU(2), nn.Linear(128, 2)
+            self.c1, self.q0, self.q = nn.Conv2d(1, 1, 3, padding=1), QuantReLU(2), QuantReLU(2)
+            self.fc = nn.Linear(64, 2)
 
         def forward(self, x):
-            return self.fc(torch.flatten(self.q(self.q0(self.c1(x)) + self.c2(x)), 1))
+            return self.fc(torch.flatten(self.q(self.q0(self.c1(x)) + x), 1))
 
     with pytest.raises(ConversionError, match="shortcut from the raw input"):
         to_floatnet(M(), (1, 8, 8), [1.0])
+
+
+def test_conv_shortcut_from_raw_input_goes_through_a_graded_node_C2():
+    net = to_floatnet(RawShortcut(), (1, 8, 8), [1.0])
+    assert net.node("add.graded").inputs[0].source == "input" and net.node("add.graded").neuron.graded
 
 
 def test_bad_channel_scale_is_refused():

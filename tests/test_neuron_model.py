@@ -65,7 +65,8 @@ def test_subtract_is_the_papers_if_neuron_C2():
 
 
 def test_unknown_model_is_refused_by_name():
-    with pytest.raises(IRError, match="unknown neuron model 'leaky'; known: accumulate, negative, subtract, zero"):
+    with pytest.raises(IRError, match="unknown neuron model 'leaky'; known: accumulate, graded, negative, subtract, "
+                                      "zero"):
         neuron_model("leaky")
     with pytest.raises(IRError, match="unknown neuron model"):
         IntNeuronNode("a", (2,), [Synapse("input", Dense(np.ones((2, 2), dtype=int)))], threshold=2, neuron="leaky")

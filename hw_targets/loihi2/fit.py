@@ -26,6 +26,8 @@ Mode "negative" (signed spikes): a source's payload lies in [-1, 1], so each syn
 sums (`op_interval(..., pmin=-1)`); the subtract closed form then holds for the membrane. Mode "accumulate":
 T steps of integration with no reset (`accumulate_membrane_interval`). Two-stage offset calibration (meta
 offset_steps > 0): the pre-charge may be pc - th .. pc + th (`bound_options`, `node_bound(offset=True)`).
+Graded nodes (C2): the "membrane" is the current interval with 0, which is its consumers' payload range
+(`graded` in `bound_options`); the payload must fit a graded spike, `graded_spike_bits` = 24 signed.
 Mode "zero" runs on Lava's stock LIF (backend "lava-lif"), whose registers add rules (`lif_rules`): vth <=
 2^17 - 1, 64 x bias encodable as bias_mant << bias_exp (`limits.lif_bias`), the per-step synaptic sum (a_in,
 without the bias) 16-bit signed, and |64 v| <= 2^23 - 1 (the LIF's v is 64 x ours and saturates there;
@@ -69,13 +71,19 @@ class NodeBound:
         return float("inf") if m == 0 else float(np.log2(limits.state_max / m))
 
 
-def payload_max(source: str, limits: Loihi2Limits = LOIHI2) -> int:
-    """Largest payload a source sends: graded pixels (C4) or a binary spike (C2)."""
+def payload_max(source: str, limits: Loihi2Limits = LOIHI2, graded=None) -> int:
+    """Largest payload a source sends: graded pixels (C4), a graded node's sum (`graded`: name -> (lo, hi)) or a
+    binary spike (C2)."""
+    if graded and source in graded:
+        return graded[source][1]
     return limits.graded_payload_max if source == INPUT_NAME else limits.spike_payload_max
 
 
-def payload_min(source: str, signed_sources=()) -> int:
-    """Smallest payload a source sends: -1 for a signed-spike node (mode "negative", C2), else 0."""
+def payload_min(source: str, signed_sources=(), graded=None) -> int:
+    """Smallest payload a source sends: -1 for a signed-spike node (mode "negative", C2), a graded node's lower
+    bound (<= 0), else 0."""
+    if graded and source in graded:
+        return graded[source][0]
     return -1 if source in signed_sources else 0
 
 
@@ -153,10 +161,17 @@ def accumulate_membrane_interval(i_lo: np.ndarray, i_hi: np.ndarray, threshold: 
             max(pc, float((pc + T * np.maximum(i_hi, 0)).max())))
 
 
+def graded_membrane_interval(i_lo: np.ndarray, i_hi: np.ndarray, threshold: int, precharge: int,
+                             timesteps: int) -> tuple[float, float]:
+    """A graded node (C2): its state is its current of this step (then 0), so [min(i_lo, 0), max(i_hi, 0)]."""
+    return min(0.0, float(i_lo.min())), max(0.0, float(i_hi.max()))
+
+
 # "negative": the subtract closed form holds unchanged: its negative spike (v < 0 -> v + th) leaves v < th, and
 # below 0 only negative currents push v (the per-step current interval uses the signed payload range).
 MEMBRANE_INTERVALS = {"subtract": membrane_interval, "zero": zero_membrane_interval,
-                      "negative": membrane_interval, "accumulate": accumulate_membrane_interval}
+                      "negative": membrane_interval, "accumulate": accumulate_membrane_interval,
+                      "graded": graded_membrane_interval}
 
 
 def readout_interval(i_lo: np.ndarray, i_hi: np.ndarray, timesteps: int) -> tuple[float, float]:
@@ -168,19 +183,33 @@ def readout_interval(i_lo: np.ndarray, i_hi: np.ndarray, timesteps: int) -> tupl
 def bound_options(net) -> dict:
     """The net-wide facts a node's bound needs (FloatNet or IntNet): which sources send signed spikes, and
     whether two-stage offset calibration may move a pre-charge by +-th (meta offset_steps > 0)."""
-    return {"signed_sources": frozenset(n.name for n in net.nodes if n.neuron.signed),
+    opts = {"signed_sources": frozenset(n.name for n in net.nodes if n.neuron.signed),
             "offset": int(net.meta.get("offset_steps", 0) or 0) > 0}
+    if isinstance(net, IntNet) and any(n.neuron.graded for n in net.nodes):
+        opts["graded"] = graded_payloads(net, opts)
+    return opts
+
+
+def graded_payloads(net: IntNet, opts: dict, timesteps: int = 1, limits: Loihi2Limits = LOIHI2) -> dict:
+    """name -> (lo, hi) payload interval of every graded node of an IntNet (one step's current; any T)."""
+    graded: dict = {}
+    for n in net.nodes:
+        if n.neuron.graded:
+            graded[n.name] = node_bound(n, timesteps, limits, **{**opts, "graded": graded}).membrane
+    return graded
 
 
 def node_bound(node, timesteps: int, limits: Loihi2Limits = LOIHI2, signed_sources=frozenset(),
-               offset: bool = False) -> NodeBound:
+               offset: bool = False, graded=None) -> NodeBound:
     """The static bound of one IntNet node (neuron or readout) over `timesteps` steps. signed_sources: nodes
-    whose payload is in [-1, 1] (`bound_options`); offset: pre-charges anywhere in [pc - th, pc + th]."""
+    whose payload is in [-1, 1] (`bound_options`); offset: pre-charges anywhere in [pc - th, pc + th];
+    graded: name -> payload interval of graded sources."""
     c = node.shape[0]
     raws, syns = [], []
     cur_lo, cur_hi = np.zeros(c), np.zeros(c)
     for s in node.inputs:
-        lo, hi = op_interval(s.op, payload_max(s.source, limits), c, payload_min(s.source, signed_sources))
+        lo, hi = op_interval(s.op, payload_max(s.source, limits, graded), c,
+                             payload_min(s.source, signed_sources, graded))
         raws.append((float(lo.min()), float(hi.max())))
         lo, hi = shift_interval(lo, hi, s.exponent)
         syns.append((float(lo.min()), float(hi.max())))
@@ -272,14 +301,14 @@ def parameter_rules(node, limits: Loihi2Limits) -> list[Violation]:
             + rule_member(node.name, "neuron model", node.neuron.name, limits.neuron_models))
 
 
-def bound_rules(node, bound: NodeBound, limits: Loihi2Limits) -> list[Violation]:
+def bound_rules(node, bound: NodeBound, limits: Loihi2Limits, graded=None) -> list[Violation]:
     """The static bound inside the 24-bit signed range (per-synapse accumulators, current, membrane)."""
     lo, hi, T = limits.state_min, limits.state_max, bound.timesteps
     v: list[Violation] = []
     for s, raw, cooked in zip(node.inputs, bound.synapses_raw, bound.synapses):
         worst = max(raw + cooked, key=abs)
         v += rule_range(node.name, f"synaptic accumulator bound (from {s.source})", int(worst), lo, hi,
-                        f"payload <= {payload_max(s.source, limits)}")
+                        f"payload <= {payload_max(s.source, limits, graded)}")
     v += rule_range(node.name, "input current bound", int(max(bound.current, key=abs)), lo, hi)
     what = "readout potential bound" if isinstance(node, IntReadoutNode) else "membrane bound"
     v += rule_range(node.name, f"{what} (T={T})", int(max(bound.membrane, key=abs)), lo, hi,
@@ -353,9 +382,13 @@ def check_fit(net: IntNet, limits: Loihi2Limits = LOIHI2, timesteps: int | None 
             out += synapse_rules(n.name, s, limits)
         out += parameter_rules(n, limits)
         bound = node_bound(n, T, limits, **opts)
-        out += bound_rules(n, bound, limits)
+        out += bound_rules(n, bound, limits, opts.get("graded"))
         if not isinstance(n, IntReadoutNode) and n.neuron.name == "zero":
             out += lif_rules(n, bound, limits)
+        if not isinstance(n, IntReadoutNode) and n.neuron.graded:  # the payload within a graded spike
+            lo, hi = limits.graded_spike_range
+            out += rule_range(n.name, "graded payload bound", int(max(bound.membrane, key=abs)), lo, hi,
+                              f"a graded spike carries {limits.graded_spike_bits} bits signed")
     return out
 
 

@@ -22,6 +22,9 @@ for integer currents v0 = floor(th/2) gives exactly the spikes of v0 = th/2, sin
 ceil(th/2) either way; this is C1's round-half-up in the SNN), bias_int = round_half_away(b / sigma) split
 into mantissa << exponent with the smallest exponent whose mantissa fits 13 bits.
 The readout gets its own scale by the same rules (its potential, not a membrane, is bounded).
+A graded node (contract C2, "Graded nodes") has threshold 1 and pre-charge 0 and its scale comes from
+`graded_scale.py` (exact where its input weights allow); one payload unit of it is worth its scale, so the
+synapses out of it carry W * sigma_g (`source_value`), and its payload interval is what its consumers' bounds take.
 
 Rounding modes (every cast from real to integer in this module):
   * weights, gains, bias mantissas: round half away from zero, `round_half_away(x) = sign(x) floor(|x| + 1/2)`
@@ -44,6 +47,8 @@ from na_deploy.ir import (INPUT_NAME, AvgPool2d, Conv2d, Dense, FloatNet, Identi
                           IntReadoutNode, NeuronNode, ReadoutNode, Synapse)
 
 from na_deploy.hw_targets.loihi2.fit import NodeBound, bound_options, check_fit, lif_ratios, node_bound
+from na_deploy.hw_targets.loihi2.graded_scale import (balance_ratio, check_graded_modes, consumer_load, exact_unit,
+                                                     integer_gain_scale, spiking_consumers)
 from na_deploy.hw_targets.loihi2.limits import LOIHI2, Loihi2Limits
 
 ROUNDING = {
@@ -69,7 +74,7 @@ class SynapseQuant:
 @dataclass
 class NodeQuant:
     node: str
-    kind: str  # "neuron" | "relay" | "readout"
+    kind: str  # "neuron" | "relay" | "graded" | "readout"
     scale: float
     limited_by: str  # what fixed the scale: "weights" or the bound / range that forced it coarser
     threshold_int: Optional[int]
@@ -113,9 +118,17 @@ class QuantReport:
 
 
 # ------------------------------------------------------------------------------------- quantizers
-def source_value(net: FloatNet, source: str) -> float:
-    """Real value of one payload unit of `source`: 1 for a pixel (C4), the source threshold for a spike (C2)."""
-    return 1.0 if source == INPUT_NAME else float(net.node(source).threshold)
+def source_value(net: FloatNet, source: str, scales: Optional[dict] = None) -> float:
+    """Real value of one payload unit of `source`: 1 for a pixel (C4), the source threshold for a spike (C2),
+    the integer scale of a graded node (`scales`: the scales of the nodes quantized so far)."""
+    if source == INPUT_NAME:
+        return 1.0
+    node = net.node(source)
+    if node.neuron.graded:
+        if scales is None or source not in scales:
+            raise FitError(f"graded node {source}: its integer scale is needed before its consumers are quantized")
+        return float(scales[source])
+    return float(node.threshold)
 
 
 def _real_weights(syn: Synapse, v: float) -> np.ndarray:
@@ -161,21 +174,29 @@ def _mantissas(real: np.ndarray, unit: float, dense: bool) -> np.ndarray:
     return (2 * round_half_away(x / 2) if dense else round_half_away(x)).astype(np.int64)
 
 
-def synapse_exponent(syn: Synapse, real: np.ndarray, sigma: float, limits: Loihi2Limits) -> int:
-    """0 for conv-like ops; for Dense / Identity the smallest e >= 0 whose mantissas fit the op's range."""
+def synapse_exponent(syn: Synapse, real: np.ndarray, sigma: float, limits: Loihi2Limits, graded: bool = False) -> int:
+    """0 for conv-like ops; for Dense / Identity the smallest e >= 0 whose mantissas fit the op's range. From a
+    graded source (`graded`), whose payload is a sum of many units, an e = 0 that is inexact goes negative while
+    the mantissas fit (Loihi's weight_exp floors y >> -e): finer gains, an error below one unit per step."""
     if not _shiftable(syn):
         return 0
     top, dense = mantissa_max(syn, limits), _is_dense(syn)
     e = 0
     while e < limits.dense_exponent_max and int(np.abs(_mantissas(real, sigma * 2.0 ** e, dense)).max()) > top:
         e += 1
+    if graded and e == 0 and not np.allclose(_mantissas(real, sigma, dense) * sigma, real, rtol=1e-9, atol=0.0):
+        while (e > limits.dense_exponent_min
+               and int(np.abs(_mantissas(real, sigma * 2.0 ** (e - 1), dense)).max()) <= top):
+            e -= 1
     return e
 
 
-def quantize_synapse(syn: Synapse, v: float, sigma: float, limits: Loihi2Limits) -> tuple[Synapse, SynapseQuant]:
-    """Integer synapse at node scale sigma (+ its report row). Dense mantissas even; conv-like exponent 0."""
+def quantize_synapse(syn: Synapse, v: float, sigma: float, limits: Loihi2Limits,
+                     graded: bool = False) -> tuple[Synapse, SynapseQuant]:
+    """Integer synapse at node scale sigma (+ its report row). Dense mantissas even; conv-like exponent 0;
+    `graded`: the source is a graded node (negative exponents allowed, `synapse_exponent`)."""
     real = _real_weights(syn, v)
-    e = synapse_exponent(syn, real, sigma, limits)
+    e = synapse_exponent(syn, real, sigma, limits, graded)
     unit = sigma * 2.0 ** e
     q = _mantissas(real, unit, _is_dense(syn))
     op = syn.op
@@ -229,11 +250,17 @@ def _on_stock_lif(node) -> bool:
     return isinstance(node, NeuronNode) and node.neuron.name == "zero"
 
 
-def _build(node, net: FloatNet, sigma: float, T: int, limits: Loihi2Limits):
+def _is_graded(node) -> bool:
+    return isinstance(node, NeuronNode) and node.neuron.graded
+
+
+def _build(node, net: FloatNet, sigma: float, T: int, limits: Loihi2Limits, scales: Optional[dict] = None,
+           graded: Optional[dict] = None):
     """Integer node at scale sigma, its report pieces, and the ratio by which sigma must grow (<= 1: ok)."""
     syns, reps = [], []
     for s in node.inputs:
-        q, r = quantize_synapse(s, source_value(net, s.source), sigma, limits)
+        src_graded = s.source != INPUT_NAME and net.node(s.source).neuron.graded
+        q, r = quantize_synapse(s, source_value(net, s.source, scales), sigma, limits, src_graded)
         syns.append(q)
         reps.append(r)
     b_scaled = node.bias / sigma
@@ -247,32 +274,64 @@ def _build(node, net: FloatNet, sigma: float, T: int, limits: Loihi2Limits):
                                scale=sigma)
         th_int = pc = None
     else:
-        th_int = int(round_half_up(node.threshold / sigma))
-        ratios["threshold range"] = th_int / limits.state_max
-        if th_int < 1:
-            return None, reps, th_int, ratios
-        pc = _precharge_int(node, th_int, sigma)
+        if _is_graded(node):  # no threshold: z is the sum itself (C2 graded nodes)
+            th_int, pc = 1, 0
+        else:
+            th_int = int(round_half_up(node.threshold / sigma))
+            ratios["threshold range"] = th_int / limits.state_max
+            if th_int < 1:
+                return None, reps, th_int, ratios
+            pc = _precharge_int(node, th_int, sigma)
         inode = IntNeuronNode(name=node.name, shape=node.shape, inputs=syns, threshold=th_int, bias_mant=mant,
                               bias_exp=bexp, precharge=pc, scale=sigma, p=node.p, neuron=node.neuron,
                               role=node.role)
-    bound = node_bound(inode, T, limits, **bound_options(net))  # signed sources, offset calibration (fit.py)
+    opts = {**bound_options(net), "graded": graded or {}}  # signed sources, offset calibration, graded sources
+    bound = node_bound(inode, T, limits, **opts)
     ratios[f"24-bit bound over T={T}"] = _bound_ratio(bound, limits)
     if lif:
         ratios.update(lif_ratios(inode, bound, limits))  # the stock LIF's vth, a_in and v registers
     return (inode, bound), reps, th_int, ratios
 
 
-def quantize_node(node, net: FloatNet, T: int, limits: Loihi2Limits = LOIHI2):
-    """(IntNeuronNode | IntReadoutNode, NodeQuant) at the finest scale that satisfies every rule."""
-    peaks = [np.abs(_real_weights(s, source_value(net, s.source))).max(initial=0.0) / mantissa_max(s, limits)
-             for s in node.inputs]
+def graded_sigma(node, net: FloatNet, scales: dict, limits: Loihi2Limits) -> Optional[float]:
+    """A graded node's weight scale (`graded_scale.py`): an exact unit of its input weights, else the ordinary
+    rule made coarser for integer gains from graded identity sources."""
+    reals = [_real_weights(s, source_value(net, s.source, scales)) for s in node.inputs]
+    if not any(_is_dense(s) for s in node.inputs):
+        u = exact_unit(reals, [mantissa_max(s, limits) for s in node.inputs])
+        if u is not None:
+            return u
+    peaks = [np.abs(r).max(initial=0.0) / mantissa_max(s, limits) for r, s in zip(reals, node.inputs)]
     sigma = weight_scale(peaks, [_shiftable(s) for s in node.inputs], limits)
+    if sigma is None:
+        return None
+    srcs = [scales[s.source] for s in node.inputs if isinstance(s.op, Identity) and s.source != INPUT_NAME
+            and net.node(s.source).neuron.graded]
+    return integer_gain_scale(sigma, srcs, limits)
+
+
+def quantize_node(node, net: FloatNet, T: int, limits: Loihi2Limits = LOIHI2, scales: Optional[dict] = None,
+                  graded: Optional[dict] = None):
+    """(IntNeuronNode | IntReadoutNode, NodeQuant) at the finest scale that satisfies every rule. scales: the
+    integer scales of the nodes quantized so far, graded: their graded payload intervals (graded sources)."""
+    scales = {} if scales is None else scales
+    if _is_graded(node):
+        sigma = graded_sigma(node, net, scales, limits)
+        built = _build(node, net, sigma, T, limits, scales, graded)[0] if sigma else None
+        if built is not None:  # rule 3 of graded_scale.py: share the consumers' 24-bit budget
+            loads = [consumer_load(s, mantissa_max(s, limits)) for _, s in spiking_consumers(net, node.name)]
+            top = max(float(np.abs(np.asarray(s.op.weight)).max(initial=0)) for s in built[0].inputs)
+            sigma *= min(balance_ratio(max(map(abs, built[1].membrane)), loads, T, limits), max(top, 1.0))
+    else:
+        peaks = [np.abs(_real_weights(s, source_value(net, s.source, scales))).max(initial=0.0)
+                 / mantissa_max(s, limits) for s in node.inputs]
+        sigma = weight_scale(peaks, [_shiftable(s) for s in node.inputs], limits)
     if sigma is None:  # all weights zero: any scale works; keep thresholds / biases well resolved
         sigma = (node.threshold / limits.conv_weight_max if isinstance(node, NeuronNode)
                  else max(np.abs(node.bias).max(initial=0.0) / limits.bias_mant_max, 1e-12))
     limited_by = "weights"
     for _ in range(_MAX_REFINE):
-        built, reps, th_int, ratios = _build(node, net, sigma, T, limits)
+        built, reps, th_int, ratios = _build(node, net, sigma, T, limits, scales, graded)
         if built is None:
             break
         what, ratio = max(ratios.items(), key=lambda kv: kv[1])
@@ -292,6 +351,8 @@ def quantize_node(node, net: FloatNet, T: int, limits: Loihi2Limits = LOIHI2):
     inode, bound = built
     b_err = float(np.abs(inode.bias - node.bias / sigma).max(initial=0.0))
     kind = "readout" if isinstance(node, ReadoutNode) else ("relay" if node.role == "relay" else "neuron")
+    if _is_graded(node):  # no threshold (the IntNeuronNode's 1 is a placeholder the compare never reads)
+        kind, th_int = "graded", None
     th_err = None if th_int is None else abs(th_int * sigma - node.threshold) / node.threshold
     rep = NodeQuant(node.name, kind, float(sigma), limited_by, th_int, th_err,
                     None if th_int is None else inode.precharge, inode.bias_exp, b_err, reps,
@@ -312,12 +373,17 @@ def to_fixed_point_with_report(net: FloatNet, limits: Loihi2Limits = LOIHI2,
         raise FitError(f"max_timesteps = {T} exceeds limit >= 1")
     if not net.is_balanced():
         net = balance_delays(net)
+    check_graded_modes(net)
     report = QuantReport(max_timesteps=T)
-    nodes = []
+    nodes, scales, graded = [], {}, {}
+    opts = bound_options(net)
     for n in net.all_nodes():
-        inode, rep = quantize_node(n, net, T, limits)
+        inode, rep = quantize_node(n, net, T, limits, scales, graded)
         nodes.append(inode)
         report.nodes.append(rep)
+        scales[n.name] = inode.scale
+        if _is_graded(n):
+            graded[n.name] = node_bound(inode, T, limits, **{**opts, "graded": graded}).membrane
     meta = {**net.meta, "target": "loihi2", "max_timesteps": T, "rounding": dict(ROUNDING)}
     inet = IntNet(input=net.input, nodes=nodes[:-1], readout=nodes[-1], meta=meta)
     violations = check_fit(inet, limits, T)

@@ -65,6 +65,9 @@ class Loihi2Limits:
     # Graded input payload: raw 8-bit unsigned pixels 0..255 (C4) [C4; DOC: graded spikes carry up to 24 bits,
     # we send 8].
     graded_payload_max: int = 255
+    # Graded spikes of a graded node (contract C2, "Graded nodes"): a signed payload of up to 24 bits [DOC: Loihi 2
+    # graded spikes carry up to 24 bits; LAVA: Dense / Sparse / Conv with num_message_bits > 0 use the payload as sent].
+    graded_spike_bits: int = 24
     # Binary spike payload of a neuron node [C2].
     spike_payload_max: int = 1
     # The number of time steps the static accumulator / membrane bound is proven for unless the caller
@@ -74,8 +77,9 @@ class Loihi2Limits:
     # [C2; LAVA]: "subtract" on our own process (backend "lava": Lava has no subtractive reset), "zero" on
     # Lava's stock bit-accurate LIF (backend "lava-lif"; du = 4095, dv = 0: a non-leaky IF, reset to 0);
     # "negative" (signed spikes: the bound takes |w| sums) and "accumulate" (the bound covers T steps without
-    # resets) on our process (fit.py's bound covers them; the Lava process lists what it runs itself).
-    neuron_models: tuple[str, ...] = ("subtract", "zero", "negative", "accumulate")
+    # resets) on our process (fit.py's bound covers them; the Lava process lists what it runs itself); "graded"
+    # (a non-spiking graded node, contract C2: its payload is its current) on our process too.
+    neuron_models: tuple[str, ...] = ("subtract", "zero", "negative", "accumulate", "graded")
     # Stock LIF registers of a "zero" node [LAVA PyLifModelBitAcc]: vth 17-bit unsigned (spike when
     # v > vth << 6); a_in (the per-step synaptic sum) 16-bit signed; v = 64 x ours (a_in << 6, vth << 6),
     # saturated at +-(2^23 - 1), so |v| <= (2^23 - 1) >> 6; bias_mant 13-bit signed << bias_exp (0..7),
@@ -89,6 +93,10 @@ class Loihi2Limits:
     # we allow 6 only (64 x bias = bias << 6, |bias| <= 4095) so that one IntNet runs on both stock-LIF paths,
     # backend "lava-lif" and the netx export.
     lif_bias_exp_max: int = 6
+
+    @property
+    def graded_spike_range(self) -> tuple[int, int]:
+        return signed_range(self.graded_spike_bits)
 
     @property
     def lif_vth_max(self) -> int:

@@ -62,7 +62,8 @@ def fan_out_map(op, source_shape) -> np.ndarray:
 def resource_report(net: IntNet, trace: Optional[Trace] = None, cores: CoreModel = CoreModel(),
                     energy: EnergyModel = EnergyModel(), inputs: Optional[np.ndarray] = None) -> dict:
     """Per node: neurons, synapses (connections), fan-in / fan-out, cores; with a `trace` (and the `inputs`
-    it ran on), per-inference spikes, synaptic ops and the energy estimate at the trace's T."""
+    it ran on), per-inference spikes, synaptic ops and the energy estimate at the trace's T (a graded node,
+    contract C2: one graded message per neuron and step, an upper bound)."""
     shapes = net.shapes()
     fan_out_total = {name: np.zeros(shape, dtype=np.int64) for name, shape in shapes.items()}
     rows = []
@@ -87,9 +88,12 @@ def resource_report(net: IntNet, trace: Optional[Trace] = None, cores: CoreModel
         B = int(trace.extra.get("summed_over", trace.batch))  # summed_over: counts (1, *shape) summed over B samples
         synops = 0.0
         spikes = 0.0
+        graded = {m.name for m in net.nodes if m.neuron.graded}
         for r in rows:
             if r["node"] in trace.spike_counts:
                 cnt = trace.events()[r["node"]].astype(np.float64)  # messages: negative spikes, offset stage 1 too
+                if r["node"] in graded:  # a graded node's count is a payload sum: count one message per step
+                    cnt = np.full((B, *shapes[r["node"]]), float(T))  # (an upper bound: zero payloads are free)
                 r["spikes_per_inference"] = float(cnt.sum() / B)
                 r["firing_rate"] = float(cnt.sum() / (B * r["neurons"]) / T)  # = cnt.mean() / T for a (B, ...) trace
                 r["synops_per_inference"] = float((cnt * fan_out_total[r["node"]][None]).sum() / B)

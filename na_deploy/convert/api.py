@@ -23,7 +23,7 @@ from na_deploy.convert.affine import Shape
 from na_deploy.convert.fx_walk import _MAXPOOL_MODULES, _Converter, trace_model
 from na_deploy.convert.bias_shift import apply_bias_shift
 from na_deploy.ir.offset_calibration import check_offset_steps, with_offset_steps
-from na_deploy.convert.neuron_modes import DEFAULT_ZERO, ZeroParams, apply_neuron_mode, check_mode
+from na_deploy.convert.neuron_modes import DEFAULT_ZERO, ZeroParams, apply_neuron_mode, check_mode, refuse_graded
 
 
 def _check_channel_scale(channel_scale: Any, input_shape: Shape) -> np.ndarray:
@@ -116,6 +116,8 @@ def to_floatnet(model: nn.Module, input_shape: Sequence[int], channel_scale: Any
         check_against_torch(net, model, seed=seed)
     net = apply_neuron_mode(net, neuron, neuron_params)
     net = net if bias_shift_timesteps is None else apply_bias_shift(net, bias_shift_timesteps)
+    if offset_steps:
+        refuse_graded(net, f"offset_steps {offset_steps}")
     return with_offset_steps(net, offset_steps) if offset_steps else net
 
 

@@ -10,7 +10,8 @@ Rules (each exact; the float64 self-check confirms every conversion):
   S2, P2)) = one conv (W, S1*S2, P1) with W[o, i, a*S1 + y, b*S1 + x] = sum_m W2[o, m, a, b] W1[m, i, y, x],
   exact when op2 reads no zero padding of the intermediate map (P2 = 0), or when op1 is pointwise (1x1,
   stride 1, no padding: it commutes with zero padding). Otherwise op2 reads zeros where op1 would have
-  produced W1*pad(x) != 0 at the border: refused (a non-spiking graded relay node would be needed).
+  produced W1*pad(x) != 0 at the border: refused here, and the fx walk materialises op1's map as a graded
+  node (`fx_nodes`) that op2 then reads like an activation.
 * AdaptiveAvgPool2d whose windows are uneven (or that upsamples, e.g. 1x1 -> 7x7): the same per-channel
   matrix A (OH*OW x H*W, window means) on every channel, a "chanmap" term consumed by Flatten + Linear
   (the Linear's weight is multiplied by A channel by channel: sizes stay those of the Linear).
@@ -32,7 +33,7 @@ from na_deploy.convert.affine import (Refusal, Shape, _as_full_conv, _dense_of, 
 from na_deploy.errors import NaDeployError
 from na_deploy.ir import Conv2d
 
-_RELAY = "a non-spiking graded relay node would be needed (not built yet)"
+_RELAY = "the walk carries the map through a graded node instead (contract C2, graded nodes)"
 
 
 def pool_weight(channels: int, k: tuple[int, int]) -> np.ndarray:

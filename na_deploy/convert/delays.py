@@ -4,7 +4,9 @@ A spike takes one step per synaptic hop on the target. A shortcut that skips k n
 populations in front of its op: a relay is an IF node with an Identity input of gain 1, the source's
 threshold and pre-charge th/2, so it re-emits every spike of its source exactly one step later
 (v0 = th/2; +th -> spikes, back to th/2; no input -> stays at th/2). Relays are ordinary neuron nodes
-(role="relay"), so every backend and simulator handles them with no special case.
+(role="relay"), so every backend and simulator handles them with no special case. A graded source (a graded
+node, contract C2) gets graded relays: the graded model with threshold 1, each forwarding its input sum (the
+source's payload) one step later.
 """
 from __future__ import annotations
 
@@ -30,8 +32,10 @@ def balance_delays(net: FloatNet) -> FloatNet:
                                   "start residual paths after the first neuron layer")
                 s = by_name[src]
                 rname = f"{src}.relay{d - depth[src]}"
+                kw = (dict(threshold=1.0, precharge=0.0, neuron=s.neuron) if s.neuron.graded
+                      else dict(threshold=s.threshold))
                 out_nodes.append(NeuronNode(name=rname, shape=s.shape, inputs=[Synapse(name, Identity(1.0))],
-                                            threshold=s.threshold, p=s.p, role="relay"))
+                                            p=s.p, role="relay", **kw))
                 depth[rname] = d
                 relay_of[key] = rname
             name = relay_of[key]

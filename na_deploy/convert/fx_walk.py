@@ -4,8 +4,8 @@
 activations (`affine._Lin`), a parameter (`_Const`) or a non-tensor (`_Aux`). Dispatch goes by node kind
 (call_module / call_function / call_method) to one small handler per op; the math lives in `affine`.
 A QuantReLU turns the map into a `NeuronNode` (th = p*s, pre-charge th/2, bias = folded bias, C2); the
-model output into the `ReadoutNode` (C7). Anything else is refused with a ConversionError naming the fx
-node / module path and what is allowed.
+model output into the `ReadoutNode` (C7); a map an op refuses becomes a graded node first (`fx_nodes`, C2). Anything
+else is refused with a ConversionError naming the fx node / module path and what is allowed.
 """
 from __future__ import annotations
 
@@ -22,9 +22,10 @@ from torch import nn
 from na_deploy.errors import ConversionError
 from na_deploy.ir import INPUT_NAME, NeuronNode, ReadoutNode, Synapse
 from na_deploy.training.quantizer import QuantReLU
-from na_deploy.convert.affine import (Refusal, Shape, _bias_vector, _fold_input_scale, _Lin, _pair, apply_add,
+from na_deploy.convert.affine import (Shape, _bias_vector, _fold_input_scale, _Lin, _pair, apply_add,
                                       apply_batchnorm, apply_flatten, apply_linear)
 from na_deploy.convert.compose import adaptive_chanmap, batchnorm_any, concat, conv_any, linear_any, pool_any
+from na_deploy.convert.fx_nodes import Materializer
 
 _ALLOWED = ("Conv2d, BatchNorm1d/2d, Linear, QuantReLU, AvgPool2d/AdaptiveAvgPool2d, torch.cat on channels, "
             "Flatten/view/reshape, Dropout, Identity, residual add")
@@ -145,34 +146,31 @@ class _Converter:
             torch.mean: self.mean, F.conv2d: self._fn_conv2d, torch.conv2d: self._fn_conv2d,
             F.linear: self._fn_linear, torch.cat: self._fn_cat, torch.concat: self._fn_cat,
         }
+        self.graded = Materializer(self)
 
     # -- value access
     def lin(self, a: Any, n: fx.Node) -> _Lin:
         """The affine map held by argument `a` of fx node `n`; ConversionError when it is not a tensor."""
         v = self.env.get(a) if isinstance(a, fx.Node) else None
         if not isinstance(v, _Lin):
-            raise ConversionError(f"{_where(n)}: {_op_name(n, self.gm)} expects a tensor argument, got {a!r}; "
-                                  f"allowed: {_ALLOWED}")
+            self.refuse(n, f"expects a tensor argument, got {a!r}; allowed: {_ALLOWED}")
         return v
 
     def const(self, a: Any, n: fx.Node) -> Optional[torch.Tensor]:
         """The parameter held by argument `a` (None stays None); refused when computed at run time."""
-        if a is None:
-            return None
         v = self.env.get(a) if isinstance(a, fx.Node) else None
-        if not isinstance(v, _Const):
+        if a is not None and not isinstance(v, _Const):
             self.refuse(n, "with a weight computed at run time; allowed: parameters (get_attr)")
-        return v.value
+        return None if a is None else v.value
 
     def refuse(self, n: fx.Node, why: str) -> None:
         raise ConversionError(f"{_where(n)}: {_op_name(n, self.gm)} {why}")
 
     def algebra(self, n: fx.Node, fn: Callable[..., _Lin], *args: Any, **kwargs: Any) -> _Lin:
-        """fn(*args, **kwargs) from `affine`; its Refusal becomes a ConversionError naming fx node `n`."""
-        try:
-            return fn(*args, **kwargs)
-        except Refusal as r:
-            why = r.why
+        """fn(*args, **kwargs) from `affine`, retried on graded nodes (`fx_nodes`); else a ConversionError."""
+        out, why = self.graded.apply(fn, args, kwargs, n)
+        if why is None:
+            return out
         self.refuse(n, why)
 
     def path(self, n: fx.Node) -> str:
@@ -185,11 +183,10 @@ class _Converter:
                             dilation, groups, padding_mode)
 
     def linear(self, n: fx.Node, lin: _Lin, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> _Lin:
-        return self.algebra(n, linear_any, lin, self.path(n), weight, bias) or self.algebra(
-            n, apply_linear, lin, self.path(n), weight, bias)
+        return self.algebra(n, lambda *a: linear_any(*a) or apply_linear(*a), lin, self.path(n), weight, bias)
 
     def batchnorm(self, n: fx.Node, lin: _Lin, bn: nn.Module) -> _Lin:
-        return self.algebra(n, batchnorm_any, lin, bn) or self.algebra(n, apply_batchnorm, lin, bn)
+        return self.algebra(n, lambda *a: batchnorm_any(*a) or apply_batchnorm(*a), lin, bn)
 
     def pool(self, n: fx.Node, lin: _Lin, kernel: Any, stride: Any, padding: Any = 0, with_pad: bool = True) -> _Lin:
         """Average pool (zero padding counted when `with_pad`, i.e. count_include_pad) of any map (`compose`)."""
@@ -264,6 +261,8 @@ class _Converter:
         lin = self.env.get(arg) if isinstance(arg, fx.Node) else None
         if not isinstance(lin, _Lin):
             raise ConversionError(f"model output {arg!r} is not a single tensor; allowed: logits of a Linear")
+        if len(lin.shape) == 1 and any(t.op == "pool" for t in lin.terms.values()):  # pooled logits (SqueezeNet)
+            lin = self.linear(n, lin, torch.eye(lin.shape[0], dtype=torch.float64), None)  # exact: the pool's matrix
         if len(lin.shape) != 1 or any(t.op != "dense" for t in lin.terms.values()):
             raise ConversionError(f"model output (fx node '{arg.name}') does not come from a Linear layer "
                                   f"(shape {lin.shape}); the last layer must be a Linear (it becomes the readout)")

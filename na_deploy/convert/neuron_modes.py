@@ -105,6 +105,15 @@ def check_mode(mode: str) -> str:
     return mode
 
 
+def refuse_graded(net, what: str) -> None:
+    """A net with graded nodes (C2 "Graded nodes") runs in mode subtract without offset calibration only: one
+    line naming the first graded node and `what` was asked."""
+    graded = [n.name for n in net.nodes if n.neuron.graded]
+    if graded:
+        raise ConversionError(f"{what}: node {graded[0]} is a graded node (a linear op between two activations); "
+                              "allowed for nets with graded nodes: neuron mode subtract, offset_steps 0")
+
+
 def _zero_node(node: NeuronNode, prm: ZeroParams) -> tuple[NeuronNode, float]:
     """The zero-mode copy of one node and its alpha (the factor on its firing threshold)."""
     s = node.step_size
@@ -137,6 +146,7 @@ def apply_neuron_mode(net: FloatNet, mode: str = "subtract", params: ZeroParams 
     check_mode(mode)
     if mode == "subtract":
         return net
+    refuse_graded(net, f"neuron mode {mode}")
     if any(n.neuron.name != "subtract" for n in net.nodes):
         raise ConversionError(f"{mode} mode: the net must come from the subtract conversion (every node subtract)")
     if mode in SAME_PARAMS_MODES:
@@ -182,7 +192,11 @@ def convert_inference_mode(net, mode: str = "subtract", offset_steps: int = 0,
     if offset_steps and mode != "subtract":
         raise ConversionError(f"offset_steps {offset_steps}: offset calibration needs neuron mode subtract, got "
                               f"{mode}; allowed: offset_steps 0 with {mode}")
+    if offset_steps:
+        refuse_graded(net, f"offset_steps {offset_steps}")
     if isinstance(net, IntNet):
+        if mode != "subtract":
+            refuse_graded(net, f"neuron mode {mode}")
         if mode == "zero":
             raise ConversionError("mode zero from an IntNet: convert the FloatNet (zero mode changes thresholds, "
                                   "pre-charges and weights); allowed from an IntNet: subtract, negative, accumulate")
@@ -212,4 +226,4 @@ def mode_of(meta: dict) -> dict:
 
 
 __all__ = ["NEURON_MODES", "ZeroParams", "DEFAULT_ZERO", "apply_neuron_mode", "convert_inference_mode", "check_mode",
-           "mode_of"]
+           "mode_of", "refuse_graded"]

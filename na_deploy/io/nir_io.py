@@ -170,6 +170,10 @@ def to_nir(net: Net) -> nir.NIRGraph:
     """The NIR graph of a FloatNet or IntNet (module docstring: the mapping and what travels in metadata)."""
     if not isinstance(net, (FloatNet, IntNet)):
         raise IRError(f"to_nir needs a FloatNet or IntNet, got {type(net).__name__}")
+    graded = [n.name for n in net.nodes if n.neuron.graded]
+    if graded:
+        raise IRError(f"NIR export: node {graded[0]} is a graded node (a linear op between two activations, contract "
+                      "C2); NIR has no non-spiking graded neuron here; allowed: nets without graded nodes")
     is_int = isinstance(net, IntNet)
     nodes = {INPUT_NAME: nir.Input(input_type={"input": np.array(net.input.shape)})}
     edges: list = []

@@ -38,14 +38,15 @@ The integer arithmetic (`shift`, the register wrap) is `na_deploy.integer`.
 Files: `na_deploy.io.save_net` / `load_net` (the IR never imports its file format).
 """
 from na_deploy.ir.graph import FloatNet, IntNet, replace_nodes
-from na_deploy.ir.neuron import NEURON_MODELS, SUBTRACT, ZERO, NeuronModel, ResetToZeroIF, SubtractIF, neuron_model
+from na_deploy.ir.neuron import (GRADED, NEURON_MODELS, SUBTRACT, ZERO, NeuronModel, ResetToZeroIF, SubtractIF,
+                                 neuron_model)
 from na_deploy.ir.nodes import (INPUT_NAME, ROLES, InputNode, IntNeuronNode, IntReadoutNode, NeuronNode, ReadoutNode,
                                 node_kind)
 from na_deploy.ir.ops import OP_TYPES, AvgPool2d, Conv2d, Dense, Identity, Op, Shape, Synapse
 
 __all__ = [
     "Conv2d", "Dense", "AvgPool2d", "Identity", "Op", "OP_TYPES", "Shape", "Synapse",
-    "NeuronModel", "SubtractIF", "SUBTRACT", "ResetToZeroIF", "ZERO", "NEURON_MODELS", "neuron_model",
+    "NeuronModel", "SubtractIF", "SUBTRACT", "ResetToZeroIF", "ZERO", "GRADED", "NEURON_MODELS", "neuron_model",
     "INPUT_NAME", "ROLES", "InputNode", "NeuronNode", "ReadoutNode", "IntNeuronNode", "IntReadoutNode", "node_kind",
     "FloatNet", "IntNet", "replace_nodes",
 ]

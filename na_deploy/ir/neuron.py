@@ -69,11 +69,18 @@ class NeuronModel:
     signed: ClassVar[bool] = False  # False: z in {0, 1}; True: z in {-1, 0, 1}
     stateful: ClassVar[bool] = False  # True: fire() needs `count`, the window's running net count
     windowed: ClassVar[bool] = False  # True: run_window is not the per-step loop (no prefix causality)
+    graded: ClassVar[bool] = False  # True: a non-spiking graded node, z is the integer input sum (`GradedNode`)
 
     @property
     def spike_dtype(self) -> np.dtype:
         """numpy dtype of the spike trains z: bool, or int8 for a signed model."""
+        if self.graded:
+            return np.dtype(np.int64)
         return np.dtype(np.int8) if self.signed else np.dtype(bool)
+
+    def messages(self, z: Any) -> Any:
+        """What one step's z sends downstream, in payload units: z itself (a spike, or a graded sum)."""
+        return z
 
     def fire(self, v: Any, threshold: Any, count: Any = None) -> Any:
         """The spikes z of membrane v (after integration) for threshold th."""
@@ -288,12 +295,56 @@ class AccumulateIF(SubtractIF):
         return int(timesteps)
 
 
+@dataclass(frozen=True)
+class GradedNode(NeuronModel):
+    """A non-spiking graded node (contract C2, "Graded nodes"): no threshold, no membrane state. Each step of its
+    window it forwards its input sum I(t) (synaptic current plus bias) as one graded spike (Loihi 2 graded
+    spikes: a signed payload of at most 24 bits), z = v = I(t), and its state returns to 0. The converter puts
+    one where a linear op sits between two activations and cannot be composed into one exact synapse (e.g. an
+    average pool before a padded conv, MobileNetV2's linear bottleneck). Its window and delay are a relay's
+    (C3): one step per hop. FloatNet: threshold 1, so the payload z * th is the float sum; IntNet: threshold 1,
+    pre-charge 0, and z is the integer sum. A node's "spike count" is the sum of its payloads over its window
+    (what its consumers received in sum); fidelity checks skip it (it has no spikes)."""
+
+    name: ClassVar[str] = "graded"
+    compare: ClassVar[str] = ""
+    graded: ClassVar[bool] = True
+
+    def fire(self, v: Any, threshold: Any, count: Any = None) -> Any:
+        return v * 1  # a copy: the payload is the whole sum
+
+    def reset(self, v: Any, z: Any, threshold: Any) -> Any:
+        return v * 0
+
+    def fire_and_reset_inplace(self, v: Any, threshold: Any, z_out: Any = None, count: Any = None) -> Any:
+        if is_tensor(v):
+            z = v.clone()
+            v.zero_()
+            if z_out is None:
+                return z
+            z_out.copy_(z)
+            return z_out
+        if z_out is None:
+            z = np.array(v, copy=True)
+        else:
+            z_out[...] = v
+            z = z_out
+        v[...] = 0
+        return z
+
+    def default_precharge(self, threshold: float) -> float:
+        return 0.0
+
+
 SUBTRACT = SubtractIF()
 ZERO = ResetToZeroIF()
 NEGATIVE = NegativeIF()
 ACCUMULATE = AccumulateIF()
+GRADED = GradedNode()
 
+# the spiking models (what a neuron mode can choose); the graded node is no mode: the converter places it
 NEURON_MODELS: dict[str, NeuronModel] = {m.name: m for m in (SUBTRACT, ZERO, NEGATIVE, ACCUMULATE)}
+ALL_MODELS: dict[str, NeuronModel] = {**NEURON_MODELS, GRADED.name: GRADED}
 
 
 def neuron_model(model: "str | NeuronModel") -> NeuronModel:
@@ -301,10 +352,11 @@ def neuron_model(model: "str | NeuronModel") -> NeuronModel:
     if isinstance(model, NeuronModel):
         return model
     try:
-        return NEURON_MODELS[model]
+        return ALL_MODELS[model]
     except (KeyError, TypeError):
-        raise IRError(f"unknown neuron model {model!r}; known: {', '.join(sorted(NEURON_MODELS))}") from None
+        raise IRError(f"unknown neuron model {model!r}; known: {', '.join(sorted(ALL_MODELS))}") from None
 
 
 __all__ = ["NeuronModel", "SubtractIF", "SUBTRACT", "ResetToZeroIF", "ZERO", "NegativeIF", "NEGATIVE",
-           "AccumulateIF", "ACCUMULATE", "NEURON_MODELS", "neuron_model", "where", "is_tensor"]
+           "AccumulateIF", "ACCUMULATE", "GradedNode", "GRADED",
+           "NEURON_MODELS", "ALL_MODELS", "neuron_model", "where", "is_tensor"]

@@ -118,11 +118,14 @@ def ann_forward(net: FloatNet, x_uint8: Any, device: Union[str, torch.device, No
     x_all = torch.as_tensor(np.asarray(x_uint8)) if not isinstance(x_uint8, torch.Tensor) else x_uint8
     n = int(x_all.shape[0]) if x_all.dim() else 0
     bs = n if not batch_size else int(batch_size)
-    logits, levels = [], {nd.name: [] for nd in nodes[:-1]} if keep_levels else {}
+    logits, levels = [], {nd.name: [] for nd in nodes[:-1] if not nd.neuron.graded} if keep_levels else {}
     starts = range(0, n, max(bs, 1))
     for i in tqdm(starts, desc="ANN", unit="batch", disable=not progress or len(starts) < 2, leave=False):
         payload = {INPUT_NAME: as_input(net, x_all[i:i + bs], dtype, device)}
         for nd in nodes[:-1]:
+            if nd.neuron.graded:  # a graded node forwards its sum (C2): no quantization, no level
+                payload[nd.name] = nd.current(payload)
+                continue
             lv = quantize_level(nd.current(payload), nd)
             payload[nd.name] = lv * (nd.threshold / nd.p)
             if keep_levels:

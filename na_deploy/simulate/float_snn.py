@@ -97,7 +97,8 @@ def _lockstep(nodes: list[CompiledNode], x: torch.Tensor, ts: list[int], starts:
     const = {nd.name: nd.current(payload) for nd in nodes if _is_constant(nd)}
     v = {nd.name: (torch.full((b,) + nd.shape, nd.precharge, dtype=dtype, device=dev) if starts is None
                    else starts[nd.name]) for nd in neurons}
-    cnt = {nd.name: torch.zeros((b,) + nd.shape, dtype=torch.int32, device=dev) for nd in neurons}
+    cnt = {nd.name: torch.zeros((b,) + nd.shape, dtype=dtype if nd.neuron.graded else torch.int32, device=dev)
+           for nd in neurons}  # a graded node's "count" is the sum of its (float) payloads
     ev = {nd.name: torch.zeros((b,) + nd.shape, dtype=torch.int32, device=dev) for nd in neurons if nd.neuron.signed}
     pot = torch.zeros((b,) + readout.shape, dtype=dtype, device=dev)
     want = set(ts)
@@ -143,6 +144,10 @@ def _run_batch(nodes: list[CompiledNode], x: torch.Tensor, ts: list[int], keep: 
         out["pred"][t].append(argmax_lowest(pot).cpu())
         out["pot"][t].append(pot.cpu().clone())
         for nd in neurons:
+            if nd.neuron.graded:  # no spikes: a graded node's payload sums are neither spikes nor messages
+                if t in keep:
+                    out["counts"][t][nd.name].append(cnt[nd.name].cpu().clone())
+                continue
             out["spikes"][t][nd.name] += int(cnt[nd.name].sum())
             sent = int(ev[nd.name].sum()) if nd.name in ev else int(cnt[nd.name].sum())
             out["events"][t][nd.name] += sent + first.get(nd.name, 0)

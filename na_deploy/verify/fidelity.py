@@ -171,9 +171,12 @@ def check_correspondence(fnet: FloatNet, inet: IntNet) -> None:
 
 def layer_differences(inet: IntNet, int_counts: dict[str, np.ndarray],
                       float_counts: dict[str, np.ndarray]) -> list[dict]:
-    """Per neuron node: share of (sample, neuron) pairs with different counts and the mean |difference|."""
+    """Per neuron node: share of (sample, neuron) pairs with different counts and the mean |difference|. Graded
+    nodes (contract C2) are skipped: they send sums, not spikes (their consumers' rows show their effect)."""
     out = []
     for n in inet.nodes:
+        if n.neuron.graded:
+            continue
         a = np.asarray(int_counts[n.name], dtype=np.int64)
         b = np.asarray(float_counts[n.name], dtype=np.int64)
         diff = np.abs(a - b)
@@ -183,7 +186,8 @@ def layer_differences(inet: IntNet, int_counts: dict[str, np.ndarray],
                     "sources": sorted({s.source for s in n.inputs if s.source != INPUT_NAME})})
     share = {d["node"]: d["share_differing"] for d in out}
     for d in out:
-        d["change_over_inputs"] = d["share_differing"] - max([share[s] for s in d["sources"]], default=0.0)
+        d["change_over_inputs"] = d["share_differing"] - max([share[s] for s in d["sources"] if s in share],
+                                                             default=0.0)
     return out
 
 

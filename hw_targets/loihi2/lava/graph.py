@@ -11,9 +11,10 @@
   fixed_pt model, the same integers), padding / stride given as (x, y) = (w, h); exponent
   must be 0 (Lava's Conv ignores it). AvgPool2d(k, s, g) -> grouped Conv (groups = C) with kernel g * ones.
 * Identity(g) -> `Sparse` diagonal g (weight_exp = e), on flattened ports for maps.
-* payloads: graded from the input (num_message_bits = 8: raw pixels 0..255, C4) and from signed ("negative")
+* payloads: graded from the input (num_message_bits = 8: raw pixels 0..255, C4), from signed ("negative")
   populations (num_message_bits = 2: z in {-1, 0, 1}; Lava's graded Dense / Sparse / Conv compute W.s with the
-  payload as sent, so a -1 adds -w exactly), binary elsewhere.
+  payload as sent, so a -1 adds -w exactly) and from graded nodes (num_message_bits = 24: the signed input sum,
+  contract C2 "Graded nodes"; the same SubtractiveIF process in its "graded" model), binary elsewhere.
 * window starts: the IR's rule (`na_deploy.ir.timing.window_starts`): a node starts one step after its sources'
   start, plus T after an "accumulate" source (its spikes leave in its fire phase, T steps late); offset
   calibration (the net's `offset_steps` rho) adds rho steps of stage 1 to every window, the input sends each
@@ -57,11 +58,12 @@ from lava.proc.dense.process import Dense as LavaDense  # noqa: E402
 from lava.proc.sparse.process import Sparse  # noqa: E402
 
 from na_deploy.hw_targets.loihi2.lava.processes.process import (  # noqa: E402
-    NEURON_MODELS, OFFSET_MODELS, SIGNED_MODELS, Accumulator, GradedSource, SubtractiveIF)
+    GRADED_MODELS, NEURON_MODELS, OFFSET_MODELS, SIGNED_MODELS, Accumulator, GradedSource, SubtractiveIF)
 
 BACKEND_LABEL = "lava-0.10-loihi2simcfg-fixed_pt"  # what ran, recorded in traces, reports and bundles
 GRADED_MESSAGE_BITS = 8  # raw uint8 pixels (C4)
 SIGNED_MESSAGE_BITS = 2  # signed spikes z in {-1, 0, 1} (mode "negative")
+GRADED_SPIKE_BITS = 24  # a graded node's payload: signed, 24 bits (Loihi 2 graded spikes; limits.graded_spike_bits)
 PIXEL_MAX = (1 << GRADED_MESSAGE_BITS) - 1
 
 
@@ -218,10 +220,13 @@ def _conv_process(syn: Synapse, src_shape: tuple[int, ...], bits: int, label: st
 
 def message_bits(syn: Synapse, source_proc) -> int:
     """num_message_bits of the connection from `source_proc`: graded pixels from the input, signed graded
-    spikes from a signed model's population, binary (0) otherwise."""
+    spikes from a signed model's population, 24-bit graded spikes from a graded node, binary (0) otherwise."""
     if syn.source == INPUT_NAME:
         return GRADED_MESSAGE_BITS
-    return SIGNED_MESSAGE_BITS if source_proc.proc_params.get("neuron") in SIGNED_MODELS else 0
+    neuron = source_proc.proc_params.get("neuron")
+    if neuron in GRADED_MODELS:
+        return GRADED_SPIKE_BITS
+    return SIGNED_MESSAGE_BITS if neuron in SIGNED_MODELS else 0
 
 
 def connect_synapse(syn: Synapse, source_proc, source_shape: tuple[int, ...], dst_port, dst_name: str,
@@ -336,5 +341,6 @@ def build_lava_graph(net: IntNet, timesteps: int = 8, inputs: Optional[np.ndarra
                      result_buffer=buf, offset_steps=rho, starts=start)
 
 
-__all__ = ["BACKEND_LABEL", "GRADED_MESSAGE_BITS", "SIGNED_MESSAGE_BITS", "PIXEL_MAX", "LavaGraph", "connect_synapse",
+__all__ = ["BACKEND_LABEL", "GRADED_MESSAGE_BITS", "GRADED_SPIKE_BITS",
+           "SIGNED_MESSAGE_BITS", "PIXEL_MAX", "LavaGraph", "connect_synapse",
            "message_bits", "window_starts", "net_offset_steps", "build_lava_graph"]

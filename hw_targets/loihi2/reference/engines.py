@@ -103,8 +103,8 @@ class _TorchBackend:
             v = torch.full(cur.shape[1:], node.precharge, dtype=cur.dtype, device=cur.device)
         else:
             v = v0.to(cur.dtype).clone()
-        z_all = torch.empty((T, *cur.shape[1:]), dtype=torch.int8 if node.neuron.signed else torch.bool,
-                            device=cur.device)
+        zt = torch.int64 if node.neuron.graded else torch.int8 if node.neuron.signed else torch.bool
+        z_all = torch.empty((T, *cur.shape[1:]), dtype=zt, device=cur.device)
         wrap = functools.partial(wrap_signed, bits=bits) if plan.wrap_needed else None
         node.neuron.run_window(v, cur, node.threshold, T, z_all, wrap)
         return z_all, v

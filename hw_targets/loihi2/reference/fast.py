@@ -91,9 +91,10 @@ def check_balanced(net: IntNet) -> None:
 class _SynapsePlan:
     """One compiled synapse: op in the narrowest exact float dtype, and its exponent."""
 
-    def __init__(self, syn, channels: int, device: torch.device, limits: Loihi2Limits, signed_sources=()):
-        lo, hi = op_interval(syn.op, payload_max(syn.source, limits), channels,
-                             payload_min(syn.source, signed_sources))
+    def __init__(self, syn, channels: int, device: torch.device, limits: Loihi2Limits, signed_sources=(),
+                 graded=None):
+        lo, hi = op_interval(syn.op, payload_max(syn.source, limits, graded), channels,
+                             payload_min(syn.source, signed_sources, graded))
         peak = max(abs(float(lo.min())), abs(float(hi.max())))
         if peak >= FLOAT64_EXACT:
             raise SimulationError(f"synapse from {syn.source}: partial sums up to {peak:.3g} exceed 2**53; "
@@ -110,8 +111,8 @@ class _NodePlan:
         self.node = node
         self.name = node.name
         self.is_readout = isinstance(node, IntReadoutNode)
-        self.synapses = [_SynapsePlan(s, node.shape[0], device, limits, opts.get("signed_sources", ()))
-                         for s in node.inputs]
+        self.synapses = [_SynapsePlan(s, node.shape[0], device, limits, opts.get("signed_sources", ()),
+                                      opts.get("graded")) for s in node.inputs]
         b = node_bound(node, T, limits, **opts)
         self.wrap_needed = not (limits.state_min <= b.membrane[0] and b.membrane[1] <= limits.state_max)
         # int32 state when the bound proves every current / membrane value (and v + I) stays below 2**30

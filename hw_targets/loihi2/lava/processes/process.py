@@ -35,8 +35,9 @@ from na_deploy.ir.neuron import neuron_model
 MEMBRANE_BITS = 24  # Loihi 2 membrane width: v wraps (two's complement) like the reference simulator
 # Neuron models (na_deploy.ir.neuron names) the SubtractiveIF process model runs; the Loihi 2 fit check lists the
 # same names (Loihi2Limits.neuron_models). Another model needs its step checked against the reference first.
-NEURON_MODELS = ("subtract", "negative", "accumulate")
+NEURON_MODELS = ("subtract", "negative", "accumulate", "graded")
 SIGNED_MODELS = ("negative",)  # z in {-1, 0, +1}: consumers need graded (signed) messages
+GRADED_MODELS = ("graded",)  # z = the input sum (24-bit signed graded spikes, contract C2 "Graded nodes")
 OFFSET_MODELS = ("subtract",)  # models that may run two-stage offset calibration (offset_steps > 0)
 
 
@@ -77,6 +78,8 @@ class SubtractiveIF(AbstractProcess):
                   c <- c + z (c: the window's net count, `spike_count`); s_out carries the signed z, so every
                   consumer's connection process reads graded messages (the builder sets num_message_bits).
     "accumulate": the two phases of the module doc; only the fire phase spikes.
+    "graded":     a graded node (no threshold, no state): z = v = a_in + bias, v <- 0; s_out carries z as a
+                  24-bit signed graded spike; spike_count is the window's sum of payloads.
     offset_steps = rho > 0 ("subtract"): the two stages of the module doc.
     At window start v = precharge, spike_count = event_count = 0. Shapes are Lava layouts ((W, H, C) maps).
 
