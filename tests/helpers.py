@@ -83,3 +83,31 @@ def tampered(inet: IntNet, node_name: str, threshold: int = 3) -> IntNet:
     return replace_nodes(inet, [dataclasses.replace(n, threshold=threshold, inputs=[
         Synapse(s.source, neg(s.op), s.exponent) for s in n.inputs]) if n.name == node_name else n
         for n in inet.nodes])
+
+
+def randomize_batchnorm(model, seed: int = 0):
+    """Random BN statistics and affine parameters (so BN folding is exercised); the model in eval mode."""
+    import torch
+    from torch import nn
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+    return model.eval()
+
+
+def random_qat(model, shape, seed: int = 0):
+    """`randomize_batchnorm`, then quantized (p = 2, noise adaptor) with step sizes calibrated on random inputs."""
+    import torch
+
+    from na_deploy.training.surgery import calibrate_step_sizes, quantize_model
+
+    torch.manual_seed(seed)
+    q = quantize_model(randomize_batchnorm(model, seed), 2, True)
+    calibrate_step_sizes(q, torch.rand((16,) + tuple(shape)), seed=seed)
+    return q.eval()

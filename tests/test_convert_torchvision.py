@@ -14,33 +14,16 @@ from torch import nn
 from na_deploy.convert import to_floatnet
 from na_deploy.errors import ConversionError, ModelError
 from na_deploy.training.surgery import calibrate_step_sizes, quantize_model
+from helpers import random_qat  # tests/helpers.py
 
 
-def _randomize(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random weights and BN statistics (so BN folding is exercised), eval mode."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-    return model.eval()
-
-
-def _qat(model: nn.Module, shape, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    q = quantize_model(_randomize(model, seed), 2, True)
-    calibrate_step_sizes(q, torch.rand((16,) + tuple(shape)), seed=seed)
-    return q.eval()
 
 
 def _deploy(model: nn.Module, shape, lava: bool = False):
     """quantize -> FloatNet (self-check) -> fixed point fitting Loihi 2 -> reference run (-> Lava bit-exact)."""
     from na_deploy.hw_targets import get_target
 
-    q = _qat(model, shape)
+    q = random_qat(model, shape)
     net = to_floatnet(q, shape, 1.0 / 255)
     target = get_target("loihi2")
     fixed = target.to_fixed_point(net, 8)
@@ -181,7 +164,7 @@ def test_pool_then_padded_conv_goes_through_a_graded_node():
 
 
 def test_count_include_pad_false_is_refused():
-    q = _qat(PoolThenConv(nn.AvgPool2d(3, 2, 1, count_include_pad=False), 0), (3, 8, 8))
+    q = random_qat(PoolThenConv(nn.AvgPool2d(3, 2, 1, count_include_pad=False), 0), (3, 8, 8))
     with pytest.raises(ConversionError, match="count_include_pad=False"):
         to_floatnet(q, (3, 8, 8), 1.0 / 255)
 
@@ -190,7 +173,7 @@ def test_relu6_becomes_quant_relu_with_p_s_below_6():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU6(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
     with torch.no_grad():
         model[0].weight.mul_(50)  # activations far above 6: the clip at 6 would bind
-    q = _qat(model, (3, 8, 8))
+    q = random_qat(model, (3, 8, 8))
     qr = q[1]
     assert qr.upper == 6.0 and qr.p * float(qr.step_size.detach()) <= 6.0 + 1e-9
 

@@ -20,29 +20,12 @@ from na_deploy.hw_targets.loihi2.fixed_point import to_fixed_point_with_report
 from na_deploy.hw_targets.loihi2.reference import fused
 from na_deploy.hw_targets.loihi2.reference.slow import slow_reference_simulate
 from na_deploy.ir import GRADED, IntNet, replace_nodes
-from na_deploy.training.surgery import calibrate_step_sizes, quantize_model
+from helpers import random_qat  # tests/helpers.py
 
 TARGET = get_target("loihi2")
 T = 8
 
 
-def _randomize(model: nn.Module, seed: int = 0) -> nn.Module:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-    return model.eval()
-
-
-def _qat(model: nn.Module, shape, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    q = quantize_model(_randomize(model, seed), 2, True)
-    calibrate_step_sizes(q, torch.rand((16,) + tuple(shape)), seed=seed)
-    return q.eval()
 
 
 class PoolStem(nn.Module):
@@ -97,7 +80,7 @@ class MiniMobileNet(nn.Module):
 
 
 def _convert(model, shape):
-    q = _qat(model, shape)
+    q = random_qat(model, shape)
     net = to_floatnet(q, shape, 1.0 / 255)
     fixed, report = to_fixed_point_with_report(net, max_timesteps=T)
     return q, net, fixed, report
@@ -202,7 +185,7 @@ def test_the_graded_model_forwards_its_sum():
 
 @pytest.mark.parametrize("mode", ["zero", "negative", "accumulate"])
 def test_other_neuron_modes_with_graded_nodes_are_refused(mode):
-    q = _qat(PoolStem(), (3, 8, 8))
+    q = random_qat(PoolStem(), (3, 8, 8))
     with pytest.raises(ConversionError, match=rf"^neuron mode {mode}: node conv2.graded is a graded node"):
         to_floatnet(q, (3, 8, 8), 1.0 / 255, neuron=mode)
 
