@@ -304,3 +304,21 @@ def test_balance_ratio_shares_the_24_bit_budget_with_the_consumers_C5():
     assert balance_ratio(9, [127 * 9], 8, LOIHI2) == 1.0  # a pool node's payload: nothing to share
     r = balance_ratio(1000, [127 * 100, 5], 8, LOIHI2)  # 8 * 12700 * 1000 = 12.1 x the state range
     assert r == pytest.approx((8 * 12700 * 1000 / (2 ** 23 - 1)) ** 0.5)
+
+
+def test_accuracy_vs_t_measures_noise_of_spiking_layers_only(stem):
+    """A graded node (p = 1, no ANN level, no spikes) is no layer of the occasional-noise report: with p = 2
+    elsewhere, T = 1 has no layer to measure and the report must not ask for one (the transfer run stopped
+    with 'occasional noise at T=1: no layer ...' before)."""
+    from na_deploy.evaluate.accuracy import accuracy_vs_timesteps
+    from na_deploy.evaluate.occasional_noise import noise_layers
+
+    _, net, fixed, _ = stem
+    graded = {n.name for n in net.nodes if n.neuron.graded}
+    assert graded and graded.isdisjoint(n.name for n in noise_layers(net))
+    x = _x((3, 8, 8), n=4)
+    res = accuracy_vs_timesteps(net, fixed, TARGET, x, np.arange(4) % 5, [1, 2, 4, 8], progress=False)
+    assert set(res.integer_accuracy) == {1, 2, 4, 8}
+    for report in res.noise.values():
+        measured = {row.node for rows in report.rows.values() for row in rows}
+        assert measured and measured.isdisjoint(graded)

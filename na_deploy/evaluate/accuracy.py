@@ -25,7 +25,7 @@ import numpy as np
 
 from na_deploy.errors import SimulationError
 from na_deploy.ir import FloatNet, IntNet
-from na_deploy.evaluate.occasional_noise import NoiseReport
+from na_deploy.evaluate.occasional_noise import NoiseReport, noise_layers
 from na_deploy.protocols import Target, Trace
 
 MAX_BATCH = 256  # samples per chunk at most (simulate_float's batch of 256)
@@ -193,7 +193,7 @@ def _measure_chunk(fnet: FloatNet, inet: IntNet, target: Target, xb: np.ndarray,
     from na_deploy.simulate.float_snn import simulate_float
     from na_deploy.evaluate.occasional_noise import noise_report
 
-    noise_timesteps = sorted({k * int(n.p) for k in ks for n in fnet.nodes if n.role == "layer"})
+    noise_timesteps = sorted({k * int(n.p) for k in ks for n in noise_layers(fnet)})
     logits, levels = ann_forward(fnet, xb, device=device, keep_levels=bool(ks))
     fres = simulate_float(fnet, xb, timesteps, device=device, count_timesteps=noise_timesteps, progress=False)
     traces = target.reference_simulate_multi(inet, xb, timesteps, device=device, progress=False)
@@ -218,7 +218,7 @@ def accuracy_vs_timesteps(fnet: FloatNet, inet: IntNet, target: Target, x: Union
     from tqdm.auto import tqdm
 
     timesteps = list(timesteps)
-    layers = [n for n in fnet.nodes if n.role == "layer"]
+    layers = noise_layers(fnet)
     ks = noise_ks(sorted({int(n.p) for n in layers}), timesteps) if layers else []
     if total is None and not callable(x):
         total = len(x)

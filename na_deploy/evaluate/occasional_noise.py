@@ -269,6 +269,12 @@ class NoiseReport:
         return sum(vals) / tot if tot else float("nan")
 
 
+def noise_layers(net: Any) -> list:
+    """The nodes occasional noise measures: role "layer" and spiking (a graded node sends sums, not spikes: it
+    has no ANN level and no off-grid count)."""
+    return [n for n in net.nodes if n.role == "layer" and not getattr(getattr(n, "neuron", None), "graded", False)]
+
+
 def noise_report(net: Any, counts_by_T: Mapping[int, Mapping[str, Any]], levels: Mapping[str, Any],
                  ks: Iterable[int], simulator: str = "float", inputs: Any = None) -> NoiseReport:
     """Off grid of every layer of `net` (FloatNet or IntNet: p = node.p, role = node.role) at each k in `ks`,
@@ -276,14 +282,14 @@ def noise_report(net: Any, counts_by_T: Mapping[int, Mapping[str, Any]], levels:
     images `inputs` the counts were simulated on, occasional noise (`add_timing_noise`)."""
     p_by_node = {n.name: int(n.p) for n in net.nodes}
     roles = {n.name: n.role for n in net.nodes}
+    measured = [n.name for n in noise_layers(net)]
     rows: dict[int, list[LayerNoise]] = {}
     for k in sorted({int(k) for k in ks}):
         if k < 1:
             raise SimulationError(f"k must be >= 1 (T = k*p), got {k}")
         per_k = []
-        for name, p in p_by_node.items():
-            if roles[name] != "layer":
-                continue
+        for name in measured:
+            p = p_by_node[name]
             T = k * p
             if T not in counts_by_T or name not in counts_by_T[T]:
                 raise SimulationError(f"occasional noise: no spike counts for layer {name} at T={T} (k={k}, p={p}); "
@@ -329,7 +335,7 @@ def measure_float_noise(net: Any, x_uint8: Any, ks: Iterable[int] = (1, 2, 4), b
     from na_deploy.simulate.float_snn import simulate_float
 
     ks = sorted({int(k) for k in ks})
-    ts = sorted({k * int(n.p) for k in ks for n in net.nodes if n.role == "layer"})
+    ts = sorted({k * int(n.p) for k in ks for n in noise_layers(net)})
     x_all = x_uint8 if isinstance(x_uint8, torch.Tensor) else torch.as_tensor(np.asarray(x_uint8))
     total: Optional[NoiseReport] = None
     for i in tqdm(range(0, int(x_all.shape[0]), int(batch_size)), desc="occasional noise", unit="batch",
@@ -385,6 +391,6 @@ def format_noise_md(section: Mapping[str, Any]) -> list[str]:
     return out + [""]
 
 
-__all__ = ["LayerNoise", "NoiseReport", "DEFINITIONS", "off_grid_rows", "window_input", "regular_counts",
+__all__ = ["LayerNoise", "NoiseReport", "DEFINITIONS", "noise_layers", "off_grid_rows", "window_input", "regular_counts",
            "add_timing_noise", "merge_noise", "merge_reports", "firing_rates", "noise_report", "measure_float_noise",
            "format_noise_table", "format_noise_md"]
