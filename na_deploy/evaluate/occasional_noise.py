@@ -391,6 +391,6 @@ def format_noise_md(section: Mapping[str, Any]) -> list[str]:
     return out + [""]
 
 
-__all__ = ["LayerNoise", "NoiseReport", "DEFINITIONS", "noise_layers", "off_grid_rows", "window_input", "regular_counts",
-           "add_timing_noise", "merge_noise", "merge_reports", "firing_rates", "noise_report", "measure_float_noise",
-           "format_noise_table", "format_noise_md"]
+__all__ = ["LayerNoise", "NoiseReport", "DEFINITIONS", "noise_layers", "off_grid_rows", "window_input",
+           "regular_counts", "add_timing_noise", "merge_noise", "merge_reports", "firing_rates", "noise_report",
+           "measure_float_noise", "format_noise_table", "format_noise_md"]
