@@ -16,6 +16,7 @@ from typing import Iterable, Optional
 import click
 
 from na_deploy.errors import BackendFailure, NaDeployError
+from na_deploy.runlock import check_not_in_locked_run
 
 
 # ------------------------------------------------------------------------------------------- errors
@@ -153,6 +154,7 @@ def check_outputs(outputs: dict[str, Optional[str]], inputs: Iterable[Optional[s
         for k in keys:
             known[k] = f"also {option}"
         check_writable_folder(path, option)
+        check_not_in_locked_run(path, option)
 
 
 def check_folder_output(out: str, inputs: Iterable[Optional[str]], option: str = "--out") -> None:
@@ -171,6 +173,7 @@ def check_folder_output(out: str, inputs: Iterable[Optional[str]], option: str =
         if not stat.S_ISDIR(mode) and not stat.S_ISREG(mode):
             raise NaDeployError(f"{option} {out}: is not a folder; allowed: a new or empty folder")
     check_writable_folder(Path(out) / "x", option)
+    check_not_in_locked_run(out, option)
 
 
 def check_force_replaces_own(out: str, own_names: Iterable[str], what: str, option: str = "--out") -> None:

@@ -120,3 +120,30 @@ def _same_file(fd: int, path: Path) -> bool:
 def held_by_this_process(out) -> bool:
     """Whether this process holds the lock of run folder `out`."""
     return os.path.abspath(lock_path_for(out)) in _HELD
+
+
+def check_not_in_locked_run(path, option: str = "--out") -> None:
+    """An output inside a run folder that another process holds locked (a running pipeline's OUT, or its
+    OUT.partial) is refused in one line: the run's final rename would replace it, or it would land in the run."""
+    folder = Path(os.path.abspath(path)).parent
+    for a in (folder, *folder.parents):
+        if a == a.parent:  # the root: no run folder
+            continue
+        run = a.with_name(a.name[:-len(".partial")]) if a.name.endswith(".partial") else a
+        lock = lock_path_for(run)
+        if held_by_this_process(run) or not lock.is_file():
+            continue
+        try:
+            fd = os.open(lock, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # a probe: granted unless a run holds it exclusively
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise NaDeployError(f"{option} {path}: inside the run folder {run}, which another run (pid {holder}) "
+                                "is writing; wait for it or choose another path") from None
+        finally:
+            os.close(fd)
+

@@ -204,6 +204,30 @@ def test_a_second_run_on_the_same_out_is_refused_naming_the_holder(tmp_path):
     assert (out / "COMPLETE").is_file() and not partial.exists() and not lock_path_for(out).exists()
 
 
+def test_an_output_inside_a_run_folder_another_run_holds_is_refused(tmp_path, net_file):
+    """`convert ... --out R/net.nad.h5` while a pipeline writes R (its lock held by another process): refused in
+    one line naming the holder, exit 2, nothing written into R or R.partial; allowed once the holder exits."""
+    from na_deploy.runlock import check_not_in_locked_run
+
+    out = tmp_path / "R"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys; from na_deploy.runlock import RunLock; lock = RunLock(sys.argv[1]).acquire(); "
+        "print('held', flush=True); sys.stdin.read()"), str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for target in (out / "net.nad.h5", tmp_path / "R.partial" / "lava" / "x.json"):
+            with pytest.raises(NaDeployError, match=f"inside the run folder .*pid {holder.pid}"):
+                check_not_in_locked_run(target)
+        r = invoke("report", net_file, "--samples", 0, "--json", out / "r.json")
+        assert r.exit_code == 2 and r.stderr.strip().splitlines() == [r.stderr.strip()], r.stderr
+        assert "inside the run folder" in r.stderr and not out.exists()
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    check_not_in_locked_run(out / "net.nad.h5")  # released: no refusal
+
+
 def test_the_final_rename_never_remakes_a_vanished_folder(tmp_path):
     import shutil
 
