@@ -17,6 +17,9 @@ Rules (each exact; the float64 self-check confirms every conversion):
   (the Linear's weight is multiplied by A channel by channel: sizes stay those of the Linear).
 * torch.cat(parts, dim=1): every part's terms become convs writing their own channel rows of the whole map
   (zeros elsewhere); a later conv on the concatenation is the sum of convs on the parts.
+* A channel split or permutation (chunk / split / narrow / a channel slice, ShuffleNet's channel shuffle;
+  recognised on an index tensor by `fx_shapes`): out[j] = x[sel[j]] is a 1x1 conv with a 0/1 weight, composed
+  into every term (exact: it reads no padding); terms left with no selected channel are dropped.
 """
 from __future__ import annotations
 
@@ -140,6 +143,28 @@ def adaptive_chanmap(lin: _Lin, out: Shape) -> _Lin:
     return _Lin({src: _Term("chanmap", t.src_shape, out, a)}, out, bias, False, lin.last)
 
 
+
+
+# ----------------------------------------------------------------------------- channel split / shuffle
+def channel_select(lin: _Lin, sel: np.ndarray, what: str) -> _Lin:
+    """out[j] = lin[sel[j]] (a channel split, a permutation, or both) as an exact affine map."""
+    sel = np.asarray(sel, dtype=np.int64)
+    if len(lin.shape) != 3:
+        raise Refusal(f"selects channels of a {lin.shape} tensor; allowed: (C, H, W) maps")
+    if np.array_equal(sel, np.arange(lin.shape[0])):
+        return lin
+    out = (len(sel),) + tuple(lin.shape[1:])
+    w2 = np.zeros((len(sel), lin.shape[0], 1, 1))
+    w2[np.arange(len(sel)), sel, 0, 0] = 1.0
+    terms = {}
+    for src, t in lin.terms.items():
+        nt = compose_conv(t, out, w2, (1, 1), (0, 0), what)
+        if np.any(nt.weight):
+            terms[src] = nt
+    if not terms:
+        raise Refusal(f"selects channels {sel.tolist()[:8]}... that no source feeds ({what})")
+    bias = None if lin.bias is None else np.asarray(lin.bias, dtype=np.float64)[sel].copy()
+    return _Lin(terms, out, bias, lin.is_sum and len(terms) > 1, lin.last)
 
 
 # ------------------------------------------------------------------------------------- concatenation
