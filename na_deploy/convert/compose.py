@@ -254,6 +254,10 @@ def pool_any(lin: _Lin, out: Shape, kernel, stride, padding, count_include_pad: 
     k = _pair(kernel)
     s = _pair(stride if stride is not None and stride != [] else kernel)
     p = _pair(padding)
+    maps = len(lin.shape) == len(out) == 3
+    floor = tuple((lin.shape[i + 1] + 2 * p[i] - k[i]) // s[i] + 1 for i in range(2)) if maps else None
+    if maps and tuple(out[1:]) != floor:  # ceil_mode partial windows, divided by kh*kw
+        return ceil_pool(lin, out, k, s, p, path)
     if p != (0, 0) and not count_include_pad:
         raise Refusal(f"with padding {padding} and count_include_pad=False: the divisor depends on the position "
                       "(no exact synapse); allowed: count_include_pad=True (the paper's max-pool replacement)")
@@ -265,6 +269,25 @@ def pool_any(lin: _Lin, out: Shape, kernel, stride, padding, count_include_pad: 
         src, t = next(iter(lin.terms.items()))
         return _Lin({src: padded_pool_term(t, out, k, s, p)}, out, None, False, path)
     res = compose_lin(lin, out, pool_weight(lin.shape[0], k), s, p, f"'{path}' after '{lin.last or 'the previous op'}'")
+    res.last = path
+    return res
+
+
+def ceil_pool(lin: _Lin, out: Shape, k, s, p, path: str) -> _Lin:
+    """A ceil_mode average pool whose partial windows are divided by kh*kw (`quantize_model`'s ceil-mode max-pool):
+    the last window overhangs the padded map by e, i.e. zero padding e more on the bottom / right only, which is
+    a conv with symmetric padding p + e and kernel k + e whose first e taps are zero."""
+    e = tuple((out[i + 1] - 1) * s[i] + k[i] - (lin.shape[i + 1] + 2 * p[i]) for i in range(2))
+    c = lin.shape[0]
+    w = np.zeros((c, 1, k[0] + e[0], k[1] + e[1]))
+    w[:, :, e[0]:, e[1]:] = 1.0 / (k[0] * k[1])
+    pad = (p[0] + e[0], p[1] + e[1])
+    if lin.bias is None and not lin.is_sum and len(lin.terms) == 1 and next(iter(lin.terms.values())).op == "identity":
+        src, t = next(iter(lin.terms.items()))
+        return _Lin({src: _Term("conv", t.src_shape, out, w, s, pad, c)}, out, None, False, path)
+    if lin.is_sum:
+        raise Refusal("(ceil_mode) on a residual sum; allowed: pools of (C, H, W) maps")
+    res = compose_lin(lin, out, full_weight(w, c), s, pad, f"'{path}' after '{lin.last or 'the previous op'}'")
     res.last = path
     return res
 

@@ -195,16 +195,17 @@ class _Converter:
     def add(self, n: fx.Node, a: _Lin, b: _Lin) -> _Lin:
         return self.algebra(n, apply_add, a, b)
 
-    def check_avgpool(self, n, padding, ceil_mode, divisor_override, kernel, stride, x: _Lin) -> None:
-        """Refuse divisor-overridden pools and ceil_mode pools that add partial windows."""
-        if divisor_override is not None:
-            self.refuse(n, f"with divisor_override {divisor_override}; allowed: None")
-        if ceil_mode:
-            k, s, p = _pair(kernel), _pair(stride if stride else kernel), _pair(padding)
-            out = _shape_of(n)
-            floor = tuple((x.shape[i + 1] + 2 * p[i] - k[i]) // s[i] + 1 for i in range(2))
-            if tuple(out[1:]) != floor:
-                self.refuse(n, "with ceil_mode=True adds partial windows; allowed: ceil_mode=False")
+    def check_avgpool(self, n, padding, ceil_mode, divisor_override, kernel, stride, x: _Lin) -> bool:
+        """Refuse other divisor overrides, and ceil_mode partial windows divided by their own size; True when every
+        window is divided by kh*kw (divisor_override = kh*kw: `quantize_model`'s ceil-mode max-pool, C2)."""
+        k, s, p = _pair(kernel), _pair(stride if stride else kernel), _pair(padding)
+        if divisor_override is not None and divisor_override != k[0] * k[1]:
+            self.refuse(n, f"with divisor_override {divisor_override}; allowed: None or kh*kw = {k[0] * k[1]}")
+        if ceil_mode and divisor_override is None and tuple(_shape_of(n)[1:]) != tuple(
+                (x.shape[i + 1] + 2 * p[i] - k[i]) // s[i] + 1 for i in range(2)):
+            self.refuse(n, "with ceil_mode=True adds partial windows; allowed: ceil_mode=False, or divisor_override="
+                        "kh*kw (quantize_model's ceil-mode max-pool: partial windows divided by kh*kw)")
+        return divisor_override is not None
 
     def adaptive_pool(self, n: fx.Node, x: _Lin) -> _Lin:
         """AdaptiveAvgPool2d: a plain pool when the map divides evenly, else the exact per-channel matrix."""
@@ -310,8 +311,8 @@ class _Converter:
         if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             return self.batchnorm(n, x, m)
         if type(m) is nn.AvgPool2d:
-            self.check_avgpool(n, m.padding, m.ceil_mode, m.divisor_override, m.kernel_size, m.stride, x)
-            return self.pool(n, x, m.kernel_size, m.stride, m.padding, m.count_include_pad)
+            full = self.check_avgpool(n, m.padding, m.ceil_mode, m.divisor_override, m.kernel_size, m.stride, x)
+            return self.pool(n, x, m.kernel_size, m.stride, m.padding, m.count_include_pad or full)
         if type(m) is nn.AdaptiveAvgPool2d:
             return self.adaptive_pool(n, x)
         if type(m) is nn.Flatten:
@@ -380,10 +381,10 @@ class _Converter:
         x = self.lin(n.args[0], n)
         a = _bind(n, ["input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
                       "divisor_override"])
-        self.check_avgpool(n, a.get("padding", 0), a.get("ceil_mode", False), a.get("divisor_override"),
-                           a["kernel_size"], a.get("stride"), x)
+        full = self.check_avgpool(n, a.get("padding", 0), a.get("ceil_mode", False), a.get("divisor_override"),
+                                  a["kernel_size"], a.get("stride"), x)
         return self.pool(n, x, a["kernel_size"], a.get("stride"), a.get("padding", 0),
-                         a.get("count_include_pad", True))
+                         a.get("count_include_pad", True) or full)
 
     def _fn_adaptive_avg_pool2d(self, n: fx.Node) -> _Lin:
         return self.adaptive_pool(n, self.lin(n.args[0], n))
