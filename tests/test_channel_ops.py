@@ -131,6 +131,7 @@ def test_torchvision_shufflenet_v2_converts_fits_and_simulates():
     q = quantize_model(build_external("torchvision:shufflenet_v2_x0_5", 3, 10, 32).eval(), 2, True).eval()
     calibrate_step_sizes(q, torch.rand(4, 3, 32, 32))
     net = to_floatnet(q, (3, 32, 32), 1.0 / 255)
+    assert [n.name for n in net.nodes if n.neuron.graded] == ["stage2.0.branch1.0.graded"]
     target = get_target("loihi2")
     fixed = target.to_fixed_point(net, 8)
     assert not target.check_fit(fixed, 8)

@@ -189,6 +189,11 @@ def test_ceil_mode_max_pool_with_partial_windows_converts(act):
     _deploy(CeilPool(act), (3, 8, 8))
 
 
+@pytest.mark.lava
+def test_ceil_mode_pool_is_bit_exact_on_lava():
+    _deploy(CeilPool(True), (3, 8, 8), lava=True)
+
+
 def test_ceil_mode_average_pool_dividing_partial_windows_by_their_size_is_refused():
     model = CeilPool(True)
     q = random_qat(model, (3, 8, 8))
