@@ -189,6 +189,15 @@ def test_ceil_mode_max_pool_with_partial_windows_converts(act):
     _deploy(CeilPool(act), (3, 8, 8))
 
 
+def test_functional_ceil_mode_max_pool_converts():
+    class Functional(CeilPool):
+        def forward(self, x):
+            y = F.max_pool2d(F.relu(self.conv(x)), 3, 2, ceil_mode=True)
+            return self.fc(torch.flatten(F.relu(self.conv2(F.relu(y))), 1))
+
+    _deploy(Functional(True), (3, 8, 8))
+
+
 @pytest.mark.lava
 def test_ceil_mode_pool_is_bit_exact_on_lava():
     _deploy(CeilPool(True), (3, 8, 8), lava=True)
