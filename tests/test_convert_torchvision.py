@@ -122,6 +122,23 @@ class PoolThenConv(nn.Module):
         return self.fc(torch.flatten(F.relu(y), 1))
 
 
+class CeilPool(nn.Module):
+    """MaxPool2d(3, 2, ceil_mode=True) on an 8x8 map: 4x4 out, the last window partial (GoogLeNet's pools), then
+    an activation (`act`) or a padded conv reading the pool directly."""
+
+    def __init__(self, act: bool):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.pool = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.act = nn.ReLU() if act else nn.Identity()
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 4 * 4, 3)
+
+    def forward(self, x):
+        y = self.conv2(self.act(self.pool(F.relu(self.conv(x)))))
+        return self.fc(torch.flatten(F.relu(y), 1))
+
+
 def test_max_pool_stem_relu6_and_dropout_convert():
     net, _ = _deploy(Stem(), (3, 8, 8))
     assert any(n.name for n in net.nodes)
@@ -163,6 +180,37 @@ def test_pool_then_padded_conv_goes_through_a_graded_node():
     assert net.node("quant_relu_1").inputs[0].source == "conv2.graded"
 
 
+@pytest.mark.parametrize("act", [True, False])
+def test_ceil_mode_max_pool_with_partial_windows_converts(act):
+    """quantize_model turns a ceil-mode max-pool into AvgPool2d(ceil_mode=True, divisor_override=kh*kw): every
+    window, the partial ones too, divided by kh*kw, i.e. one conv with extra zero padding (contract C2)."""
+    q = random_qat(CeilPool(act), (3, 8, 8))
+    assert q.pool.divisor_override == 9 and q.pool.ceil_mode
+    _deploy(CeilPool(act), (3, 8, 8))
+
+
+def test_functional_ceil_mode_max_pool_converts():
+    class Functional(CeilPool):
+        def forward(self, x):
+            y = F.max_pool2d(F.relu(self.conv(x)), 3, 2, ceil_mode=True)
+            return self.fc(torch.flatten(F.relu(self.conv2(F.relu(y))), 1))
+
+    _deploy(Functional(True), (3, 8, 8))
+
+
+@pytest.mark.lava
+def test_ceil_mode_pool_is_bit_exact_on_lava():
+    _deploy(CeilPool(True), (3, 8, 8), lava=True)
+
+
+def test_ceil_mode_average_pool_dividing_partial_windows_by_their_size_is_refused():
+    model = CeilPool(True)
+    q = random_qat(model, (3, 8, 8))
+    q.pool = nn.AvgPool2d(3, 2, ceil_mode=True)
+    with pytest.raises(ConversionError, match="ceil_mode=True adds partial windows"):
+        to_floatnet(q, (3, 8, 8), 1.0 / 255)
+
+
 def test_count_include_pad_false_is_refused():
     q = random_qat(PoolThenConv(nn.AvgPool2d(3, 2, 1, count_include_pad=False), 0), (3, 8, 8))
     with pytest.raises(ConversionError, match="count_include_pad=False"):
@@ -198,12 +246,12 @@ def test_attention_is_refused_at_quantize_time():
         quantize_model(Attn(), 2)
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet50", "mobilenet_v2", "vgg11_bn", "squeezenet1_1"])
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "mobilenet_v2", "vgg11_bn", "squeezenet1_1", "googlenet"])
 def test_torchvision_classifiers_convert_fit_and_simulate(name):
     """torchvision's builders at 32x32, 10 classes, random weights: quantize (max-pool -> average pool, ReLU6 ->
     QuantReLU) -> FloatNet with the float64 self-check -> Loihi 2 fixed point that fits -> the reference runs.
     The ResNet stem and MobileNetV2's linear bottlenecks go through graded nodes (contract C2), SqueezeNet's
-    pooled output becomes the readout."""
+    pooled output becomes the readout, GoogLeNet's ceil-mode max-pools divide partial windows by kh*kw."""
     from na_deploy.hw_targets import get_target
     from na_deploy.training.model_spec import build_external
 
@@ -216,6 +264,7 @@ def test_torchvision_classifiers_convert_fit_and_simulate(name):
     assert not target.check_fit(fixed, 8)
     graded = [n.name for n in net.nodes if n.neuron.graded]
     # ResNet-50's stem pool feeds 1x1 convs only (pointwise: composed exactly), so no graded node there
-    assert bool(graded) == (name in ("resnet18", "mobilenet_v2")), graded
+    # GoogLeNet: an inception's branch-4 pool on the previous ceil-mode pool
+    assert bool(graded) == (name in ("resnet18", "mobilenet_v2", "googlenet")), graded
     x = torch.randint(0, 256, (1, 3, 32, 32), generator=torch.Generator().manual_seed(1)).numpy()
     assert target.reference_simulate(fixed, x, 8).readout.shape == (1, 10)

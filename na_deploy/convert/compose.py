@@ -17,6 +17,9 @@ Rules (each exact; the float64 self-check confirms every conversion):
   (the Linear's weight is multiplied by A channel by channel: sizes stay those of the Linear).
 * torch.cat(parts, dim=1): every part's terms become convs writing their own channel rows of the whole map
   (zeros elsewhere); a later conv on the concatenation is the sum of convs on the parts.
+* A channel split or permutation (chunk / split / narrow / a channel slice, ShuffleNet's channel shuffle;
+  recognised on an index tensor by `fx_shapes`): out[j] = x[sel[j]] is a 1x1 conv with a 0/1 weight, composed
+  into every term (exact: it reads no padding); terms left with no selected channel are dropped.
 """
 from __future__ import annotations
 
@@ -142,6 +145,28 @@ def adaptive_chanmap(lin: _Lin, out: Shape) -> _Lin:
 
 
 
+# ----------------------------------------------------------------------------- channel split / shuffle
+def channel_select(lin: _Lin, sel: np.ndarray, what: str) -> _Lin:
+    """out[j] = lin[sel[j]] (a channel split, a permutation, or both) as an exact affine map."""
+    sel = np.asarray(sel, dtype=np.int64)
+    if len(lin.shape) != 3:
+        raise Refusal(f"selects channels of a {lin.shape} tensor; allowed: (C, H, W) maps")
+    if np.array_equal(sel, np.arange(lin.shape[0])):
+        return lin
+    out = (len(sel),) + tuple(lin.shape[1:])
+    w2 = np.zeros((len(sel), lin.shape[0], 1, 1))
+    w2[np.arange(len(sel)), sel, 0, 0] = 1.0
+    terms = {}
+    for src, t in lin.terms.items():
+        nt = compose_conv(t, out, w2, (1, 1), (0, 0), what)
+        if np.any(nt.weight):
+            terms[src] = nt
+    if not terms:
+        raise Refusal(f"selects channels {sel.tolist()[:8]}... that no source feeds ({what})")
+    bias = None if lin.bias is None else np.asarray(lin.bias, dtype=np.float64)[sel].copy()
+    return _Lin(terms, out, bias, lin.is_sum and len(terms) > 1, lin.last)
+
+
 # ------------------------------------------------------------------------------------- concatenation
 def embed_rows(t: _Term, total: int, offset: int, out: Shape) -> _Term:
     """Term `t` writing channels offset .. offset + C_t of a `total`-channel map (zeros elsewhere)."""
@@ -229,6 +254,10 @@ def pool_any(lin: _Lin, out: Shape, kernel, stride, padding, count_include_pad: 
     k = _pair(kernel)
     s = _pair(stride if stride is not None and stride != [] else kernel)
     p = _pair(padding)
+    maps = len(lin.shape) == len(out) == 3
+    floor = tuple((lin.shape[i + 1] + 2 * p[i] - k[i]) // s[i] + 1 for i in range(2)) if maps else None
+    if maps and tuple(out[1:]) != floor:  # ceil_mode partial windows, divided by kh*kw
+        return ceil_pool(lin, out, k, s, p, path)
     if p != (0, 0) and not count_include_pad:
         raise Refusal(f"with padding {padding} and count_include_pad=False: the divisor depends on the position "
                       "(no exact synapse); allowed: count_include_pad=True (the paper's max-pool replacement)")
@@ -240,6 +269,25 @@ def pool_any(lin: _Lin, out: Shape, kernel, stride, padding, count_include_pad: 
         src, t = next(iter(lin.terms.items()))
         return _Lin({src: padded_pool_term(t, out, k, s, p)}, out, None, False, path)
     res = compose_lin(lin, out, pool_weight(lin.shape[0], k), s, p, f"'{path}' after '{lin.last or 'the previous op'}'")
+    res.last = path
+    return res
+
+
+def ceil_pool(lin: _Lin, out: Shape, k, s, p, path: str) -> _Lin:
+    """A ceil_mode average pool whose partial windows are divided by kh*kw (`quantize_model`'s ceil-mode max-pool):
+    the last window overhangs the padded map by e, i.e. zero padding e more on the bottom / right only, which is
+    a conv with symmetric padding p + e and kernel k + e whose first e taps are zero."""
+    e = tuple((out[i + 1] - 1) * s[i] + k[i] - (lin.shape[i + 1] + 2 * p[i]) for i in range(2))
+    c = lin.shape[0]
+    w = np.zeros((c, 1, k[0] + e[0], k[1] + e[1]))
+    w[:, :, e[0]:, e[1]:] = 1.0 / (k[0] * k[1])
+    pad = (p[0] + e[0], p[1] + e[1])
+    if lin.bias is None and not lin.is_sum and len(lin.terms) == 1 and next(iter(lin.terms.values())).op == "identity":
+        src, t = next(iter(lin.terms.items()))
+        return _Lin({src: _Term("conv", t.src_shape, out, w, s, pad, c)}, out, None, False, path)
+    if lin.is_sum:
+        raise Refusal("(ceil_mode) on a residual sum; allowed: pools of (C, H, W) maps")
+    res = compose_lin(lin, out, full_weight(w, c), s, pad, f"'{path}' after '{lin.last or 'the previous op'}'")
     res.last = path
     return res
 

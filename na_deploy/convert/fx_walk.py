@@ -1,8 +1,8 @@
 """The torch.fx walk: trace the QAT model (QuantReLU kept as a leaf) and convert it node by node.
 
 `_Converter.run` visits the fx graph once in order. Each fx node's value is an affine map of earlier
-activations (`affine._Lin`), a parameter (`_Const`) or a non-tensor (`_Aux`). Dispatch goes by node kind
-(call_module / call_function / call_method) to one small handler per op; the math lives in `affine`.
+activations (`affine._Lin`), a parameter (`_Const`), a shape value or a pending view (`fx_shapes`). Dispatch
+goes by node kind (call_module / call_function / call_method) to one small handler per op; the math lives in `affine`.
 A QuantReLU turns the map into a `NeuronNode` (th = p*s, pre-charge th/2, bias = folded bias, C2); the
 model output into the `ReadoutNode` (C7); a map an op refuses becomes a graded node first (`fx_nodes`, C2). Anything
 else is refused with a ConversionError naming the fx node / module path and what is allowed.
@@ -26,9 +26,10 @@ from na_deploy.convert.affine import (Shape, _bias_vector, _fold_input_scale, _L
                                       apply_batchnorm, apply_flatten, apply_linear)
 from na_deploy.convert.compose import adaptive_chanmap, batchnorm_any, concat, conv_any, linear_any, pool_any
 from na_deploy.convert.fx_nodes import Materializer
+from na_deploy.convert.fx_shapes import Shapes, View, describe
 
 _ALLOWED = ("Conv2d, BatchNorm1d/2d, Linear, QuantReLU, AvgPool2d/AdaptiveAvgPool2d, torch.cat on channels, "
-            "Flatten/view/reshape, Dropout, Identity, residual add")
+            "channel split/shuffle, Flatten/view/reshape, Dropout, Identity, residual add, shape arithmetic")
 _MAXPOOL_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
                     nn.AdaptiveMaxPool3d)
 _MAXPOOL_FUNCS = {F.max_pool1d, F.max_pool2d, F.max_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
@@ -38,9 +39,7 @@ _ADD_FUNCS = {operator.add, operator.iadd, torch.add}
 _FLATTEN_FUNCS = {torch.flatten}
 _PASS_FUNCS = {F.dropout, F.dropout1d, F.dropout2d, F.alpha_dropout, F.feature_alpha_dropout}
 _PASS_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.Identity)
-_PASS_METHODS = {"contiguous", "clone", "detach"}
-_AUX_METHODS = {"size", "dim"}
-_RESHAPE_METHODS = {"view", "reshape", "flatten"}
+_PASS_METHODS = {"clone", "detach"}  # contiguous: `fx_shapes.VIEW_METHODS`
 _ACTIVATION_METHODS = {"relu", "relu_", "sigmoid", "tanh", "sigmoid_", "tanh_", "clamp", "clamp_"}
 _FUNCTIONAL_ACTIVATION_NAMES = {"relu", "gelu", "silu", "mish", "elu", "selu", "celu", "leaky_relu", "hardtanh",
                                 "relu6", "softplus", "hardswish", "hardsigmoid", "sigmoid", "tanh", "softmax",
@@ -49,11 +48,6 @@ _MAXPOOL_WHY = "(MaxPool) has no spiking equivalent; convert to AvgPool first (q
 _ACTIVATION_WHY = "is not a QuantReLU; quantize the model first (na_deploy.training.surgery.quantize_model)"
 _ACTIVATION_FN_WHY = ("is an activation but not a QuantReLU; quantize the model first "
                       "(na_deploy.training.surgery.quantize_model)")
-
-
-@dataclass
-class _Aux:
-    """A non-tensor value (x.size(0), x.shape, ...): allowed only as arguments of reshapes."""
 
 
 @dataclass
@@ -147,11 +141,14 @@ class _Converter:
             F.linear: self._fn_linear, torch.cat: self._fn_cat, torch.concat: self._fn_cat,
         }
         self.graded = Materializer(self)
+        self.shapes = Shapes(self)
 
     # -- value access
     def lin(self, a: Any, n: fx.Node) -> _Lin:
         """The affine map held by argument `a` of fx node `n`; ConversionError when it is not a tensor."""
         v = self.env.get(a) if isinstance(a, fx.Node) else None
+        if isinstance(v, View):
+            self.refuse(v.node, describe(v))
         if not isinstance(v, _Lin):
             self.refuse(n, f"expects a tensor argument, got {a!r}; allowed: {_ALLOWED}")
         return v
@@ -198,16 +195,17 @@ class _Converter:
     def add(self, n: fx.Node, a: _Lin, b: _Lin) -> _Lin:
         return self.algebra(n, apply_add, a, b)
 
-    def check_avgpool(self, n, padding, ceil_mode, divisor_override, kernel, stride, x: _Lin) -> None:
-        """Refuse divisor-overridden pools and ceil_mode pools that add partial windows."""
-        if divisor_override is not None:
-            self.refuse(n, f"with divisor_override {divisor_override}; allowed: None")
-        if ceil_mode:
-            k, s, p = _pair(kernel), _pair(stride if stride else kernel), _pair(padding)
-            out = _shape_of(n)
-            floor = tuple((x.shape[i + 1] + 2 * p[i] - k[i]) // s[i] + 1 for i in range(2))
-            if tuple(out[1:]) != floor:
-                self.refuse(n, "with ceil_mode=True adds partial windows; allowed: ceil_mode=False")
+    def check_avgpool(self, n, padding, ceil_mode, divisor_override, kernel, stride, x: _Lin) -> bool:
+        """Refuse other divisor overrides, and ceil_mode partial windows divided by their own size; True when every
+        window is divided by kh*kw (divisor_override = kh*kw: `quantize_model`'s ceil-mode max-pool, C2)."""
+        k, s, p = _pair(kernel), _pair(stride if stride else kernel), _pair(padding)
+        if divisor_override is not None and divisor_override != k[0] * k[1]:
+            self.refuse(n, f"with divisor_override {divisor_override}; allowed: None or kh*kw = {k[0] * k[1]}")
+        if ceil_mode and divisor_override is None and tuple(_shape_of(n)[1:]) != tuple(
+                (x.shape[i + 1] + 2 * p[i] - k[i]) // s[i] + 1 for i in range(2)):
+            self.refuse(n, "with ceil_mode=True adds partial windows; allowed: ceil_mode=False, or divisor_override="
+                        "kh*kw (quantize_model's ceil-mode max-pool: partial windows divided by kh*kw)")
+        return divisor_override is not None
 
     def adaptive_pool(self, n: fx.Node, x: _Lin) -> _Lin:
         """AdaptiveAvgPool2d: a plain pool when the map divides evenly, else the exact per-channel matrix."""
@@ -259,6 +257,8 @@ class _Converter:
         """The model output -> ReadoutNode (must be the logits of a Linear, C7)."""
         arg = n.args[0]
         lin = self.env.get(arg) if isinstance(arg, fx.Node) else None
+        if isinstance(lin, View):
+            self.refuse(lin.node, describe(lin))
         if not isinstance(lin, _Lin):
             raise ConversionError(f"model output {arg!r} is not a single tensor; allowed: logits of a Linear")
         if len(lin.shape) == 1 and any(t.op == "pool" for t in lin.terms.values()):  # pooled logits (SqueezeNet)
@@ -281,6 +281,7 @@ class _Converter:
                     raise ConversionError(f"model forward takes more than one input (fx node '{n.name}'); "
                                           "allowed: one image tensor")
                 self.env[n] = _Lin.of_source(INPUT_NAME, self.input_shape)
+                self.shapes.set_batch(n)
             elif n.op == "get_attr":
                 self.env[n] = _Const(_get_attr(self.gm, n.target))
             elif n.op == "call_module":
@@ -310,8 +311,8 @@ class _Converter:
         if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             return self.batchnorm(n, x, m)
         if type(m) is nn.AvgPool2d:
-            self.check_avgpool(n, m.padding, m.ceil_mode, m.divisor_override, m.kernel_size, m.stride, x)
-            return self.pool(n, x, m.kernel_size, m.stride, m.padding, m.count_include_pad)
+            full = self.check_avgpool(n, m.padding, m.ceil_mode, m.divisor_override, m.kernel_size, m.stride, x)
+            return self.pool(n, x, m.kernel_size, m.stride, m.padding, m.count_include_pad or full)
         if type(m) is nn.AdaptiveAvgPool2d:
             return self.adaptive_pool(n, x)
         if type(m) is nn.Flatten:
@@ -321,11 +322,12 @@ class _Converter:
     def call_function(self, n: fx.Node) -> Any:
         """A free function call, dispatched by function (`_functions`), then getattr/getitem and activations."""
         f = n.target
+        done, value = self.shapes.call_function(n)
+        if done:
+            return value
         handler = self._functions.get(f)
         if handler is not None:
             return handler(n)
-        if f is getattr or f is operator.getitem and isinstance(self.env.get(n.args[0]), _Aux):
-            return _Aux()
         if getattr(f, "__name__", "").rstrip("_") in _FUNCTIONAL_ACTIVATION_NAMES:
             self.refuse(n, _ACTIVATION_FN_WHY)
         self.refuse(n, f"is not supported; allowed: {_ALLOWED}")
@@ -333,14 +335,13 @@ class _Converter:
     def call_method(self, n: fx.Node) -> Any:
         """A Tensor method call: size/dim, add, reshapes, pass-throughs, mean; activations and max refused."""
         m = n.target
-        if m in _AUX_METHODS:
-            return _Aux()
+        done, value = self.shapes.call_method(n)
+        if done:
+            return value
         if m in ("add", "add_"):
             if len(n.args) != 2 or n.kwargs.get("alpha", 1) != 1 or not isinstance(self.env.get(n.args[1]), _Lin):
                 self.refuse(n, "with a constant or scaled operand; allowed: a + b of two tensors")
             return self.add(n, self.lin(n.args[0], n), self.lin(n.args[1], n))
-        if m in _RESHAPE_METHODS:
-            return self.flatten(n, self.lin(n.args[0], n))
         if m in _PASS_METHODS:
             return self.lin(n.args[0], n)
         if m == "mean":
@@ -380,10 +381,10 @@ class _Converter:
         x = self.lin(n.args[0], n)
         a = _bind(n, ["input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
                       "divisor_override"])
-        self.check_avgpool(n, a.get("padding", 0), a.get("ceil_mode", False), a.get("divisor_override"),
-                           a["kernel_size"], a.get("stride"), x)
+        full = self.check_avgpool(n, a.get("padding", 0), a.get("ceil_mode", False), a.get("divisor_override"),
+                                  a["kernel_size"], a.get("stride"), x)
         return self.pool(n, x, a["kernel_size"], a.get("stride"), a.get("padding", 0),
-                         a.get("count_include_pad", True))
+                         a.get("count_include_pad", True) or full)
 
     def _fn_adaptive_avg_pool2d(self, n: fx.Node) -> _Lin:
         return self.adaptive_pool(n, self.lin(n.args[0], n))

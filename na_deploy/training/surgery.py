@@ -4,6 +4,7 @@
 * every ReLU -- `nn.ReLU` modules *and* functional calls (`F.relu`, `torch.relu`, `x.relu()`, in-place
   variants) -- becomes a `QuantReLU(p, s, noise_adaptor)` (q = s*round(clip(v/s + eps, 0, p)), C1);
 * every max-pool becomes the average pool with the same kernel/stride/padding (an IF SNN cannot max-pool, C2);
+  a 2-d one with ceil_mode=True gets divisor_override = kh*kw, so its partial windows are one exact conv too;
 * ReLU6 / Hardtanh(0, a) (module or F.relu6 / F.hardtanh(x, 0, a)) and clamp(0, a) (torch.clamp / torch.clip /
   x.clamp / x.clip, in-place variants; clamp(min=0) is a plain ReLU) become a QuantReLU too (issue 19): its
   upper clip a is absorbed by the QuantReLU's own clip at p*s -- the step size is initialised with p*s <= a
@@ -88,7 +89,15 @@ def avgpool_for(m: nn.Module, path: str) -> nn.Module:
         raise ModelError(f"{path}: {type(m).__name__} with dilation {m.dilation} / return_indices="
                          f"{m.return_indices} has no average-pool equivalent; allowed: dilation 1, no indices")
     cls = {nn.MaxPool1d: nn.AvgPool1d, nn.MaxPool2d: nn.AvgPool2d, nn.MaxPool3d: nn.AvgPool3d}[type(m)]
+    if m.ceil_mode and cls is nn.AvgPool2d:  # partial windows divided by k*k too: one exact conv (C2)
+        return cls(m.kernel_size, m.stride, m.padding, ceil_mode=True, divisor_override=_window(m.kernel_size))
     return cls(m.kernel_size, m.stride, m.padding, ceil_mode=m.ceil_mode)
+
+
+def _window(kernel) -> int:
+    """kh * kw of a 2-d pool's kernel size (an int or a pair)."""
+    k = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
+    return int(k[0]) * int(k[1])
 
 
 def _set_submodule(root: nn.Module, path: str, new: nn.Module) -> None:
@@ -222,6 +231,8 @@ def _avg_pool_args(n: fx.Node) -> tuple[tuple, dict]:
                          f"average-pool equivalent; allowed: dilation 1, no indices")
     args = (bound["input"], bound["kernel_size"])
     kwargs = {k: bound[k] for k in ("stride", "padding", "ceil_mode") if k in bound}
+    if kwargs.get("ceil_mode") and n.target in (F.max_pool2d, torch.max_pool2d):  # as `avgpool_for`
+        kwargs["divisor_override"] = _window(bound["kernel_size"])
     return args, kwargs
 
 
