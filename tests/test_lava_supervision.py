@@ -81,6 +81,20 @@ def _dead_pid() -> int:
 
 
 @pytest.mark.skipif(not SHM.is_dir(), reason="needs /dev/shm")
+@pytest.mark.lava
+def test_a_teardown_does_not_refuse_the_workers_of_later_lava_runs():
+    """A teardown stops Lava forking workers until its run ends; after it, Lava starts workers again, inside a
+    later supervised run and when used directly (a teardown in one CLI command made every later Lava test of
+    the same process fail with TearingDown)."""
+    from lava.magma.runtime.message_infrastructure.multiprocessing import MultiProcessing
+
+    with sv.supervising():
+        sv.stop_forking()
+        with pytest.raises(sv.TearingDown):
+            MultiProcessing.build_actor(None)
+    assert not sv._STOPPING and sv.outside_a_run()
+
+
 def test_sweep_unlinks_segments_of_dead_runs_and_keeps_live_ones(tmp_path):
     tag = f"nadtest{os.getpid()}_{time.monotonic_ns() % 10 ** 9}"
     dead, live = _dead_pid(), subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])

@@ -99,6 +99,8 @@ def abandon_runtime(proc) -> list[int]:
     left = supervision.kill_workers(proc)  # a worker forked just before the first pass, not yet listed
     with contextlib.suppress(Exception):
         supervision.release_shared_memory()
+    if supervision.outside_a_run():  # no run's `supervising` block will end the teardown: end it here
+        supervision.resume_forking()
     return left
 
 

@@ -227,6 +227,18 @@ def stop_forking() -> None:
         _STOPPING = True
 
 
+def resume_forking() -> None:
+    """The teardown is over: Lava may start workers again (a later run, or Lava used directly in this process)."""
+    global _STOPPING
+    with _GATE:
+        _STOPPING = False
+
+
+def outside_a_run() -> bool:
+    """Whether no `supervising` block is open (a teardown there ends the run's forking for good)."""
+    return _ACTIVE is None
+
+
 def install_fork_gate() -> None:
     """Lava's `MultiProcessing.build_actor` (fork one worker and list it) under `_GATE`, refused once a teardown
     has begun (idempotent)."""
@@ -348,6 +360,7 @@ def supervising(timeout_s: Optional[float] = None) -> Iterator[Supervisor]:
         yield sup
     finally:
         _ACTIVE = prev
+        resume_forking()  # a teardown inside this run must not refuse the workers of later runs
 
 
 def release_shared_memory() -> list[str]:
@@ -356,6 +369,5 @@ def release_shared_memory() -> list[str]:
 
 
 __all__ = ["POLL_S", "WorkerDied", "check_timeout", "timeout_budget", "infrastructure", "workers", "dead_worker",
-           "describe_exit", "kill_workers", "deferred_signals", "stop_forking", "CALL_THREAD", "Supervisor", "active",
-           "supervising",
-           "release_shared_memory"]
+           "describe_exit", "kill_workers", "deferred_signals", "stop_forking", "resume_forking", "outside_a_run",
+           "CALL_THREAD", "Supervisor", "active", "supervising", "release_shared_memory"]
