@@ -201,6 +201,7 @@ def test_a_backend_failure_is_one_line_exit_3(net_file, monkeypatch):
     assert "(pid 123) killed by signal 9" in err
 
 
+@pytest.mark.lava  # verify --backend lava: the shards are refused before they start where Lava is not installed
 def test_a_crashed_jobs_shard_is_shard_crashed_exit_3(net_file, monkeypatch):
     """Issue 22: a --jobs child killed by a signal is ShardCrashed (a BackendFailure: exit 3) naming the shard;
     a child's bad request stays a ShardError (exit 2)."""

@@ -1,15 +1,15 @@
 """Which torchvision classification networks go through the pipeline (issue 19), as a markdown table.
 
-For every builder of `torchvision.models.list_models(module=torchvision.models)` (or --only NAME,...): build it
-with num_classes 10, weights=None, at --size x --size RGB inputs; `quantize_model` (p=2; ReLU/ReLU6/clamp ->
-QuantReLU, max-pool -> average pool), calibrate the step sizes on random images; `to_floatnet`, then the float64
-self-check against the quantized torch model; for each of --targets (default loihi2) the fixed point for T = 8,
-the fit check and the cores / chips from `target.resource_report`; with --lava, reference == Lava on 1 sample
-(slow; --lava-max-synapses N skips it, saying so, for a net above N synapses). A row gives the first stage that
-refused and its one-line reason. Random weights: this measures convertibility, not accuracy.
+For every builder of `torchvision.models.list_models(module=torchvision.models)` (or --only NAME,...): build it with
+num_classes 10, weights=None, at --size x --size RGB inputs; `quantize_model` (p=2; ReLU/ReLU6/clamp -> QuantReLU,
+max-pool -> average pool), calibrate the step sizes on random images; `to_floatnet`, then the float64 self-check
+against the quantized torch model; for each of --targets (default loihi2) the fixed point for T = 8, the fit check
+and the cores / chips from `target.resource_report`; with --lava, reference == Lava on 1 sample (slow;
+--lava-max-synapses N / --lava-max-cores N skip it, saying so, for a net above N synapses / cores). A row gives the
+first stage that refused and its one-line reason. Random weights: this measures convertibility, not accuracy.
 
     .venv/bin/python benchmarks/experiments/torchvision_compat.py --size 32 [--only resnet18,vgg11_bn] [--lava]
-        [--lava-max-synapses 2000000] [--targets loihi2] [--out docs/compat.md]
+        [--lava-max-synapses 2000000] [--lava-max-cores 100] [--targets loihi2] [--out docs/compat.md]
 
 --out writes the table as a markdown page (atomically), with the one-line command that regenerates it above
 the table (docs/compat.md is made this way).
@@ -53,7 +53,7 @@ def _fits(net, target_names: list[str], out: dict) -> tuple:
 
 
 def row(name: str, size: int, lava: bool, max_params: float, targets: list[str],
-        lava_max_synapses: float = float("inf")) -> dict:
+        lava_max_synapses: float = float("inf"), lava_max_cores: float = float("inf")) -> dict:
     """One model's result: the stages it passed, its resources per target, the reason it stopped, seconds."""
     from na_deploy.convert import to_floatnet
     from na_deploy.training.model_spec import build_external
@@ -81,8 +81,11 @@ def row(name: str, size: int, lava: bool, max_params: float, targets: list[str],
         out["self-check"] = "yes"
         stage = "fixed point"
         fixed, target, synapses, fits = _fits(net, targets, out)
+        cores = int(out.get(f"cores {targets[0]}") or 0)
         if lava and fits and synapses > lava_max_synapses:
             out["lava"] = f"skipped: {synapses} synapses > --lava-max-synapses {lava_max_synapses:.0f}"
+        elif lava and fits and cores > lava_max_cores:  # about one Lava process per core: memory
+            out["lava"] = f"skipped: {cores} cores > --lava-max-cores {lava_max_cores:.0f}"
         elif lava and fits:
             stage = "lava"
             from na_deploy.verify.bit_exact import verify
@@ -148,6 +151,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lava", action="store_true", help="also reference == Lava on 1 sample (slow)")
     ap.add_argument("--lava-max-synapses", type=float, default=float("inf"),
                     help="skip the Lava run (saying so) for a net above this many synapses")
+    ap.add_argument("--lava-max-cores", type=float, default=float("inf"),
+                    help="skip the Lava run (saying so) for a net above this many cores (about one Lava process "
+                         "each: memory)")
     ap.add_argument("--targets", default="loihi2", help="comma-separated targets: fit check, cores and chips each")
     ap.add_argument("--max-params", type=float, default=150e6, help="skip larger models")
     ap.add_argument("--out", default=None, help="also write the table as a markdown page (e.g. docs/compat.md)")
@@ -164,7 +170,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"| {' | '.join(cols)} |\n|{'---|' * len(cols)}", flush=True)
     rows = []
     for name in names:
-        rows.append(row(name, args.size, args.lava, args.max_params, targets, args.lava_max_synapses))
+        rows.append(row(name, args.size, args.lava, args.max_params, targets, args.lava_max_synapses,
+                        args.lava_max_cores))
         print(format_row(rows[-1], cols), flush=True)
     if args.out:
         from na_deploy.atomic import atomic_write_text
