@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import importlib
+import os
 import signal
 import sys
 
@@ -143,7 +144,11 @@ def interrupted(what: str, code: int) -> int:
 @contextlib.contextmanager
 def sigterm_raises():
     """While the CLI runs, SIGTERM raises `Terminated` (main thread only; the old handler comes back after)."""
+    pid = os.getpid()
+
     def handler(signum, frame):
+        if os.getpid() != pid:  # a forked child (a Lava worker) before it set its own handler: die quietly
+            os._exit(128 + signal.SIGTERM)
         raise Terminated()
 
     try:
