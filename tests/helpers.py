@@ -111,3 +111,25 @@ def random_qat(model, shape, seed: int = 0):
     q = quantize_model(randomize_batchnorm(model, seed), 2, True)
     calibrate_step_sizes(q, torch.rand((16,) + tuple(shape)), seed=seed)
     return q.eval()
+
+
+def deploy_random(model, shape, lava: bool = False):
+    """`random_qat` -> FloatNet (self-check) -> fixed point fitting Loihi 2 -> reference run on 2 images (readout
+    of the net's classes) -> with `lava`, Lava bit-exact on 1; (FloatNet, IntNet)."""
+    import torch
+
+    from na_deploy.convert import to_floatnet
+    from na_deploy.hw_targets import get_target
+
+    q = random_qat(model, shape)
+    net = to_floatnet(q, shape, 1.0 / 255)
+    target = get_target("loihi2")
+    fixed = target.to_fixed_point(net, 8)
+    assert not target.check_fit(fixed, 8)
+    x = torch.randint(0, 256, (2,) + tuple(shape), generator=torch.Generator().manual_seed(1)).numpy()
+    assert target.reference_simulate(fixed, x, 8).readout.shape == (2, net.readout.shape[0])
+    if lava:
+        from na_deploy.verify.bit_exact import verify
+        assert verify(fixed, x[:1].astype("uint8"), 8, target, target.backend("lava", fixed)).equal
+    return net, fixed
+

@@ -13,7 +13,7 @@ from torch import nn
 from na_deploy.convert import to_floatnet
 from na_deploy.errors import ConversionError
 from na_deploy.training.surgery import calibrate_step_sizes, quantize_model
-from helpers import random_qat  # tests/helpers.py
+from helpers import deploy_random, random_qat  # tests/helpers.py
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -81,35 +81,19 @@ class NotAPermutation(nn.Module):
         return self.fc(torch.flatten(F.relu(x), 1))
 
 
-def _deploy(model: nn.Module, shape, lava: bool = False):
-    """quantize -> FloatNet (self-check) -> fixed point fitting Loihi 2 -> reference run (-> Lava bit-exact)."""
-    from na_deploy.hw_targets import get_target
-
-    q = random_qat(model, shape)
-    net = to_floatnet(q, shape, 1.0 / 255)
-    target = get_target("loihi2")
-    fixed = target.to_fixed_point(net, 8)
-    assert not target.check_fit(fixed, 8)
-    x = torch.randint(0, 256, (2,) + tuple(shape), generator=torch.Generator().manual_seed(1)).numpy()
-    assert target.reference_simulate(fixed, x, 8).readout.shape == (2, net.readout.shape[0])
-    if lava:
-        from na_deploy.verify.bit_exact import verify
-        assert verify(fixed, x[:1].astype("uint8"), 8, target, target.backend("lava", fixed)).equal
-    return net, fixed
-
 
 def test_chunk_cat_and_channel_shuffle_convert():
-    net, _ = _deploy(Shuffle(), (3, 8, 8))
+    net, _ = deploy_random(Shuffle(), (3, 8, 8))
     assert not [n.name for n in net.nodes if n.neuron.graded]  # every split / shuffle folded into synapses
 
 
 def test_channel_permutation_by_permute_converts():
-    _deploy(Permute(), (3, 4, 4))
+    deploy_random(Permute(), (3, 4, 4))
 
 
 @pytest.mark.lava
 def test_channel_shuffle_is_bit_exact_on_lava():
-    _deploy(Shuffle(), (3, 8, 8), lava=True)
+    deploy_random(Shuffle(), (3, 8, 8), lava=True)
 
 
 def test_a_reshape_that_is_no_channel_permutation_is_refused_in_one_line():

@@ -14,27 +14,8 @@ from torch import nn
 from na_deploy.convert import to_floatnet
 from na_deploy.errors import ConversionError, ModelError
 from na_deploy.training.surgery import calibrate_step_sizes, quantize_model
-from helpers import random_qat  # tests/helpers.py
+from helpers import deploy_random, random_qat  # tests/helpers.py
 
-
-
-
-def _deploy(model: nn.Module, shape, lava: bool = False):
-    """quantize -> FloatNet (self-check) -> fixed point fitting Loihi 2 -> reference run (-> Lava bit-exact)."""
-    from na_deploy.hw_targets import get_target
-
-    q = random_qat(model, shape)
-    net = to_floatnet(q, shape, 1.0 / 255)
-    target = get_target("loihi2")
-    fixed = target.to_fixed_point(net, 8)
-    assert not target.check_fit(fixed, 8)
-    x = torch.randint(0, 256, (2,) + tuple(shape), generator=torch.Generator().manual_seed(1)).numpy()
-    trace = target.reference_simulate(fixed, x, 8)
-    assert trace is not None
-    if lava:
-        from na_deploy.verify.bit_exact import verify
-        assert verify(fixed, x[:1].astype("uint8"), 8, target, target.backend("lava", fixed)).equal
-    return net, fixed
 
 
 class Stem(nn.Module):
@@ -140,42 +121,42 @@ class CeilPool(nn.Module):
 
 
 def test_max_pool_stem_relu6_and_dropout_convert():
-    net, _ = _deploy(Stem(), (3, 8, 8))
+    net, _ = deploy_random(Stem(), (3, 8, 8))
     assert any(n.name for n in net.nodes)
 
 
 @pytest.mark.lava
 def test_padded_pool_is_bit_exact_on_lava():
-    _deploy(Stem(), (3, 8, 8), lava=True)
+    deploy_random(Stem(), (3, 8, 8), lava=True)
 
 
 def test_concatenation_converts():
-    _deploy(Concat(), (3, 8, 8))
+    deploy_random(Concat(), (3, 8, 8))
 
 
 @pytest.mark.lava
 def test_concatenation_is_bit_exact_on_lava():
-    _deploy(Concat(), (3, 8, 8), lava=True)
+    deploy_random(Concat(), (3, 8, 8), lava=True)
 
 
 def test_concatenation_into_padded_conv_and_global_pool():
-    _deploy(GoogLeNetLike(), (3, 6, 6))
+    deploy_random(GoogLeNetLike(), (3, 6, 6))
 
 
 @pytest.mark.parametrize("size,out", [(5, 3), (1, 7), (6, 4)])
 def test_adaptive_pool_any_size_converts(size, out):
-    net, _ = _deploy(Adaptive(out), (3, size, size))
+    net, _ = deploy_random(Adaptive(out), (3, size, size))
     assert net.readout.inputs[0].op.weight.shape == (3, 4 * size * size)
 
 
 def test_pool_then_conv_without_padding_composes():
-    _deploy(PoolThenConv(nn.MaxPool2d(3, 2, 1), 0), (3, 8, 8))
+    deploy_random(PoolThenConv(nn.MaxPool2d(3, 2, 1), 0), (3, 8, 8))
 
 
 def test_pool_then_padded_conv_goes_through_a_graded_node():
     """The conv reads the zero padding of the pool's output: no single exact synapse, so the pool's map becomes a
     graded node (contract C2 "Graded nodes"; tests/test_graded_node.py has the rest)."""
-    net, fixed = _deploy(PoolThenConv(nn.MaxPool2d(3, 2, 1), 1), (3, 8, 8))
+    net, fixed = deploy_random(PoolThenConv(nn.MaxPool2d(3, 2, 1), 1), (3, 8, 8))
     assert [(n.name, n.neuron.name) for n in net.nodes if n.neuron.graded] == [("conv2.graded", "graded")]
     assert net.node("quant_relu_1").inputs[0].source == "conv2.graded"
 
@@ -186,7 +167,7 @@ def test_ceil_mode_max_pool_with_partial_windows_converts(act):
     window, the partial ones too, divided by kh*kw, i.e. one conv with extra zero padding (contract C2)."""
     q = random_qat(CeilPool(act), (3, 8, 8))
     assert q.pool.divisor_override == 9 and q.pool.ceil_mode
-    _deploy(CeilPool(act), (3, 8, 8))
+    deploy_random(CeilPool(act), (3, 8, 8))
 
 
 def test_functional_ceil_mode_max_pool_converts():
@@ -195,12 +176,12 @@ def test_functional_ceil_mode_max_pool_converts():
             y = F.max_pool2d(F.relu(self.conv(x)), 3, 2, ceil_mode=True)
             return self.fc(torch.flatten(F.relu(self.conv2(F.relu(y))), 1))
 
-    _deploy(Functional(True), (3, 8, 8))
+    deploy_random(Functional(True), (3, 8, 8))
 
 
 @pytest.mark.lava
 def test_ceil_mode_pool_is_bit_exact_on_lava():
-    _deploy(CeilPool(True), (3, 8, 8), lava=True)
+    deploy_random(CeilPool(True), (3, 8, 8), lava=True)
 
 
 def test_ceil_mode_average_pool_dividing_partial_windows_by_their_size_is_refused():
