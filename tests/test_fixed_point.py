@@ -403,3 +403,60 @@ def test_target_imports_lava_lazily_even_after_a_progress_bar():
         "print('ok')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+def _depthwise_with_dead_channel(outlier: float = 300.0, n_out: int = 1):
+    """conv (3 -> 16) then a depthwise 3x3 whose first `n_out` channels carry weights `outlier` x the others: the
+    BN fold of a depthwise conv fed by a dead channel (running variance ~ 0), MobileNetV2's features.1 case."""
+    rng = np.random.default_rng(3)
+    inp = InputNode((3, 6, 6), np.ones(3) / 255)
+    c0 = NeuronNode(name="c0", shape=(16, 6, 6), threshold=2.0, p=2,
+                    inputs=[Synapse(INPUT_NAME, Conv2d(rng.normal(size=(16, 3, 3, 3)) * 0.004, 1, 1))])
+    w = rng.normal(size=(16, 1, 3, 3)) * 0.3
+    w[:n_out] *= outlier
+    dw = NeuronNode(name="dw", shape=(16, 6, 6), threshold=2.0, p=2, bias=rng.normal(size=16) * 0.2,
+                    inputs=[Synapse("c0", Conv2d(w, 1, 1, groups=16))])
+    r = ReadoutNode(name="readout", shape=(4,), inputs=[Synapse("dw", Dense(rng.normal(size=(4, 576)) * 0.05))])
+    return FloatNet(inp, [c0, dw], r)
+
+
+def test_C5_rule3_a_few_outlier_channels_saturate_and_the_rest_keep_their_scale():
+    """Rule 3: one depthwise channel with weights ~300x the others left the threshold at 0 units (refused). Now
+    that channel saturates at +-127, the node's scale is what the other 15 channels alone give (so their integer
+    weights are exactly those of the net without the outlier), the threshold gets >= 8 units, and the report and
+    the IntNet's meta name the channel."""
+    net = _depthwise_with_dead_channel()
+    inet, rep = to_fixed_point_with_report(net, max_timesteps=8)
+    row = next(n for n in rep.nodes if n.node == "dw")
+    assert row.saturated == [0] and row.limited_by.startswith("weights (channels saturated)")
+    assert inet.meta["saturated_channels"] == {"dw": [0]}
+    assert row.threshold_int >= 8 and row.synapses[0].saturated_share > 0
+    q = np.asarray(inet.node("dw").inputs[0].op.weight)
+    assert np.abs(q[0]).max() == LOIHI2.conv_weight_max and np.abs(q).max() == LOIHI2.conv_weight_max
+    calm = _depthwise_with_dead_channel(outlier=1.0)
+    calm_q = np.asarray(to_fixed_point(calm, max_timesteps=8).node("dw").inputs[0].op.weight)
+    assert np.array_equal(q[1:], calm_q[1:])
+    assert check_fit(inet, LOIHI2, 8) == []
+    assert "saturated: node dw, output channel(s) [0]" in rep.format()
+    x = np.random.default_rng(0).integers(0, 256, (2, 3, 6, 6))
+    assert reference_simulate(inet, x, 8).readout.shape == (2, 4)
+
+
+def test_C5_rule3_too_many_outlier_channels_are_refused_and_a_calm_net_is_unchanged():
+    """More than MAX_SATURATED_SHARE (1/8) of the channels: no saturation, the old refusal naming the node; a
+    net with no outlier gets no saturation and no meta key (its bytes are those of before rule 3)."""
+    with pytest.raises(FitError, match=r"node dw: threshold = 0 .*>= 1"):
+        to_fixed_point(_depthwise_with_dead_channel(outlier=1000.0, n_out=3), max_timesteps=8)
+    calm, rep = to_fixed_point_with_report(_depthwise_with_dead_channel(outlier=1.0), max_timesteps=8)
+    assert "saturated_channels" not in calm.meta and all(not n.saturated for n in rep.nodes)
+    assert all(s.saturated_share == 0 for n in rep.nodes for s in n.synapses)
+
+
+@pytest.mark.lava
+def test_C5_C6_rule3_saturated_net_is_bit_exact_on_lava():
+    """The saturated channel's clipped mantissas are ordinary integers: reference == Lava (C6) on 2 samples."""
+    from na_deploy.verify.bit_exact import verify
+
+    inet = to_fixed_point(_depthwise_with_dead_channel(), max_timesteps=8)
+    x = np.random.default_rng(1).integers(0, 256, (2, 3, 6, 6)).astype("uint8")
+    assert verify(inet, x, 8, TARGET, TARGET.backend("lava", inet)).equal

@@ -22,7 +22,8 @@ from na_deploy.data.transforms import CIFAR_PAD, cifar_train, eval_view, sample_
 
 def write_folder(root, classes=("cat", "ant", "bee"), n_train=4, n_val=2, size=(8, 8), seed=0, mode="RGB"):
     """root/{train,val}/<class>/<i>.png of random pixels; returns {split: (uint8 N x C x H x W, labels)} in the
-    order the loader must give (classes sorted by name, files sorted)."""
+    order the loader must give (classes sorted by name, files sorted; val/ then round robin over the classes: the
+    i-th file of every class before the (i+1)-th, so that a prefix holds every class)."""
     rng = np.random.default_rng(seed)
     out = {}
     for split, n in (("train", n_train), ("val", n_val)):
@@ -35,7 +36,10 @@ def write_folder(root, classes=("cat", "ant", "bee"), n_train=4, n_val=2, size=(
                 Image.fromarray(a, mode).save(root / split / name / f"{i:02d}.png")
                 xs.append(a.transpose(2, 0, 1) if mode == "RGB" else a[None])
                 ys.append(k)
-        out[split] = (np.stack(xs), np.array(ys, dtype=np.int64))
+        order = list(range(len(ys)))
+        if split == "val":  # (rank within its class, class): the prefix of N images cycles through the classes
+            order.sort(key=lambda j: (j - ys.index(ys[j]), ys[j]))
+        out[split] = (np.stack(xs)[order], np.array(ys, dtype=np.int64)[order])
     return out
 
 
@@ -60,6 +64,7 @@ def test_folder_pixels_labels_std_and_fingerprint(folder, tmp_path):
     assert ds.classes == ["ant", "bee", "cat"] and ds.num_classes == 3 and ds.input_shape == (3, 8, 8)
     assert (ds.num_train, ds.num_test) == (12, 6) and ds.augment == "none"
     assert np.array_equal(ds.x_test, xte) and np.array_equal(ds.y_test, yte) and np.array_equal(ds.y_train, ytr)
+    assert ds.y_test.tolist() == [0, 1, 2, 0, 1, 2]  # any first N val images hold every class in turn
     assert np.array_equal(ds.x_train, xtr) and np.array_equal(ds.train_images([5, 1]), xtr[[5, 1]])
     np.testing.assert_allclose(ds.channel_std, channel_std(xtr), rtol=1e-12)  # exact integer sums vs numpy float
     assert ds.normalization.channel_scale == tuple(1.0 / (255.0 * ds.channel_std))  # scale only, no mean (C4)

@@ -17,6 +17,12 @@ Choice of sigma_m (the finest scale every rule allows):
   2. the static bound (see fit.py) over T = max_timesteps steps, the threshold's 24-bit range and the bias's
      mantissa/exponent range all scale like 1/sigma: if any is exceeded, sigma is raised by the worst ratio
      (repeated until everything fits), and the report says which quantity limited the scale.
+  3. saturation (`saturation_scale`): where rule 1 would leave a spiking node's threshold below
+     SATURATE_BELOW_UNITS integer units because a few output channels carry conv weights far above the others (a
+     BN-folded channel with a vanishing running variance: MobileNetV2's depthwise convs fed by a dead channel), those
+     channels -- at most MAX_SATURATED_SHARE of the node's channels -- are left out of rule 1 and their conv-like
+     mantissas saturate at the op's range; the report (`NodeQuant.saturated`) and the IntNet's
+     meta["saturated_channels"] name them. With more such channels the node keeps rule 1 (and may be refused).
 Then threshold_int = round_half_up(th / sigma) (must be >= 1), precharge_int = threshold_int // 2 (floor:
 for integer currents v0 = floor(th/2) gives exactly the spikes of v0 = th/2, since v0 + S >= th <=> S >=
 ceil(th/2) either way; this is C1's round-half-up in the SNN), bias_int = round_half_away(b / sigma) split
@@ -35,7 +41,7 @@ Rounding modes (every cast from real to integer in this module):
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from typing import Optional
 
 import numpy as np
@@ -50,71 +56,11 @@ from na_deploy.hw_targets.loihi2.fit import NodeBound, bound_options, check_fit,
 from na_deploy.hw_targets.loihi2.graded_scale import (balance_ratio, check_graded_modes, consumer_load, exact_unit,
                                                      integer_gain_scale, spiking_consumers)
 from na_deploy.hw_targets.loihi2.limits import LOIHI2, Loihi2Limits
+from na_deploy.hw_targets.loihi2.quant_report import ROUNDING, NodeQuant, QuantReport, SynapseQuant
 
-ROUNDING = {
-    "weights": "round half away from zero",
-    "bias": "round half away from zero",
-    "threshold": "round half up",
-    "precharge": "threshold_int // 2 (floor) when precharge = threshold / 2, else round half up",
-}
 _MAX_REFINE = 40
-
-
-# ------------------------------------------------------------------------------------------ report
-@dataclass
-class SynapseQuant:
-    source: str
-    op: str
-    exponent: int
-    max_abs_int: int  # largest |integer mantissa|
-    max_rel_error: float  # max |W - W_q| / max |W| (W_q the real value of the integer weight)
-    zero_share: float  # share of nonzero real weights that rounded to 0
-
-
-@dataclass
-class NodeQuant:
-    node: str
-    kind: str  # "neuron" | "relay" | "graded" | "readout"
-    scale: float
-    limited_by: str  # what fixed the scale: "weights" or the bound / range that forced it coarser
-    threshold_int: Optional[int]
-    threshold_rel_error: Optional[float]
-    precharge_int: Optional[int]
-    bias_exp: int
-    bias_max_abs_error: float  # max |b - b_q| in units of the node's scale
-    synapses: list[SynapseQuant]
-    bound_max_abs: float  # largest |static bound| (accumulators, current, membrane / potential)
-    headroom_bits: float
-
-    @property
-    def max_rel_error(self) -> float:
-        return max((s.max_rel_error for s in self.synapses), default=0.0)
-
-    @property
-    def zero_share(self) -> float:
-        return max((s.zero_share for s in self.synapses), default=0.0)
-
-
-@dataclass
-class QuantReport:
-    max_timesteps: int
-    nodes: list[NodeQuant] = field(default_factory=list)
-    rounding: dict = field(default_factory=lambda: dict(ROUNDING))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def format(self) -> str:
-        head = (f"{'node':<22}{'kind':<8}{'scale':>11}{'th_int':>8}{'maxErrW':>9}{'zeroW':>7}{'exp':>5}"
-                f"{'bound':>11}{'room':>6}  limited by")
-        lines = [f"quantization report (static bound proven for T <= {self.max_timesteps}):", head]
-        for n in self.nodes:
-            exps = ",".join(str(s.exponent) for s in n.synapses)
-            lines.append(f"{n.node[:21]:<22}{n.kind:<8}{n.scale:>11.4g}"
-                         f"{'-' if n.threshold_int is None else n.threshold_int:>8}"
-                         f"{100 * n.max_rel_error:>8.2f}%{100 * n.zero_share:>6.1f}%{exps[:4]:>5}"
-                         f"{n.bound_max_abs:>11.0f}{n.headroom_bits:>6.1f}  {n.limited_by}")
-        return "\n".join(lines)
+SATURATE_BELOW_UNITS = 8  # rule 3: a threshold below this many integer units triggers channel saturation
+MAX_SATURATED_SHARE = 0.125  # rule 3: at most this share of a node's output channels may saturate
 
 
 # ------------------------------------------------------------------------------------- quantizers
@@ -192,13 +138,20 @@ def synapse_exponent(syn: Synapse, real: np.ndarray, sigma: float, limits: Loihi
 
 
 def quantize_synapse(syn: Synapse, v: float, sigma: float, limits: Loihi2Limits,
-                     graded: bool = False) -> tuple[Synapse, SynapseQuant]:
+                     graded: bool = False, saturate: bool = False) -> tuple[Synapse, SynapseQuant]:
     """Integer synapse at node scale sigma (+ its report row). Dense mantissas even; conv-like exponent 0;
-    `graded`: the source is a graded node (negative exponents allowed, `synapse_exponent`)."""
+    `graded`: the source is a graded node (negative exponents allowed, `synapse_exponent`); `saturate`: conv-like
+    mantissas beyond the op's range are clipped to it (rule 3)."""
     real = _real_weights(syn, v)
     e = synapse_exponent(syn, real, sigma, limits, graded)
     unit = sigma * 2.0 ** e
     q = _mantissas(real, unit, _is_dense(syn))
+    top = mantissa_max(syn, limits)
+    clipped = np.abs(q) > top
+    if saturate and not _shiftable(syn) and clipped.any():
+        q = np.clip(q, -top, top)
+    else:
+        clipped = np.zeros_like(clipped)
     op = syn.op
     if isinstance(op, Conv2d):
         new = Conv2d(q, op.stride, op.padding, op.groups)
@@ -215,7 +168,8 @@ def quantize_synapse(syn: Synapse, v: float, sigma: float, limits: Loihi2Limits,
     nz = real != 0
     rep = SynapseQuant(syn.source, op.kind, e, int(np.abs(q).max(initial=0)),
                        float(err.max(initial=0.0) / peak) if peak > 0 else 0.0,
-                       float(((q == 0) & nz).sum() / nz.sum()) if nz.any() else 0.0)
+                       float(((q == 0) & nz).sum() / nz.sum()) if nz.any() else 0.0,
+                       float(np.mean(clipped)) if np.size(clipped) else 0.0)
     return Synapse(syn.source, new, e), rep
 
 
@@ -255,12 +209,12 @@ def _is_graded(node) -> bool:
 
 
 def _build(node, net: FloatNet, sigma: float, T: int, limits: Loihi2Limits, scales: Optional[dict] = None,
-           graded: Optional[dict] = None):
+           graded: Optional[dict] = None, saturate: bool = False):
     """Integer node at scale sigma, its report pieces, and the ratio by which sigma must grow (<= 1: ok)."""
     syns, reps = [], []
     for s in node.inputs:
         src_graded = s.source != INPUT_NAME and net.node(s.source).neuron.graded
-        q, r = quantize_synapse(s, source_value(net, s.source, scales), sigma, limits, src_graded)
+        q, r = quantize_synapse(s, source_value(net, s.source, scales), sigma, limits, src_graded, saturate)
         syns.append(q)
         reps.append(r)
     b_scaled = node.bias / sigma
@@ -310,6 +264,40 @@ def graded_sigma(node, net: FloatNet, scales: dict, limits: Loihi2Limits) -> Opt
     return integer_gain_scale(sigma, srcs, limits)
 
 
+def channel_peaks(node, net: FloatNet, scales: dict, limits: Loihi2Limits) -> np.ndarray:
+    """Per output channel, the largest max |W v_s| / mantissa_max over the node's conv-like inputs (the sigma each
+    channel alone would need, rule 1); shiftable inputs (Dense, Identity) count with their largest exponent."""
+    peaks = np.zeros(node.shape[0])
+    for s in node.inputs:
+        real = np.abs(_real_weights(s, source_value(net, s.source, scales))) / mantissa_max(s, limits)
+        if _shiftable(s):
+            real = real / 2.0 ** limits.dense_exponent_max
+        if isinstance(s.op, Conv2d):
+            per = real.reshape(real.shape[0], -1).max(axis=1, initial=0.0)
+            if per.shape[0] != peaks.shape[0]:  # not a per-channel op of this node's shape: no saturation
+                return np.full_like(peaks, np.inf)
+        else:  # a pool, an identity or a dense synapse reaches every channel alike
+            per = np.full_like(peaks, real.max(initial=0.0))
+        peaks = np.maximum(peaks, per)
+    return peaks
+
+
+def saturation_scale(node, net: FloatNet, scales: dict, limits: Loihi2Limits) -> Optional[tuple[float, list[int]]]:
+    """Rule 3: (sigma, the saturating output channels) when some channels alone leave the threshold below
+    SATURATE_BELOW_UNITS units and they are at most MAX_SATURATED_SHARE of the channels; else None."""
+    if not isinstance(node, NeuronNode) or node.neuron.graded or node.role == "relay" or len(node.shape) != 3:
+        return None
+    peaks = channel_peaks(node, net, scales, limits)
+    out = peaks * SATURATE_BELOW_UNITS > node.threshold
+    n_out = int(out.sum())
+    if n_out == 0 or n_out > MAX_SATURATED_SHARE * len(peaks) or not np.isfinite(peaks).all():
+        return None
+    rest = peaks[~out]
+    if rest.max(initial=0.0) <= 0:
+        return None
+    return float(rest.max()), [int(c) for c in np.flatnonzero(out)]
+
+
 def quantize_node(node, net: FloatNet, T: int, limits: Loihi2Limits = LOIHI2, scales: Optional[dict] = None,
                   graded: Optional[dict] = None):
     """(IntNeuronNode | IntReadoutNode, NodeQuant) at the finest scale that satisfies every rule. scales: the
@@ -326,12 +314,18 @@ def quantize_node(node, net: FloatNet, T: int, limits: Loihi2Limits = LOIHI2, sc
         peaks = [np.abs(_real_weights(s, source_value(net, s.source, scales))).max(initial=0.0)
                  / mantissa_max(s, limits) for s in node.inputs]
         sigma = weight_scale(peaks, [_shiftable(s) for s in node.inputs], limits)
+    saturated: list[int] = []
+    if (sigma is not None and isinstance(node, NeuronNode) and not _is_graded(node)
+            and node.threshold / sigma < SATURATE_BELOW_UNITS):
+        sat = saturation_scale(node, net, scales, limits)
+        if sat is not None:
+            sigma, saturated = sat
     if sigma is None:  # all weights zero: any scale works; keep thresholds / biases well resolved
         sigma = (node.threshold / limits.conv_weight_max if isinstance(node, NeuronNode)
                  else max(np.abs(node.bias).max(initial=0.0) / limits.bias_mant_max, 1e-12))
-    limited_by = "weights"
+    limited_by = "weights" if not saturated else "weights (channels saturated)"
     for _ in range(_MAX_REFINE):
-        built, reps, th_int, ratios = _build(node, net, sigma, T, limits, scales, graded)
+        built, reps, th_int, ratios = _build(node, net, sigma, T, limits, scales, graded, bool(saturated))
         if built is None:
             break
         what, ratio = max(ratios.items(), key=lambda kv: kv[1])
@@ -356,7 +350,7 @@ def quantize_node(node, net: FloatNet, T: int, limits: Loihi2Limits = LOIHI2, sc
     th_err = None if th_int is None else abs(th_int * sigma - node.threshold) / node.threshold
     rep = NodeQuant(node.name, kind, float(sigma), limited_by, th_int, th_err,
                     None if th_int is None else inode.precharge, inode.bias_exp, b_err, reps,
-                    bound.max_abs(), bound.headroom_bits(limits))
+                    bound.max_abs(), bound.headroom_bits(limits), saturated)
     return inode, rep
 
 
@@ -385,6 +379,9 @@ def to_fixed_point_with_report(net: FloatNet, limits: Loihi2Limits = LOIHI2,
         if _is_graded(n):
             graded[n.name] = node_bound(inode, T, limits, **{**opts, "graded": graded}).membrane
     meta = {**net.meta, "target": "loihi2", "max_timesteps": T, "rounding": dict(ROUNDING)}
+    saturated = {r.node: r.saturated for r in report.nodes if r.saturated}
+    if saturated:  # rule 3 changed these channels' weights: the artifact says so (C5)
+        meta["saturated_channels"] = saturated
     inet = IntNet(input=net.input, nodes=nodes[:-1], readout=nodes[-1], meta=meta)
     violations = check_fit(inet, limits, T)
     if violations:

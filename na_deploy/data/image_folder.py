@@ -4,9 +4,11 @@ Layout (torchvision's ImageFolder, one folder per split):
     DIR/train/<class>/*.png|jpg|...     DIR/val/<class>/*.png|jpg|...
 Classes are the sub-folder names of train/, sorted; label k = the k-th name. val/ must have the same class
 folders. Image files are those with an extension in IMAGE_EXTENSIONS (others and hidden files are skipped),
-taken in sorted order. Every image is decoded with Pillow to RGB, or to L (one channel) when every image of a
-non-resizing augmentation is grey. An empty class folder is an empty class (`check_labels`' rules: refused
-unless K is stated with --num-classes).
+taken in sorted order; val/ is then interleaved class by class (the i-th image of every class, in class order, before
+the (i+1)-th), so that its first N images -- `--eval-samples N`, `--samples N`, the verify samples -- hold every
+class in turn, not the first few classes (`interleave_classes`). Every image is decoded with Pillow to RGB, or to
+L (one channel) when every image of a non-resizing augmentation is grey. An empty class folder is an empty class
+(`check_labels`' rules: refused unless K is stated with --num-classes).
 
 The network sees uint8 pixels (C4): the evaluation view of `transforms` (the image itself, or for augment
 imagenet: resize 256 + centre crop 224) and, in training, the augmented view. Augmentations none and cifar do
@@ -102,9 +104,21 @@ def scan(root: Path) -> tuple[list[str], dict[str, tuple[list[str], np.ndarray]]
             files += found
             labels += [k] * len(found)
         out[split] = (files, np.asarray(labels, dtype=np.int64))
+    out["val"] = interleave_classes(*out["val"])
     if not out["train"][0]:
         raise DataError(f"{root}/train: no image files; allowed: {LAYOUT}")
     return classes["train"], out
+
+
+def interleave_classes(files: list[str], labels: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Class-major (files, labels) -> round robin over the classes: rank within its class first, then label (a
+    stable order: the same folder gives the same order)."""
+    rank = np.zeros(len(labels), dtype=np.int64)
+    for k in np.unique(labels):
+        at = np.flatnonzero(labels == k)
+        rank[at] = np.arange(len(at))
+    order = np.lexsort((labels, rank))
+    return [files[i] for i in order], labels[order]
 
 
 def check_headers(files: list[str], augment: str) -> str:
@@ -234,7 +248,8 @@ def load_folder(path: str | os.PathLike, num_classes: Optional[int] = None, warn
     h = hashlib.sha256(f"image-folder v1 {mode} {shape} view={'imagenet' if augment in RESIZING else 'raw'}\n"
                        .encode())
     h.update(("\n".join(classes) + "\n").encode())
-    for files in (ds.train_files, ds.test_files):
+    class_major = [f for _, f in sorted(zip(ds.y_test.tolist(), ds.test_files), key=lambda t: t[0])]
+    for files in (ds.train_files, class_major):  # the hash of a folder does not depend on the val/ order
         for f in files:
             h.update(f"{os.path.relpath(f, root)}\t{os.path.getsize(f)}\n".encode())
     h.update(f"{s} {s2} {count}\n".encode())

@@ -145,6 +145,9 @@ def _accuracy_arm(qat_ckpt: Path, data, cfg: PipelineConfig, target: Target, run
         inet = target.to_fixed_point(fnet, max_timesteps=max(*cfg.timesteps, cfg.verify_timesteps))
         require_fit(target, inet)
         save_net_pair(fnet, inet, run_dir / f"net{tag}.float.nad.h5", run_dir / f"net{tag}.nad.h5")  # as convert
+    for node, channels in inet.meta.get("saturated_channels", {}).items():  # contract C5, saturation
+        log(f"[fixed point] node {node}: output channel(s) {channels} saturate (their weights exceed the mantissa "
+            f"range at the node's scale; recorded in net{tag}.nad.h5's meta)")
     timesteps = check_timesteps(cfg.timesteps)
     with timer(f"evaluate{tag}"):
         acc = accuracy_vs_timesteps(fnet, inet, target, x, y, timesteps, device=cfg.device, progress=False, total=n)
@@ -235,6 +238,8 @@ def _run_stages(cfg: PipelineConfig, target: Target, backend: Optional[Backend],
                         else verify_skipped(cfg, x_verify, arm.inet, target, run_dir, missing, log))
     with timer("resources"):
         report["resources"] = target.resource_report(arm.inet, arm.accuracy.totals_trace(), inputs=arm.x)
+    if arm.inet.meta.get("saturated_channels"):  # only when saturation happened: other reports keep their keys
+        report["saturated_channels"] = arm.inet.meta["saturated_channels"]
     if cfg.compare_no_noise_adaptor:
         with timer("train_qat_no_noise_adaptor"):
             _train_qat(cfg, data, run_dir, False, "qat_no_na.ckpt")
