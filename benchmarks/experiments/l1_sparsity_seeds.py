@@ -52,7 +52,8 @@ def main() -> None:
     n = first["stats"]["na"]["ann"]["n"]
     print(f"\ndigits_cnn, p = 2, noise adaptor, seeds {first['seeds']}: integer SNN %, mean [95 % t interval] "
           f"(n = {n}); effect = paired difference against lambda 0, pp; spikes: mean over seeds")
-    print("| λ | ANN | " + " | ".join(f"T={t}" for t in TS) + " | effect T=1 | effect T=2 | spikes / inference, T = 8 |")
+    print("| λ | ANN | " + " | ".join(f"T={t}" for t in TS)
+          + " | effect T=1 | effect T=2 | spikes / inference, T = 8 |")
     print("|---|" + "---:|" * (len(TS) + 4))
     base = first["stats"]["na"]
     print("| 0 | " + _ci(base["ann"]) + " | " + " | ".join(_ci(base["integer"][t]) for t in TS)
