@@ -81,6 +81,7 @@ def test_interrupted_run_resumes_and_gives_the_same_report(two_seeds, tmp_path):
     shutil.copytree(out, again)
     (again / "seed-1" / "COMPLETE").unlink()  # as if the process died during seed 1
     (again / "COMPLETE").unlink()
+    (again / ".seed-1.lock").write_text("999999\n")  # what a kill -9 during seed 1 leaves (refused before)
     res = run("pipeline", "--seeds", "0,1", "--compare-no-noise-adaptor", *SMALL, "--out", again)
     assert res.exit_code == 0, res.output
     assert "seed 0: reusing the finished run" in res.output and "seed 1: running" in res.output

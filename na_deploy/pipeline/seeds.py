@@ -98,6 +98,12 @@ def _reusable(run_dir: Path, want: dict) -> Optional[dict]:
     return report
 
 
+def _is_seed_lock(name: str) -> bool:
+    """`.seed-<s>.lock`: a seed run's lock file (`runlock.lock_path_for`), left behind when its process was killed
+    (the kernel dropped the lock itself; the file is harmless)."""
+    return name.startswith(".seed-") and name.endswith(".lock") and name[len(".seed-"):-len(".lock")].isdigit()
+
+
 def prepare_seeds_out(out: str | Path, force: bool) -> Path:
     """OUT for a multi-seed run: new, or holding only seed folders and this command's own files (resume), or
     emptied with `force`. The top-level COMPLETE is removed: the run is unfinished until every seed is."""
@@ -107,7 +113,8 @@ def prepare_seeds_out(out: str | Path, force: bool) -> Path:
     if out.exists() and force:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    other = sorted(p.name for p in out.iterdir() if not p.name.startswith("seed-") and p.name not in TOP_FILES)
+    other = sorted(p.name for p in out.iterdir() if not p.name.startswith("seed-") and p.name not in TOP_FILES
+                   and not _is_seed_lock(p.name))
     if other:
         raise NaDeployError(f"--out {out}: holds {other[0]!r}, not a multi-seed run folder; choose another --out or "
                             "pass --force")
