@@ -146,12 +146,11 @@ def quantize_synapse(syn: Synapse, v: float, sigma: float, limits: Loihi2Limits,
     e = synapse_exponent(syn, real, sigma, limits, graded)
     unit = sigma * 2.0 ** e
     q = _mantissas(real, unit, _is_dense(syn))
-    top = mantissa_max(syn, limits)
-    clipped = np.abs(q) > top
-    if saturate and not _shiftable(syn) and clipped.any():
+    saturated_share = 0.0
+    if saturate and not _shiftable(syn) and np.size(q):
+        top = mantissa_max(syn, limits)
+        saturated_share = float(np.mean(np.abs(q) > top))
         q = np.clip(q, -top, top)
-    else:
-        clipped = np.zeros_like(clipped)
     op = syn.op
     if isinstance(op, Conv2d):
         new = Conv2d(q, op.stride, op.padding, op.groups)
@@ -168,8 +167,7 @@ def quantize_synapse(syn: Synapse, v: float, sigma: float, limits: Loihi2Limits,
     nz = real != 0
     rep = SynapseQuant(syn.source, op.kind, e, int(np.abs(q).max(initial=0)),
                        float(err.max(initial=0.0) / peak) if peak > 0 else 0.0,
-                       float(((q == 0) & nz).sum() / nz.sum()) if nz.any() else 0.0,
-                       float(np.mean(clipped)) if np.size(clipped) else 0.0)
+                       float(((q == 0) & nz).sum() / nz.sum()) if nz.any() else 0.0, saturated_share)
     return Synapse(syn.source, new, e), rep
 
 
@@ -264,9 +262,10 @@ def graded_sigma(node, net: FloatNet, scales: dict, limits: Loihi2Limits) -> Opt
     return integer_gain_scale(sigma, srcs, limits)
 
 
-def channel_peaks(node, net: FloatNet, scales: dict, limits: Loihi2Limits) -> np.ndarray:
+def channel_peaks(node, net: FloatNet, scales: dict, limits: Loihi2Limits) -> Optional[np.ndarray]:
     """Per output channel, the largest max |W v_s| / mantissa_max over the node's conv-like inputs (the sigma each
-    channel alone would need, rule 1); shiftable inputs (Dense, Identity) count with their largest exponent."""
+    channel alone would need, rule 1); shiftable inputs (Dense, Identity) count with their largest exponent. None
+    when a conv's output channels are not the node's."""
     peaks = np.zeros(node.shape[0])
     for s in node.inputs:
         real = np.abs(_real_weights(s, source_value(net, s.source, scales))) / mantissa_max(s, limits)
@@ -274,26 +273,29 @@ def channel_peaks(node, net: FloatNet, scales: dict, limits: Loihi2Limits) -> np
             real = real / 2.0 ** limits.dense_exponent_max
         if isinstance(s.op, Conv2d):
             per = real.reshape(real.shape[0], -1).max(axis=1, initial=0.0)
-            if per.shape[0] != peaks.shape[0]:  # not a per-channel op of this node's shape: no saturation
-                return np.full_like(peaks, np.inf)
+            if per.shape[0] != peaks.shape[0]:
+                return None
         else:  # a pool, an identity or a dense synapse reaches every channel alike
             per = np.full_like(peaks, real.max(initial=0.0))
         peaks = np.maximum(peaks, per)
     return peaks
 
 
-def saturation_scale(node, net: FloatNet, scales: dict, limits: Loihi2Limits) -> Optional[tuple[float, list[int]]]:
-    """Rule 3: (sigma, the saturating output channels) when some channels alone leave the threshold below
-    SATURATE_BELOW_UNITS units and they are at most MAX_SATURATED_SHARE of the channels; else None."""
-    if not isinstance(node, NeuronNode) or node.neuron.graded or node.role == "relay" or len(node.shape) != 3:
+def saturation_scale(node, net: FloatNet, sigma: Optional[float], scales: dict,
+                     limits: Loihi2Limits) -> Optional[tuple[float, list[int]]]:
+    """Rule 3: (sigma, the saturating output channels) when rule 1's `sigma` leaves a spiking node's threshold
+    below SATURATE_BELOW_UNITS units, because of channels that alone would, and those are at most
+    MAX_SATURATED_SHARE of the channels; else None (rule 1's sigma stands)."""
+    if (sigma is None or not isinstance(node, NeuronNode) or node.neuron.graded or node.role == "relay"
+            or len(node.shape) != 3 or node.threshold / sigma >= SATURATE_BELOW_UNITS):
         return None
     peaks = channel_peaks(node, net, scales, limits)
+    if peaks is None:
+        return None
     out = peaks * SATURATE_BELOW_UNITS > node.threshold
     n_out = int(out.sum())
-    if n_out == 0 or n_out > MAX_SATURATED_SHARE * len(peaks) or not np.isfinite(peaks).all():
-        return None
     rest = peaks[~out]
-    if rest.max(initial=0.0) <= 0:
+    if n_out == 0 or n_out > MAX_SATURATED_SHARE * len(peaks) or rest.max(initial=0.0) <= 0:
         return None
     return float(rest.max()), [int(c) for c in np.flatnonzero(out)]
 
@@ -315,11 +317,9 @@ def quantize_node(node, net: FloatNet, T: int, limits: Loihi2Limits = LOIHI2, sc
                  / mantissa_max(s, limits) for s in node.inputs]
         sigma = weight_scale(peaks, [_shiftable(s) for s in node.inputs], limits)
     saturated: list[int] = []
-    if (sigma is not None and isinstance(node, NeuronNode) and not _is_graded(node)
-            and node.threshold / sigma < SATURATE_BELOW_UNITS):
-        sat = saturation_scale(node, net, scales, limits)
-        if sat is not None:
-            sigma, saturated = sat
+    sat = saturation_scale(node, net, sigma, scales, limits)
+    if sat is not None:
+        sigma, saturated = sat
     if sigma is None:  # all weights zero: any scale works; keep thresholds / biases well resolved
         sigma = (node.threshold / limits.conv_weight_max if isinstance(node, NeuronNode)
                  else max(np.abs(node.bias).max(initial=0.0) / limits.bias_mant_max, 1e-12))
