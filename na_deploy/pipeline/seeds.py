@@ -24,6 +24,7 @@ from na_deploy.atomic import atomic_write_text
 from na_deploy.errors import NaDeployError
 from na_deploy.evaluate.stats import accuracy_effect, accuracy_se, accuracy_stats, arm_accuracies
 from na_deploy.pipeline.seeds_report import format_seeds_md, plot_seeds
+from na_deploy.runlock import lock_path_for
 
 TOP_FILES = ("report.json", "report.md", "accuracy_vs_T.png", "COMPLETE")
 
@@ -98,10 +99,11 @@ def _reusable(run_dir: Path, want: dict) -> Optional[dict]:
     return report
 
 
-def _is_seed_lock(name: str) -> bool:
-    """`.seed-<s>.lock`: a seed run's lock file (`runlock.lock_path_for`), left behind when its process was killed
+def _is_seed_lock(out: Path, name: str) -> bool:
+    """A seed run's lock file (`runlock.lock_path_for` of a `seed_dir`), left behind when its process was killed
     (the kernel dropped the lock itself; the file is harmless)."""
-    return name.startswith(".seed-") and name.endswith(".lock") and name[len(".seed-"):-len(".lock")].isdigit()
+    seed = name[len(".seed-"):-len(".lock")]
+    return seed.isdigit() and lock_path_for(seed_dir(out, int(seed))).name == name
 
 
 def prepare_seeds_out(out: str | Path, force: bool) -> Path:
@@ -114,7 +116,7 @@ def prepare_seeds_out(out: str | Path, force: bool) -> Path:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     other = sorted(p.name for p in out.iterdir() if not p.name.startswith("seed-") and p.name not in TOP_FILES
-                   and not _is_seed_lock(p.name))
+                   and not _is_seed_lock(out, p.name))
     if other:
         raise NaDeployError(f"--out {out}: holds {other[0]!r}, not a multi-seed run folder; choose another --out or "
                             "pass --force")
